@@ -1,0 +1,65 @@
+"""environment.yml (conda) must install what pyproject.toml and the Makefile install."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+ENV = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def _pip_lines() -> list[str]:
+    for dep in ENV["dependencies"]:
+        if isinstance(dep, dict) and "pip" in dep:
+            return dep["pip"]
+    raise AssertionError("environment.yml has no pip section")
+
+
+def _conda_python() -> Version:
+    for dep in ENV["dependencies"]:
+        if isinstance(dep, str) and dep.startswith("python"):
+            return Version(dep.split("=")[-1])
+    raise AssertionError("environment.yml pins no python")
+
+
+def test_python_version_is_allowed_by_pyproject():
+    allowed = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert _conda_python() in allowed
+
+
+def test_torch_pin_matches_the_makefile_and_the_pyproject_range():
+    pins = [Requirement(x) for x in _pip_lines() if x.startswith("torch")]
+    assert len(pins) == 1
+    make_pin = re.search(r"^TORCH\s*\?=\s*(\S+)", MAKEFILE, re.M).group(1)
+    assert str(pins[0]) == make_pin
+    core = {Requirement(r).name: Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
+    version = Version(str(pins[0].specifier).lstrip("="))
+    assert version in core["torch"].specifier
+
+
+def test_project_installs_with_the_same_extras_as_the_makefile():
+    editable = [x for x in _pip_lines() if x.startswith("-e")]
+    assert len(editable) == 1
+    env_extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
+    make_extras = set(re.search(r'-e "?\.\[(.*?)\]', MAKEFILE).group(1).split(","))
+    assert env_extras == make_extras
+    assert env_extras <= set(PYPROJECT["project"]["optional-dependencies"])
+
+
+def test_conda_adds_nothing_outside_pyproject():
+    conda_only = [d for d in ENV["dependencies"] if isinstance(d, str)]
+    assert sorted(re.split(r"[=<>]", d)[0] for d in conda_only) == ["pip", "python"]
