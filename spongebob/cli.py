@@ -32,7 +32,9 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spongebob", description="Build a small chat LLM from scratch.")
+    p = argparse.ArgumentParser(
+        prog="spongebob", description="Build a small chat LLM from scratch."
+    )
     groups = p.add_subparsers(dest="group", required=True)
 
     data = groups.add_parser("data", help="embedded sample data and the real datasets")

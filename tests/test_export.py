@@ -53,7 +53,9 @@ def test_cells_go_to_default_and_named_modules_in_order(repo):
     out = nbexport.plan(repo)
     alpha = out[repo / "spongebob" / "alpha.py"]
     beta = out[repo / "spongebob" / "beta.py"]
-    assert alpha.splitlines()[0].startswith(f"# {nbexport.GENERATED_MARK} from notebooks/01_a.ipynb")
+    assert alpha.splitlines()[0].startswith(
+        f"# {nbexport.GENERATED_MARK} from notebooks/01_a.ipynb"
+    )
     body = alpha.split("\n\n", 1)[1]
     assert body == "A = 1\n\n\nD = 4\n"
     assert "B = 2" not in alpha and "C = 3" in beta and "A = 1" not in beta
@@ -99,7 +101,9 @@ def test_check_finds_drift_orphans_and_unlisted_modules(repo):
     assert nbexport.write(repo) == []  # idempotent
 
     (repo / "spongebob" / "m.py").write_text("edited by hand\n")
-    assert nbexport.problems(repo) == ["spongebob/m.py: differs from its notebooks; run `make export`"]
+    assert nbexport.problems(repo) == [
+        "spongebob/m.py: differs from its notebooks; run `make export`"
+    ]
     nbexport.write(repo)
 
     orphan = nbexport.Module("gone", ["notebooks/09_gone.ipynb"], ["Z = 0"]).render()

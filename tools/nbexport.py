@@ -115,7 +115,9 @@ def notebooks_in(root: Path) -> list[Path]:
 def plan(root: Path = ROOT) -> dict[Path, str]:
     """What the package's generated files should contain: {path: text}."""
     modules = collect(notebooks_in(root), root)
-    return {root / "spongebob" / f"{name}.py": mod.render() for name, mod in sorted(modules.items())}
+    return {
+        root / "spongebob" / f"{name}.py": mod.render() for name, mod in sorted(modules.items())
+    }
 
 
 def problems(root: Path = ROOT) -> list[str]:
