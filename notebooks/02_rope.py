@@ -18,9 +18,10 @@
 #| export
 """Rotary position embeddings (RoPE) with interleaved pairs, in real arithmetic.
 
-Defined in 02_rope. Dims ``2i`` and ``2i+1`` of every head form a 2-D pair that is rotated by the angle
-``pos * theta ** (-2i / head_dim)``: the same numbers as the original's complex-number formulation, but
-with cos/sin tables instead of complex tensors, so it runs in bf16 and under ``torch.compile``.
+Defined in 02_rope. Dims ``2i`` and ``2i+1`` of every head form a 2-D pair that is rotated by the
+angle ``pos * theta ** (-2i / head_dim)``: the same numbers as the original's complex-number
+formulation, but with cos/sin tables instead of complex tensors, so it runs in bf16 and under
+``torch.compile``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def precompute_rope(head_dim: int, max_seq_len: int, theta: float = 1e6) -> tupl
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved pairs ``(x[..., 2i], x[..., 2i+1])`` of ``x`` by the position's angles.
 
-    Defined in 02_rope. ``x``: ``(B, T, H, D)``; ``cos``, ``sin``: ``(T, D // 2)``, already sliced to
-    the positions of ``x`` by the caller. Computes in float32 and returns ``x``'s dtype and shape.
+    Defined in 02_rope. ``x``: ``(B, T, H, D)``; ``cos``, ``sin``: ``(T, D // 2)``, already sliced
+    to the positions of ``x`` by the caller. Computes in float32, returns ``x``'s dtype and shape.
     """
     B, T, H, D = x.shape
     if cos.shape != (T, D // 2) or sin.shape != (T, D // 2):

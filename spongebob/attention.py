@@ -3,9 +3,9 @@
 
 """Causal multi-head attention with grouped-query heads (GQA), RoPE and a preallocated KV cache.
 
-Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels, no
-stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`` have no biases and keep
-the original's state-dict keys.
+Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels,
+no stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`` have no biases and
+keep the original's state-dict keys.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> Tensor:
     """Bool ``(T, S)`` mask, True where a query may attend to a key. Defined in 03_attention.
 
-    The ``T`` queries are the *last* ``T`` of ``S`` positions (earlier ones come from a KV cache), so
-    query ``i`` sits at position ``S - T + i`` and may see keys ``j <= S - T + i``.
+    The ``T`` queries are the *last* ``T`` of ``S`` positions (earlier ones come from a KV cache),
+    so query ``i`` sits at position ``S - T + i`` and may see keys ``j <= S - T + i``.
     """
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
@@ -41,8 +41,9 @@ def causal_mask(T: int, S: int, device: torch.device | str | None = None) -> Ten
 class KVCache:
     """Preallocated keys and values of one attention layer, for incremental decoding.
 
-    Defined in 03_attention. Buffers ``k``, ``v`` have shape ``(batch_size, max_seq_len, n_kv_heads,
-    head_dim)``; ``update`` writes new positions in place (no ``torch.cat`` growth, no reallocation).
+    Defined in 03_attention. Buffers ``k``, ``v`` have shape
+    ``(batch_size, max_seq_len, n_kv_heads, head_dim)``; ``update`` writes new positions in place
+    (no ``torch.cat`` growth, no reallocation).
     """
 
     def __init__(
@@ -93,8 +94,10 @@ class Attention(nn.Module):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % n_heads or n_heads % n_kv_heads:
-            raise ValueError(f"need dim % n_heads == 0 and n_heads % n_kv_heads == 0, got "
-                             f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}")
+            raise ValueError(
+                f"need dim % n_heads == 0 and n_heads % n_kv_heads == 0, got "
+                f"dim={dim}, n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+            )
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.n_rep = n_heads // n_kv_heads
         self.head_dim = dim // n_heads
@@ -114,10 +117,10 @@ class Attention(nn.Module):
         start_pos: int = 0,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``.
+        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``
 
-        ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and values
-        of earlier positions come from the cache. ``attn_mask``: optional bool, broadcastable to
+        ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and
+        values of earlier positions come from the cache. ``attn_mask``: optional bool, broadcastable to
         ``(B, 1, T, start_pos + T)``, True = may attend (e.g. False on left-padding keys); it is
         combined with the causal mask.
         """
