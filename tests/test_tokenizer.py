@@ -1,0 +1,462 @@
+"""spongebob.tokenizer: special ids, exact round trips, streaming, and agreement with Hugging Face.
+
+Tokenizers here are trained on a small generated corpus (a second or less each); the Hugging Face
+checks load our saved folder with `tokenizers` and `transformers` and compare ids and chat renderings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, pre_tokenizers
+
+from spongebob import tokenizer as T
+from spongebob.tokenizer import (
+    DEFAULT_SYSTEM_PROMPT,
+    REASONING_TOKENS,
+    SPECIAL_TOKENS,
+    StreamDecoder,
+    byte_to_unicode,
+    iter_jsonl_texts,
+    load_tokenizer,
+    render_chat,
+    train_bpe,
+    train_tokenizer,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EN = ["SpongeBob", "Patrick", "Squidward", "Sandy", "Mr. Krabs", "Plankton", "Gary"]
+ZH = ["海绵宝宝", "派大星", "章鱼哥", "珊迪", "蟹老板", "痞老板", "小蜗"]
+FOOD = [("krabby patties", "蟹黄堡"), ("kelp shakes", "海带奶昔"), ("coral bits", "珊瑚脆片")]
+MIXED = [
+    "SpongeBob lives in a pineapple 🍍 under the sea.",
+    "海绵宝宝住在比奇堡的菠萝屋里。",
+    "<s>user\nHow old is Gary?</s>\n<s>assistant\n<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer></s>\n",
+    "tabs\tand  double  spaces, \x00 nul, \r\n crlf, é, Ω, 𝔘, 👩‍👩‍👧",
+    "I think <thinking> is not a tag, but <think> is.",
+]
+
+
+def make_corpus(n: int, seed: int = 0) -> list[str]:
+    """Bilingual one-line facts and a few reasoning answers, deterministic."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        j, k = rng.randrange(len(EN)), rng.randrange(len(FOOD))
+        age = rng.randint(1, 99)
+        if i % 3 == 0:
+            lines.append(f"{ZH[j]}住在比奇堡，最喜欢吃{FOOD[k][1]}。{ZH[j]}今年{age}岁。")
+        elif i % 3 == 1:
+            lines.append(f"{EN[j]} lives in Bikini Bottom, loves {FOOD[k][0]} and is {age}.")
+        else:
+            lines.append(
+                f"<think>\n{age} + {j} = {age + j}\n</think>\n<answer>\n{age + j}\n</answer>"
+            )
+    return lines
+
+
+def write_jsonl(path: Path, lines: list[str]) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps({"text": line}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "pretrain.jsonl", make_corpus(1500))
+
+
+@pytest.fixture(scope="module")
+def tok(corpus_file):
+    return train_tokenizer(corpus_file, vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def saved(tok, tmp_path_factory) -> Path:
+    return tok.save(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def hf(saved):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(saved))
+
+
+# ---- vocabulary and special tokens -------------------------------------------------------------
+
+
+def test_special_token_ids_are_0_to_6(tok):
+    for i, name in enumerate(SPECIAL_TOKENS + REASONING_TOKENS):
+        assert tok.token_to_id(name) == i and tok.id_to_token(i) == name
+    assert (tok.unk_id, tok.bos_id, tok.eos_id, tok.pad_id) == (0, 1, 2, 0)
+    assert tok.vocab_size == 600 == len(tok)
+    assert tok.reasoning_ids == {"<think>": 3, "</think>": 4, "<answer>": 5, "</answer>": 6}
+
+
+def test_reasoning_tags_encode_as_single_ids(tok):
+    text = "<think>\n2 + 2 = 4\n</think>\n<answer>\n4\n</answer>"
+    ids = tok.encode(text)
+    assert [i for i in ids if i < 7] == [3, 4, 5, 6]
+    for i, tag in enumerate(REASONING_TOKENS, start=3):
+        assert tok.encode(tag) == [i]
+        assert tok.encode(f"x{tag}y")[1] == i  # matched whole even when glued to other text
+
+
+def test_without_reasoning_specials_the_tags_split_into_pieces(corpus_file):
+    plain = train_tokenizer(corpus_file, vocab_size=600, special_tokens=SPECIAL_TOKENS)
+    assert plain.token_to_id("<think>") is None and plain.reasoning_ids == {}
+    ids = plain.encode("<think>")
+    assert len(ids) >= 2 and plain.decode(ids) == "<think>"
+    # the first piece is the plain "<", the same id as in "x<y" (SEED.md defect 5)
+    assert plain.encode("<") == ids[:1] and ids[0] in plain.encode("x<y")
+
+
+def test_byte_to_unicode_is_the_bytelevel_alphabet():
+    table = byte_to_unicode()
+    assert sorted(table) == list(range(256))
+    assert set(table.values()) == set(pre_tokenizers.ByteLevel.alphabet())
+    assert len(set(table.values())) == 256
+    assert table[ord(" ")] == "Ġ" and table[ord("\n")] == "Ċ" and table[ord("A")] == "A"
+    assert all(c.isprintable() and not c.isspace() for c in table.values())
+
+
+def test_vocab_size_below_the_byte_alphabet_is_an_error():
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_bpe(["abc"], vocab_size=256)
+
+
+def test_training_is_deterministic(corpus_file, tok):
+    again = train_tokenizer(corpus_file, vocab_size=600)
+    assert again.tokenizer.to_str() == tok.tokenizer.to_str()
+
+
+# ---- round trips and streaming -----------------------------------------------------------------
+
+cjk_emoji = st.sampled_from(
+    list("海绵宝宝派大星。，！ 🍍😀👩‍👧\n\t\x00\x7féΩ𝔘") + SPECIAL_TOKENS + REASONING_TOKENS
+)
+any_text = st.one_of(st.text(), st.lists(st.one_of(cjk_emoji, st.text(max_size=3))).map("".join))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=any_text)
+def test_encode_decode_round_trips_any_unicode(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", MIXED)
+def test_round_trip_mixed_examples(tok, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert all(0 <= i < tok.vocab_size for i in ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=any_text)
+def test_stream_decoder_emits_whole_characters_only(tok, text):
+    ids = tok.encode(text)
+    dec = StreamDecoder(tok)
+    out = ""
+    for i in ids:
+        piece = dec.put(i)
+        out += piece
+        assert text.startswith(out)  # never half a character, never ahead of the text
+        assert "\ufffd" not in piece or "\ufffd" in text
+    out += dec.flush()
+    assert out == text == tok.decode(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.integers(0, 599), max_size=40))
+def test_stream_decoder_matches_decode_on_arbitrary_ids(tok, ids):
+    # arbitrary ids may form invalid UTF-8: both paths must replace it the same way (U+FFFD)
+    dec = StreamDecoder(tok)
+    assert "".join(dec.put(i) for i in ids) + dec.flush() == tok.decode(ids)
+    skip = StreamDecoder(tok, skip_special_tokens=True)
+    text = "".join(skip.put(i) for i in ids) + skip.flush()
+    assert text == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_stream_decoder_holds_back_a_split_character(tok):
+    text = "🍍"  # 4 bytes; rare in the corpus, so it is split into byte tokens
+    ids = tok.encode(text)
+    assert len(ids) > 1
+    dec = StreamDecoder(tok)
+    assert [dec.put(i) for i in ids] == [""] * (len(ids) - 1) + ["🍍"]
+    dec.put(ids[0])  # an incomplete character at the end of the stream
+    assert dec.flush() == "\ufffd"
+
+
+# ---- Hugging Face folders ----------------------------------------------------------------------
+
+
+def test_saved_folder_has_the_hf_layout(saved):
+    assert sorted(p.name for p in saved.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+    cfg = json.loads((saved / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert (cfg["unk_token"], cfg["bos_token"], cfg["eos_token"], cfg["pad_token"]) == (
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<unk>",
+    )
+    assert cfg["additional_special_tokens"] == REASONING_TOKENS
+    assert isinstance(cfg["chat_template"], str) and "{%" in cfg["chat_template"]
+
+
+@pytest.mark.parametrize("text", MIXED)
+def test_saved_folder_gives_equal_ids_in_tokenizers_transformers_and_ours(tok, saved, hf, text):
+    ours = tok.encode(text)
+    assert Tokenizer.from_file(str(saved / "tokenizer.json")).encode(text).ids == ours
+    assert load_tokenizer(saved).encode(text) == ours
+    assert hf.encode(text) == ours
+    assert hf.decode(ours) == text
+
+
+def test_transformers_sees_the_same_special_ids(hf):
+    assert (hf.unk_token_id, hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (0, 1, 2, 0)
+    assert len(hf) == 600
+    assert [hf.convert_tokens_to_ids(t) for t in REASONING_TOKENS] == [3, 4, 5, 6]
+
+
+SYS = {"role": "system", "content": "You are a crab."}
+U1, A1 = (
+    {"role": "user", "content": "Who lives in a pineapple?"},
+    {"role": "assistant", "content": "SpongeBob!"},
+)
+U2 = {"role": "user", "content": "蟹老板喜欢什么？"}
+A2 = {"role": "assistant", "content": "<think>\nmoney\n</think>\n<answer>\n钱\n</answer>"}
+CONVERSATIONS = {
+    "user": [U1],
+    "system+user": [SYS, U1],
+    "user+assistant": [U1, A1],
+    "multi-turn": [U1, A1, U2, A2],
+    "system+multi-turn-ending-with-user": [SYS, U1, A1, U2],
+}
+
+
+def test_render_chat_matches_the_seed_format():
+    d = DEFAULT_SYSTEM_PROMPT
+    assert render_chat([U1]) == (
+        f"<s>system\n{d}</s>\n<s>user\nWho lives in a pineapple?</s>\n<s>assistant\n"
+    )
+    assert render_chat([SYS, U1, A1]) == (
+        "<s>system\nYou are a crab.</s>\n<s>user\nWho lives in a pineapple?</s>\n"
+        "<s>assistant\nSpongeBob!</s>\n"
+    )
+    assert render_chat([]) == f"<s>system\n{d}</s>\n"
+    assert "SpongeBob" in d and "MiniMind" not in d
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+@pytest.mark.parametrize("gen", [True, False])
+def test_transformers_renders_our_chat_template_identically(tok, hf, name, gen):
+    conv = CONVERSATIONS[name]
+    ours = tok.apply_chat_template(conv, add_generation_prompt=gen)
+    assert ours == render_chat(conv)  # the flag changes nothing (see the docstring)
+    assert hf.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen) == ours
+    got = hf.apply_chat_template(conv, tokenize=True, add_generation_prompt=gen)
+    got = got if isinstance(got, list) else got["input_ids"]
+    assert got == tok.encode(ours)
+
+
+def test_unknown_roles_are_rejected(tok, hf):
+    with pytest.raises(ValueError, match="role"):
+        tok.apply_chat_template([{"role": "tool", "content": "x"}])
+    with pytest.raises(Exception, match="role"):
+        hf.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_custom_default_system_prompt_survives_save_and_jinja(tok, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    prompt = '你是"海绵宝宝" \\ {{ not jinja }} 🍍\nsecond line'
+    custom = T.SpongeTokenizer(tok.tokenizer, default_system_prompt=prompt)
+    folder = custom.save(tmp_path / "custom")
+    again = load_tokenizer(folder)
+    assert again.default_system_prompt == prompt
+    expected = f"<s>system\n{prompt}</s>\n<s>user\nWho lives in a pineapple?</s>\n<s>assistant\n"
+    assert again.apply_chat_template([U1]) == expected
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert hf.apply_chat_template([U1], tokenize=False) == expected
+
+
+def _original_style_folder(tmp_path: Path, corpus_file: Path) -> Path:
+    """A stand-in with the shape of the original's released folder (never its files): vocab
+    without reasoning tokens, AddedToken-dict special tokens, its own Jinja template whose
+    default system prompt names another model."""
+    tok = train_tokenizer(corpus_file, vocab_size=600, special_tokens=SPECIAL_TOKENS)
+    folder = tmp_path / "original"
+    folder.mkdir()
+    tok.tokenizer.save(str(folder / "tokenizer.json"))
+    added = {
+        str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False}
+        | {"single_word": False, "special": True}
+        for i, t in enumerate(SPECIAL_TOKENS)
+    }
+    template = (
+        "{% if messages[0]['role'] == 'system' %}{{ '<s>system\\n' + messages[0]['content'] + "
+        "'</s>\\n' }}{% else %}{{ '<s>system\\nI am SomeOtherModel.</s>\\n' }}{% endif %}"
+        "{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '<s>user\\n' + message['content'] + '</s>\\n<s>assistant\\n' }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + '</s>' + '\\n' }}"
+        "{% endif %}{% endfor %}"
+    )
+    config = {
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "added_tokens_decoder": added,
+        "bos_token": {"__type": "AddedToken", "content": "<s>", "special": True},
+        "eos_token": "</s>",
+        "pad_token": "<unk>",
+        "unk_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": 32768,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": template,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def test_original_style_folder_loads_and_renders_per_seed(tmp_path, corpus_file):
+    folder = _original_style_folder(tmp_path, corpus_file)
+    tok = load_tokenizer(folder)
+    assert tok.vocab_size == 600 and tok.special_tokens == SPECIAL_TOKENS
+    assert (tok.unk_id, tok.bos_id, tok.eos_id, tok.pad_id) == (0, 1, 2, 0)
+    assert tok.reasoning_ids == {} and len(tok.encode("<think>")) > 1
+    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for text in MIXED:
+        assert tok.encode(text) == raw.encode(text).ids and tok.decode(tok.encode(text)) == text
+    # our rendering: the SEED.md format, with our default system prompt (defect 10 fixed)
+    assert tok.apply_chat_template([U1, A1]) == (
+        f"<s>system\n{DEFAULT_SYSTEM_PROMPT}</s>\n<s>user\nWho lives in a pineapple?</s>\n"
+        "<s>assistant\nSpongeBob!</s>\n"
+    )
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    for conv in ([SYS, U1], [SYS, U1, A1, U2, A2]):  # with a system turn, the templates agree
+        assert hf.apply_chat_template(conv, tokenize=False) == tok.apply_chat_template(conv)
+    # re-saving writes our template: transformers then uses our default prompt too
+    hf2 = transformers.AutoTokenizer.from_pretrained(str(tok.save(tmp_path / "resaved")))
+    assert hf2.apply_chat_template([U1], tokenize=False) == tok.apply_chat_template([U1])
+
+
+def test_declared_special_token_missing_from_vocab_is_an_error(tmp_path, corpus_file):
+    # SEED.md defect 10: the original trained "<ukn>" but declared "<unk>"
+    bad = train_tokenizer(corpus_file, vocab_size=300, special_tokens=["<ukn>", "<s>", "</s>"])
+    assert bad.unk_id == 0  # train_bpe declares its own first special token as unk
+    folder = tmp_path / "ukn"
+    folder.mkdir()
+    bad.tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"unk_token": "<unk>"}))
+    with pytest.raises(ValueError, match="<unk>"):
+        load_tokenizer(folder)
+
+
+def test_load_tokenizer_accepts_the_json_file_and_reports_missing_folders(saved, tmp_path):
+    assert load_tokenizer(saved / "tokenizer.json").encode(MIXED[1]) == load_tokenizer(
+        saved
+    ).encode(MIXED[1])
+    with pytest.raises(FileNotFoundError):
+        load_tokenizer(tmp_path)
+
+
+# ---- JSONL input and the command line ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, line, reason",
+    [
+        (b'{"text": "a"}\n{"text": "b"\n', 2, "not valid JSON"),
+        (b'{"text": "a"}\n\n{"txt": "b"}\n', 3, "string 'text'"),
+        (b'{"text": "a"}\n["text"]\n', 2, "string 'text'"),
+        (b'{"text": 5}\n', 1, "string 'text'"),
+        (b'{"text": "a"}\n{"text": "\xff"}\n', 2, "not valid UTF-8"),
+    ],
+)
+def test_bad_jsonl_lines_name_the_file_and_line(tmp_path, content, line, reason):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"bad.jsonl:{line}: .*{reason}"):
+        list(iter_jsonl_texts(path))
+    with pytest.raises(ValueError, match=f"bad.jsonl:{line}: "):
+        train_tokenizer(path, vocab_size=300)
+
+
+def test_jsonl_reader_streams_and_skips_blank_lines(tmp_path):
+    path = tmp_path / "ok.jsonl"
+    path.write_text('{"text": "a"}\n\n  \n{"text": "海", "x": 1}\n', encoding="utf-8")
+    assert list(iter_jsonl_texts(path)) == ["a", "海"]
+
+
+def test_max_lines_trains_on_a_prefix(corpus_file, tmp_path):
+    lines = make_corpus(1500)[:300]
+    a = train_tokenizer(corpus_file, vocab_size=500, max_lines=300)
+    b = train_bpe(lines, vocab_size=500)
+    assert a.tokenizer.to_str() == b.tokenizer.to_str()
+
+
+def test_cli_trains_and_saves_a_loadable_folder(tmp_path):
+    data = write_jsonl(tmp_path / "small.jsonl", make_corpus(3000, seed=1))
+    out = tmp_path / "tok"
+    env = {**os.environ, "SPONGEBOB_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "spongebob", "tokenizer", "train", "--input", str(data)]
+    cmd += ["--vocab-size", "2048", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    tok = load_tokenizer(out)
+    assert f"{tok.vocab_size}-token" in res.stdout
+    assert 600 < tok.vocab_size <= 2048
+    assert tok.decode(tok.encode(MIXED[2])) == MIXED[2] and tok.encode("<answer>") == [5]
+
+
+def test_cli_reports_a_bad_line(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
+    cmd = [sys.executable, "-m", "spongebob", "tokenizer", "train", "--input", str(data)]
+    cmd += ["--vocab-size", "300", "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "bad.jsonl:2: not valid JSON" in res.stderr
+
+
+# ---- the course tokenizer cache ----------------------------------------------------------------
+
+
+def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_path, monkeypatch):
+    data_dir = tmp_path / "world"
+    data_dir.mkdir()
+    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600))
+    fake_world = types.ModuleType("spongebob.world")
+    fake_world.sample_dir = lambda seed=0: data_dir
+    monkeypatch.setitem(sys.modules, "spongebob.world", fake_world)
+    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path / "home"))
+
+    first = T.course_tokenizer(vocab_size=400)
+    assert first.vocab_size == 400 and first.encode("<think>") == [3]
+    folder = tmp_path / "home" / "tokenizer"
+    assert len(list(folder.iterdir())) == 1
+
+    calls = []
+    real_train = T.train_tokenizer
+    monkeypatch.setattr(
+        T, "train_tokenizer", lambda *a, **k: calls.append(1) or real_train(*a, **k)
+    )
+    second = T.course_tokenizer(vocab_size=400)
+    assert calls == [] and second.tokenizer.to_str() == first.tokenizer.to_str()
+
+    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600, seed=5))  # the data changed
+    third = T.course_tokenizer(vocab_size=400)
+    assert calls == [1] and third.vocab_size == 400
