@@ -9,10 +9,204 @@
 # %% [markdown]
 # # 02 · Rotary position embeddings (RoPE)
 #
-# Draft: the exported component first; the chapter around it follows.
+# **Give a transformer a sense of word order by rotating its queries and keys, so that attention
+# scores depend on how far apart two tokens are.**
+#
+# Runs in under a minute on a laptop CPU. Prerequisites: [01 · Tokenizer](01_tokenizer.ipynb)
+# (text becomes token ids), basic linear algebra (a dot product, a 2-D rotation matrix) and
+# PyTorch tensors.
+#
+# What you will build:
+#
+# 1. token embeddings, and a proof that attention alone cannot tell word order;
+# 2. the classic sinusoidal position embedding, for comparison;
+# 3. RoPE, derived from a 2-D rotation: `precompute_rope` and `apply_rope`, exported to
+#    `spongebob.rope`, checked against the original's complex-number formulation;
+# 4. the two pairings of dimensions (interleaved vs rotate-half) and why a Hugging Face export
+#    permutes rows of `wq` and `wk`;
+# 5. how `rope_theta` sets the wavelengths, and what that means for longer contexts.
+#
+# ```text
+#  token ids (B, T) ─► tok_embeddings ─► x (B, T, C) ─► wq, wk ─► q, k (B, T, H, D)
+#                                                                   │
+#                        position m ─► angles m·θ_i (cos, sin) ─► apply_rope: rotate pairs
+#                                                                   │
+#                                                   q_m · k_n depends only on m − n  (chapter 03)
+# ```
+
+# %% [markdown]
+# ## Setup
+#
+# This chapter needs only PyTorch; the tokenizer of chapter 01 is not needed, because token ids
+# are just integers here.
 
 # %%
 #| default_exp rope
+
+# %%
+import math
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+
+from spongebob.runtime import seed_everything
+
+seed_everything(1337)
+plt.rcParams["figure.dpi"] = 80
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## 1. Token embeddings
+#
+# The tokenizer turns text into integer ids. The model's first layer, `tok_embeddings`, is a
+# table with one learned row of `dim` numbers per id: looking up row `i` is the same as multiplying
+# a one-hot vector by the table. A batch of ids of shape `(B, T)` becomes activations of shape
+# `(B, T, C)` with `C = dim`.
+
+# %%
+vocab_size, dim = 6400, 512  # the original model's sizes
+tok_embeddings = torch.nn.Embedding(vocab_size, dim)
+ids = torch.tensor([[1, 42, 7, 42]])  # (B, T) = (1, 4); id 42 appears twice
+x = tok_embeddings(ids)  # (B, T, C)
+print(tuple(ids.shape), "->", tuple(x.shape))
+
+one_hot = torch.nn.functional.one_hot(ids, vocab_size).float()  # (B, T, vocab_size)
+torch.testing.assert_close(one_hot @ tok_embeddings.weight, x)
+assert torch.equal(x[0, 1], x[0, 3])  # same token, same vector: no position information yet
+
+# %% [markdown]
+# ## 2. Why position matters
+#
+# The last line above is the problem: the embedding of token 42 is the same at position 1 and at
+# position 3. Attention (chapter 03) mixes the vectors of a sequence with weights computed from
+# dot products between them, and nothing in that computation looks at *where* a vector sits. It is
+# **permutation-equivariant**: shuffle the input tokens and the outputs are shuffled the same way,
+# otherwise unchanged. "dog bites man" and "man bites dog" would look alike.
+#
+# A minimal attention layer (no mask, one head) shows it:
+
+
+# %%
+def plain_attention(x, wq, wk, wv):
+    """softmax(x Wq (x Wk)^T / sqrt(d)) x Wv for x of shape (T, C); no positions, no mask."""
+    q, k, v = x @ wq, x @ wk, x @ wv  # (T, d) each
+    weights = torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)  # (T, T)
+    return weights @ v  # (T, d)
+
+
+torch.manual_seed(0)
+C, d, T = 16, 8, 5
+wq, wk, wv = torch.randn(C, d), torch.randn(C, d), torch.randn(C, d)
+x = torch.randn(T, C)
+perm = torch.tensor([3, 0, 4, 1, 2])  # a shuffle of the 5 tokens
+out, out_shuffled = plain_attention(x, wq, wk, wv), plain_attention(x[perm], wq, wk, wv)
+torch.testing.assert_close(out_shuffled, out[perm])
+print("shuffling the input only shuffles the output: attention ignores order")
+
+# %% [markdown]
+# ## 3. Sinusoidal position embeddings (the 2017 answer)
+#
+# The original Transformer added a fixed vector to each token embedding: for position $m$ and
+# pair $i$ of dimensions, $\sin(m\,\omega_i)$ and $\cos(m\,\omega_i)$ with frequencies
+# $\omega_i = 10000^{-2i/C}$, from one radian per position down to a very slow wave. Adding it
+# breaks the symmetry: the same token now has a different vector at every position.
+
+
+# %%
+def sinusoidal_embedding(T: int, C: int, base: float = 10000.0) -> torch.Tensor:
+    """(T, C) table: column 2i is sin(m * base**(-2i/C)), column 2i+1 is cos of the same angle."""
+    omega = base ** (-torch.arange(0, C, 2) / C)  # (C/2,)
+    angles = torch.arange(T)[:, None] * omega[None, :]  # (T, C/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # (T, C)
+
+
+pe = sinusoidal_embedding(64, 32)
+pe_T = sinusoidal_embedding(T, C)  # (T, C): one vector per position, added to the tokens
+out_pos = plain_attention(x + pe_T, wq, wk, wv)
+out_pos_shuffled = plain_attention(x[perm] + pe_T, wq, wk, wv)  # shuffled tokens, same positions
+assert not torch.allclose(out_pos_shuffled, out_pos[perm], atol=1e-3)  # order matters now
+
+plt.figure(figsize=(6, 2.6))
+plt.imshow(pe.T, aspect="auto", cmap="RdBu")
+plt.xlabel("position m")
+plt.ylabel("dimension")
+plt.title("sinusoidal position embedding (fast pairs at the top)")
+plt.colorbar()
+plt.show()
+
+# %% [markdown]
+# Adding positions works, but it mixes "what" and "where" into one vector, and the score between
+# two tokens depends on their *absolute* positions in a tangled way. What language mostly needs is
+# the *relative* position: "the previous word", "three tokens back". Rotary embeddings (RoFormer,
+# Su et al. 2021) get exactly that.
+#
+# ## 4. RoPE from a 2-D rotation
+#
+# Take a 2-D vector and rotate it by an angle: $R(\alpha) = \begin{pmatrix}\cos\alpha &
+# -\sin\alpha\\ \sin\alpha & \cos\alpha\end{pmatrix}$. Rotations keep lengths, and the dot product
+# of two rotated vectors only depends on the *difference* of their angles:
+#
+# $$(R(m\theta)\,q)\cdot(R(n\theta)\,k) = q^\top R(m\theta)^\top R(n\theta)\,k
+#   = q^\top R((n-m)\theta)\,k .$$
+#
+# So: rotate the query of the token at position $m$ by $m\theta$ and the key at position $n$ by
+# $n\theta$; their score then depends on $m - n$ only. Let us check it in 2-D.
+
+
+# %%
+def rotation(alpha: float) -> torch.Tensor:
+    """The 2x2 matrix that turns a vector counter-clockwise by alpha radians."""
+    c, s = math.cos(alpha), math.sin(alpha)
+    return torch.tensor([[c, -s], [s, c]])
+
+
+q2, k2, theta2 = torch.tensor([1.0, 0.5]), torch.tensor([0.3, -1.2]), 0.7
+for m, n in [(3, 1), (10, 8), (52, 50)]:  # always two positions apart
+    score = (rotation(m * theta2) @ q2) @ (rotation(n * theta2) @ k2)
+    print(f"m={m:2d} n={n:2d}  q_m . k_n = {score.item():.4f}")
+
+# %% [markdown]
+# A head has `head_dim = D` dimensions, not 2. RoPE splits them into $D/2$ pairs and rotates
+# pair $i$ by its own angle $m\,\theta_i$, with frequencies falling geometrically like the
+# sinusoids above:
+#
+# $$\theta_i = \text{rope\_theta}^{-2i/D}, \qquad i = 0, \dots, D/2 - 1 .$$
+#
+# The full rotation is a block-diagonal $D \times D$ matrix $R_m$ with one $2 \times 2$ block per
+# pair; the dot product still only sees $R_m^\top R_n = R_{n-m}$. Following the original model, the
+# pairs are **interleaved**: dimensions $(2i, 2i+1)$ rotate together. A naive draft builds the
+# matrix explicitly (a $D \times D$ matmul per position: wasteful, but easy to trust):
+
+
+# %%
+def rope_matrix(m: int, D: int, theta: float = 1e6) -> torch.Tensor:
+    """Draft: the (D, D) block-diagonal rotation R_m of position m (interleaved pairs)."""
+    R = torch.zeros(D, D)
+    for i in range(D // 2):
+        R[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = rotation(m * theta ** (-2 * i / D))
+    return R
+
+
+D = 8
+R3, R5 = rope_matrix(3, D), rope_matrix(5, D)
+torch.testing.assert_close(R3.T @ R5, rope_matrix(2, D), atol=1e-6, rtol=0)  # R_m^T R_n = R_{n-m}
+torch.testing.assert_close(R3 @ R3.T, torch.eye(D), atol=1e-6, rtol=0)  # a rotation: lengths kept
+
+# %% [markdown]
+# ## 5. The exported version
+#
+# The block-diagonal matrix is mostly zeros. Written out, pair $(x_{2i}, x_{2i+1})$ at position
+# $m$ becomes
+#
+# $$\big(x_{2i}\cos m\theta_i - x_{2i+1}\sin m\theta_i,\;\; x_{2i}\sin m\theta_i +
+#   x_{2i+1}\cos m\theta_i\big),$$
+#
+# a handful of element-wise operations. The cos and sin tables depend only on the position and
+# the frequency, so they are computed once per model (`precompute_rope`) and sliced per call.
+# The computation runs in float32 whatever the input's dtype: in bf16, an angle like
+# $1000\,\theta_0$ would lose most of its digits.
 
 # %%
 #| export
@@ -23,8 +217,6 @@ angle ``pos * theta ** (-2i / head_dim)``: the same numbers as the original's co
 formulation, but with cos/sin tables instead of complex tensors, so it runs in bf16 and under
 ``torch.compile``.
 """
-
-from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -66,9 +258,413 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2).to(x.dtype)  # (B, T, H, D)
 
 
+# %% [markdown]
+# Check against the explicit matrix, on a tensor laid out as attention uses it:
+# `(B, T, H, D)` = (batch, positions, heads, head_dim).
+
 # %%
-cos, sin = precompute_rope(64, 16)
-assert cos.shape == sin.shape == (16, 32) and cos.dtype == torch.float32
-x = torch.randn(2, 16, 4, 64)
-y = apply_rope(x, cos, sin)
-torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
+torch.manual_seed(1)
+B, T, H, D = 2, 6, 3, 8
+x = torch.randn(B, T, H, D)
+cos, sin = precompute_rope(D, max_seq_len=T)
+print("cos/sin tables:", tuple(cos.shape), cos.dtype)
+y = apply_rope(x, cos, sin)  # (B, T, H, D)
+y_matrix = torch.stack([x[:, m] @ rope_matrix(m, D).T for m in range(T)], dim=1)
+torch.testing.assert_close(y, y_matrix, atol=1e-5, rtol=1e-5)
+torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))  # rotations keep lengths
+
+# %% [markdown]
+# ### The original's formulation: complex numbers
+#
+# A 2-D rotation is a multiplication by $e^{i\alpha}$ in the complex plane. The original code
+# viewed each pair as one complex number and multiplied by `torch.polar(1, angle)`. It computes the
+# same numbers, but complex tensors do not exist in bf16 and are poorly supported by
+# `torch.compile`, which is why the exported version uses real cos/sin. A draft of the complex
+# version (not exported) must agree with ours:
+
+
+# %%
+def apply_rope_complex(x: torch.Tensor, theta: float = 1e6) -> torch.Tensor:
+    """Draft, original style: pairs as complex numbers times e^(i m theta_i). x: (B, T, H, D)."""
+    B, T, H, D = x.shape
+    freqs = 1.0 / theta ** (torch.arange(0, D, 2).float() / D)  # (D/2,)
+    angles = torch.outer(torch.arange(T).float(), freqs)  # (T, D/2)
+    rot = torch.polar(torch.ones_like(angles), angles)  # (T, D/2) complex, |rot| = 1
+    xc = torch.view_as_complex(x.float().reshape(B, T, H, D // 2, 2))  # (B, T, H, D/2) complex
+    out = torch.view_as_real(xc * rot[None, :, None, :])  # (B, T, H, D/2, 2)
+    return out.flatten(3).type_as(x)
+
+
+torch.manual_seed(2)
+x = torch.randn(2, 100, 4, 64)  # the original head_dim: 512 / 8
+cos, sin = precompute_rope(64, 100)
+torch.testing.assert_close(apply_rope(x, cos, sin), apply_rope_complex(x), atol=1e-4, rtol=1e-4)
+xb = x.bfloat16()
+print("bf16 in ->", apply_rope(xb, cos, sin).dtype, "out")
+
+# %% [markdown]
+# The tolerance is $10^{-4}$, not exact equality: the draft computes the angles in float32 (at
+# position 99, an angle of 99 radians is only known to about $10^{-5}$), ours in float64 before
+# rounding the tables to float32.
+#
+# ## 6. Seeing the rotation
+#
+# Each pair turns at its own speed. The fastest pair ($i = 0$, $\theta_0 = 1$) turns one radian per
+# position and wraps around every $2\pi \approx 6.3$ tokens; the slowest barely moves over
+# thousands of tokens. Below, one pair of a query vector at positions 0 to 15 for three pairs:
+
+# %%
+D, positions = 64, torch.arange(16)
+cos, sin = precompute_rope(D, 16, theta=1e6)
+v = torch.ones(1, 16, 1, D)  # the same vector at every position: only the rotation differs
+rv = apply_rope(v, cos, sin)[0, :, 0]  # (16, D)
+fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+for ax, i in zip(axes, [0, 4, 16]):
+    ax.plot(rv[:, 2 * i], rv[:, 2 * i + 1], "-", color="lightgray")
+    ax.scatter(rv[:, 2 * i], rv[:, 2 * i + 1], c=positions, cmap="viridis", zorder=2)
+    ax.set_title(f"pair {i}: theta_i = {1e6 ** (-2 * i / D):.3g}")
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.6, 1.6)
+    ax.set_aspect("equal")
+fig.suptitle("one pair at positions 0..15 (colour = position)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The whole table of angles at once: $\cos(m\,\theta_i)$ for every position $m$ and pair $i$.
+# The top rows (fast pairs) oscillate quickly and tell neighbouring tokens apart; the bottom rows
+# (slow pairs) change over hundreds of tokens and encode coarse distance.
+
+# %%
+cos, sin = precompute_rope(64, 256, theta=1e6)
+plt.figure(figsize=(7, 3))
+plt.imshow(cos.T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+plt.xlabel("position m")
+plt.ylabel("pair i")
+plt.title("cos(m * theta_i), head_dim 64, rope_theta 1e6")
+plt.colorbar()
+plt.show()
+
+# %% [markdown]
+# ## 7. Relative position, measured
+#
+# Place the same query $q$ and key $k$ at every position, rotate them, and compute $q_m \cdot k_n$
+# for many random pairs of positions. If RoPE does its job, every score is a function of
+# $m - n$ alone: plotted against $m - n$, the points fall onto one curve.
+
+# %%
+torch.manual_seed(3)
+D, L = 64, 128
+q, k = torch.randn(D), torch.randn(D)
+cos, sin = precompute_rope(D, L, theta=1e4)
+rq = apply_rope(q.expand(1, L, 1, D), cos, sin)[0, :, 0]  # (L, D): q rotated to each position
+rk = apply_rope(k.expand(1, L, 1, D), cos, sin)[0, :, 0]
+scores = rq @ rk.T  # (L, L): scores[m, n] = q_m . k_n
+m, n = torch.randint(0, L, (2, 600))
+spread = max(torch.diagonal(scores, -r).std().item() for r in range(-20, 21))
+assert spread < 1e-4
+print("scores along every diagonal m - n = const agree to within 1e-4")
+
+# %% [markdown]
+# The spread is rounding noise. On the left, 600 random pairs $(m, n)$ all sit on the gray curve
+# $f(m - n)$. On the right, the same computation with $q = k$ (all ones): the
+# score is largest at distance 0 and tends to decay as tokens get further apart, a mild bias towards
+# nearby tokens that RoPE gets for free.
+
+# %%
+ones = torch.ones(1, L, 1, D)
+r1 = apply_rope(ones, cos, sin)[0, :, 0]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+r = torch.arange(-(L - 1), L)
+curve = torch.stack([torch.diagonal(scores, -int(d))[0] for d in r])  # f(m - n)
+axes[0].plot(r, curve, color="lightgray", lw=1)
+axes[0].scatter(m - n, scores[m, n], s=6)
+axes[0].set_xlabel("m - n")
+axes[0].set_ylabel("q_m . k_n")
+axes[0].set_title("random q, k: one curve, whatever m and n")
+axes[1].plot(torch.arange(L), (r1[0] @ r1.T) / D)
+axes[1].set_xlabel("distance |m - n|")
+axes[1].set_ylabel("q_m . k_n / D")
+axes[1].set_title("q = k = ones: decays with distance")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 8. Interleaved or rotate-half: which dimensions form a pair?
+#
+# Nothing forces the pairs to be $(2i, 2i+1)$. Hugging Face's `LlamaForCausalLM` pairs dimension $i$
+# with $i + D/2$: it splits the head into two halves and rotates them against each other
+# ("rotate_half"). With the same frequencies this is **the same rotation on permuted coordinates**:
+# reorder the dimensions as $(0, 2, 4, \dots, 1, 3, 5, \dots)$ and interleaved pairs become
+# half-split pairs.
+
+
+# %%
+def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Draft, Hugging Face layout: pair (i, i + D/2). x: (B, T, H, D); cos, sin: (T, D/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, T, H, D/2) each
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).type_as(x)
+
+
+torch.manual_seed(4)
+D = 8
+x = torch.randn(1, 5, 2, D)
+cos, sin = precompute_rope(D, 5)
+perm = torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)])  # interleaved -> halves
+print("perm:", perm.tolist())
+assert not torch.allclose(apply_rope_half(x, cos, sin), apply_rope(x, cos, sin))
+torch.testing.assert_close(
+    apply_rope_half(x[..., perm], cos, sin), apply_rope(x, cos, sin)[..., perm]
+)
+
+# %% [markdown]
+# A dot product does not care in which order the dimensions are listed, so scores are unchanged if
+# *both* q and k use the permuted order. q and k come from `wq` and `wk`, so permuting the **rows**
+# of `wq` (within each head) and of `wk` (within each kv head) turns our model into an exact
+# Hugging Face model. `wv`, `wo` and everything else stay as they are. Checked on two heads:
+
+# %%
+torch.manual_seed(5)
+C, H, D, T = 16, 2, 8, 5
+wq, wk = torch.randn(H * D, C), torch.randn(H * D, C)
+x = torch.randn(1, T, C)
+cos, sin = precompute_rope(D, T)
+
+
+def permute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder each head's rows of a (n_heads * D, C) projection from interleaved to halves."""
+    return w.view(n_heads, -1, w.shape[1])[:, perm].reshape(w.shape)
+
+
+def head_scores(wq, wk, rope):
+    q = rope((x @ wq.T).view(1, T, H, D), cos, sin)  # (1, T, H, D)
+    k = rope((x @ wk.T).view(1, T, H, D), cos, sin)
+    return torch.einsum("bthd,bshd->bhts", q, k)  # (1, H, T, T)
+
+
+ours = head_scores(wq, wk, apply_rope)
+hf = head_scores(permute_rows(wq, H), permute_rows(wk, H), apply_rope_half)
+torch.testing.assert_close(hf, ours)
+print("same attention scores with permuted wq/wk rows and rotate-half RoPE")
+
+# %% [markdown]
+# ## 9. `rope_theta` and longer contexts
+#
+# Pair $i$ completes a full turn every $\lambda_i = 2\pi / \theta_i = 2\pi \cdot
+# \text{rope\_theta}^{2i/D}$ tokens: its **wavelength**. The fast pairs wrap around after a few
+# tokens; pairs whose wavelength is longer than the training context never complete a turn during
+# training. Those slow pairs act like an absolute "how far" signal, and that is where length
+# extrapolation breaks: at positions beyond the training length their angles reach values the model
+# never saw. The original model uses `rope_theta = 1e6` instead of the classic `1e4`, stretching the
+# wavelengths so that more pairs stay within a well-covered range when fine-tuning from 512 to 1024
+# tokens (chapter 07). Schemes such as position interpolation (exercise 4), NTK scaling or YaRN
+# rescale the angles to extend a trained model further.
+
+# %%
+D, i = 64, torch.arange(32)
+plt.figure(figsize=(6, 3))
+for base in (1e4, 1e6):
+    wavelength = 2 * math.pi * base ** (2 * i / D)  # tokens per full turn of pair i
+    long = int((wavelength > 1024).sum())
+    print(f"rope_theta={base:.0e}: {long} of 32 pairs never complete a turn within 1024 tokens")
+    plt.semilogy(i, wavelength, "o-", ms=3, label=f"rope_theta = {base:.0e}")
+for ctx in (512, 1024):
+    plt.axhline(ctx, color="gray", ls="--", lw=1)
+plt.xlabel("pair i")
+plt.ylabel("wavelength (tokens)")
+plt.title("wavelengths, head_dim 64 (dashed: 512 and 1024 tokens)")
+plt.legend()
+plt.show()
+
+# %% [markdown]
+# ## 10. Explore: position and `rope_theta`
+#
+# Each arrow is one of the 32 pairs of a head (colour = pair index, fast = dark) rotated to
+# position `m`. Move the sliders in a live notebook: small positions barely move the slow pairs;
+# a smaller `rope_theta` makes every pair turn faster.
+
+
+# %%
+def plot_pair_angles(ax, position: int, log10_theta: float, D: int = 64) -> None:
+    """Draw the D/2 unit vectors of one head's pairs at `position` on a polar axis."""
+    freqs = (10.0**log10_theta) ** (-2 * torch.arange(D // 2) / D)
+    angles = (position * freqs) % (2 * math.pi)
+    colours = plt.cm.viridis(torch.linspace(0, 1, D // 2).numpy())
+    for a, col in zip(angles.tolist(), colours):
+        ax.annotate(
+            "", xy=(a, 1.0), xytext=(0, 0), arrowprops={"color": col, "width": 0.5, "headwidth": 4}
+        )
+    ax.set_ylim(0, 1.1)
+    ax.set_yticks([])
+    ax.set_title(f"m = {position}, theta = 1e{log10_theta:g}", fontsize=10)
+
+
+def show_pairs(position: int = 10, log10_theta: float = 6.0) -> None:
+    fig = plt.figure(figsize=(3.2, 3.2))
+    plot_pair_angles(fig.add_subplot(projection="polar"), position, log10_theta)
+    plt.show()
+
+
+# %% [markdown]
+# (The widget's output is captured differently by different notebook runners, so the test run
+# ignores this cell's output and checks the widget's controls instead.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+ui = widgets.interactive(
+    show_pairs,
+    position=widgets.IntSlider(value=10, min=0, max=2048),
+    log10_theta=widgets.FloatSlider(value=6.0, min=3.0, max=7.0, step=0.5),
+)
+display(ui)
+assert [c.description for c in ui.children[:2]] == ["position", "log10_theta"]
+
+# %% [markdown]
+# The same view, static, for a few positions at `rope_theta = 1e6`:
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(11, 3), subplot_kw={"projection": "polar"})
+for ax, position in zip(axes, [0, 1, 10, 1000]):
+    plot_pair_angles(ax, position, 6.0)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Putting it together
+#
+# The exported functions, imported back from the package as chapter 03 will use them: one table
+# for the whole model, sliced to the positions of the current tokens (here positions 100..109, as
+# during generation with a cache), applied to queries and keys of shape `(B, T, H, D)`.
+
+# %%
+from spongebob.rope import apply_rope, precompute_rope
+
+torch.manual_seed(6)
+cos, sin = precompute_rope(head_dim=64, max_seq_len=1024, theta=1e6)  # once per model
+q = torch.randn(2, 10, 8, 64, dtype=torch.bfloat16)  # (B, T, H, D)
+start = 100
+q_rot = apply_rope(q, cos[start : start + 10], sin[start : start + 10])
+print(tuple(q_rot.shape), q_rot.dtype)
+want = apply_rope_complex(torch.cat([torch.zeros(2, start, 8, 64), q.float()], 1))[:, start:]
+torch.testing.assert_close(q_rot.float(), want, atol=3e-2, rtol=2e-2)  # bf16 rounding
+
+# %% [markdown]
+# ## Summary
+#
+# - Attention by itself is permutation-equivariant: without position information, word order is
+#   invisible to it.
+# - Sinusoidal embeddings add absolute positions to the input; RoPE instead **rotates** q and k, so
+#   that $q_m \cdot k_n$ depends only on the relative position $m - n$.
+# - RoPE rotates $D/2$ pairs of dimensions at geometrically spaced frequencies
+#   $\text{rope\_theta}^{-2i/D}$; it keeps vector lengths and adds no parameters.
+# - Interleaved pairs (the original, complex-number style) and rotate-half pairs (Hugging Face)
+#   differ by a fixed permutation of each head's dimensions: an export permutes rows of `wq` and
+#   `wk`, nothing else.
+# - `rope_theta` sets the wavelengths; a larger value stretches them, which helps longer contexts.
+#
+# | exported to `spongebob.rope` | what it does |
+# |---|---|
+# | `precompute_rope(head_dim, max_seq_len, theta=1e6)` | cos and sin tables, `(max_seq_len, head_dim // 2)`, float32 |
+# | `apply_rope(x, cos, sin)` | rotates the interleaved pairs of `x` `(B, T, H, D)`; any float dtype |
+#
+# Next: [03 · Attention](03_attention.ipynb) uses these tables inside multi-head attention.
+
+# %% [markdown]
+# ## Exercises
+#
+# Edit the stub, run its check cell. Solutions: `solutions/02_rope_solutions.ipynb`.
+#
+# **Exercise 1 (easy).** Write `wavelength(i, head_dim, theta)`: the number of tokens after which
+# pair `i` has turned a full circle.
+
+
+# %%
+def wavelength(i: int, head_dim: int, theta: float) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    got = [wavelength(i, 64, 1e6) for i in (0, 16, 31)]
+except NotImplementedError:
+    print("Exercise 1: not attempted yet")
+else:
+    for i, lam in zip((0, 16, 31), got):
+        angle = lam * 1e6 ** (-2 * i / 64)  # how far pair i turns over lam tokens
+        assert math.isclose(angle, 2 * math.pi, rel_tol=1e-9), f"pair {i}: not a full turn"
+    print("Exercise 1: correct")
+
+# %% [markdown]
+# **Exercise 2 (medium).** A Hugging Face checkpoint has `wq` rows in the rotate-half layout.
+# Write `halves_to_interleaved(w, n_heads)`, the inverse of `permute_rows` from section 8, so that
+# a Hugging Face model can be imported back.
+
+
+# %%
+def halves_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    raise NotImplementedError
+
+
+# %%
+try:
+    torch.manual_seed(7)
+    w = torch.randn(4 * 8, 16)  # 4 heads of head_dim 8
+    w_hf = w.view(4, 8, 16)[:, [0, 2, 4, 6, 1, 3, 5, 7]].reshape(32, 16)
+    back = halves_to_interleaved(w_hf, 4)
+except NotImplementedError:
+    print("Exercise 2: not attempted yet")
+else:
+    assert torch.equal(back, w), "rows are not back in interleaved order"
+    print("Exercise 2: correct")
+
+# %% [markdown]
+# **Exercise 3 (medium).** Check relative-position invariance at distances far beyond the
+# examples above: write `score_at(q, k, m, n)` that rotates the vectors `q` and `k` (shape `(D,)`) to
+# positions `m` and `n` with `apply_rope` (theta 1e6) and returns their dot product.
+
+
+# %%
+def score_at(q: torch.Tensor, k: torch.Tensor, m: int, n: int) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    torch.manual_seed(8)
+    q, k = torch.randn(32), torch.randn(32)
+    pairs = [(5, 2), (105, 102), (900, 897)]
+    got = [score_at(q, k, m, n) for m, n in pairs]
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+else:
+    assert max(got) - min(got) < 1e-3, f"scores differ across equal distances: {got}"
+    assert abs(score_at(q, k, 5, 2) - score_at(q, k, 2, 5)) > 1e-4, "m - n and n - m should differ"
+    print("Exercise 3: correct")
+
+# %% [markdown]
+# **Exercise 4 (hard).** *Position interpolation* (Chen et al. 2023) extends a model trained on
+# `L` tokens to `scale * L` tokens by dividing every position by `scale`, so that no angle exceeds
+# the trained range. Write `precompute_rope_interpolated(head_dim, max_seq_len, theta, scale)`
+# returning `(cos, sin)` like `precompute_rope`, for fractional positions `m / scale`.
+
+
+# %%
+def precompute_rope_interpolated(
+    head_dim: int, max_seq_len: int, theta: float = 1e6, scale: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    raise NotImplementedError
+
+
+# %%
+try:
+    cos_i, sin_i = precompute_rope_interpolated(64, 2048, 1e6, scale=2.0)
+except NotImplementedError:
+    print("Exercise 4: not attempted yet")
+else:
+    cos, sin = precompute_rope(64, 1024, 1e6)
+    assert cos_i.shape == (2048, 32) and cos_i.dtype == torch.float32
+    torch.testing.assert_close(cos_i[::2], cos)  # position 2m now looks like position m
+    torch.testing.assert_close(sin_i[::2], sin)
+    torch.testing.assert_close(cos_i[1, 0], torch.tensor(math.cos(0.5)))
+    print("Exercise 4: correct")

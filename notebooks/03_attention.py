@@ -23,8 +23,6 @@ no stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`
 keep the original's state-dict keys.
 """
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -9,8 +9,6 @@ formulation, but with cos/sin tables instead of complex tensors, so it runs in b
 ``torch.compile``.
 """
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor
 

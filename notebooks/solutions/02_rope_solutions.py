@@ -1,0 +1,119 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · RoPE: solutions to the exercises
+#
+# Each solution fills a stub of [the chapter](../02_rope.ipynb) and runs the same self-check.
+
+# %%
+import math
+
+import torch
+
+from spongebob.rope import apply_rope, precompute_rope
+
+# %% [markdown]
+# **Exercise 1.** Pair `i` turns by $\theta_i = \text{theta}^{-2i/D}$ radians per token, so a full
+# turn takes $2\pi / \theta_i$ tokens.
+
+
+# %%
+def wavelength(i: int, head_dim: int, theta: float) -> float:
+    return 2 * math.pi / theta ** (-2 * i / head_dim)
+
+
+# %%
+try:
+    got = [wavelength(i, 64, 1e6) for i in (0, 16, 31)]
+except NotImplementedError:
+    print("Exercise 1: not attempted yet")
+else:
+    for i, lam in zip((0, 16, 31), got):
+        angle = lam * 1e6 ** (-2 * i / 64)  # how far pair i turns over lam tokens
+        assert math.isclose(angle, 2 * math.pi, rel_tol=1e-9), f"pair {i}: not a full turn"
+    print("Exercise 1: correct")
+
+# %% [markdown]
+# **Exercise 2.** Section 8 sent row `perm[j]` to place `j`, with `perm = (0, 2, 4, ..., 1, 3, ...)`.
+# The inverse permutation `argsort(perm)` sends it back.
+
+
+# %%
+def halves_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    D = w.shape[0] // n_heads
+    perm = torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)])
+    inverse = torch.argsort(perm)
+    return w.view(n_heads, D, w.shape[1])[:, inverse].reshape(w.shape)
+
+
+# %%
+try:
+    torch.manual_seed(7)
+    w = torch.randn(4 * 8, 16)  # 4 heads of head_dim 8
+    w_hf = w.view(4, 8, 16)[:, [0, 2, 4, 6, 1, 3, 5, 7]].reshape(32, 16)
+    back = halves_to_interleaved(w_hf, 4)
+except NotImplementedError:
+    print("Exercise 2: not attempted yet")
+else:
+    assert torch.equal(back, w), "rows are not back in interleaved order"
+    print("Exercise 2: correct")
+
+# %% [markdown]
+# **Exercise 3.** Lay the vector out as `(B, T, H, D) = (1, 1, 1, D)` and slice the tables at the
+# one position wanted.
+
+
+# %%
+def score_at(q: torch.Tensor, k: torch.Tensor, m: int, n: int) -> float:
+    D = q.shape[0]
+    cos, sin = precompute_rope(D, max(m, n) + 1, theta=1e6)
+    qm = apply_rope(q.view(1, 1, 1, D), cos[m : m + 1], sin[m : m + 1])
+    kn = apply_rope(k.view(1, 1, 1, D), cos[n : n + 1], sin[n : n + 1])
+    return (qm.flatten() @ kn.flatten()).item()
+
+
+# %%
+try:
+    torch.manual_seed(8)
+    q, k = torch.randn(32), torch.randn(32)
+    pairs = [(5, 2), (105, 102), (900, 897)]
+    got = [score_at(q, k, m, n) for m, n in pairs]
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+else:
+    assert max(got) - min(got) < 1e-3, f"scores differ across equal distances: {got}"
+    assert abs(score_at(q, k, 5, 2) - score_at(q, k, 2, 5)) > 1e-4, "m - n and n - m should differ"
+    print("Exercise 3: correct")
+
+# %% [markdown]
+# **Exercise 4.** The same computation as `precompute_rope` with positions `m / scale`.
+
+
+# %%
+def precompute_rope_interpolated(
+    head_dim: int, max_seq_len: int, theta: float = 1e6, scale: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    freqs = theta ** (-2.0 * torch.arange(head_dim // 2, dtype=torch.float64) / head_dim)
+    pos = torch.arange(max_seq_len, dtype=torch.float64) / scale  # fractional positions
+    angles = torch.outer(pos, freqs)  # (T, D/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+# %%
+try:
+    cos_i, sin_i = precompute_rope_interpolated(64, 2048, 1e6, scale=2.0)
+except NotImplementedError:
+    print("Exercise 4: not attempted yet")
+else:
+    cos, sin = precompute_rope(64, 1024, 1e6)
+    assert cos_i.shape == (2048, 32) and cos_i.dtype == torch.float32
+    torch.testing.assert_close(cos_i[::2], cos)  # position 2m now looks like position m
+    torch.testing.assert_close(sin_i[::2], sin)
+    torch.testing.assert_close(cos_i[1, 0], torch.tensor(math.cos(0.5)))
+    print("Exercise 4: correct")
