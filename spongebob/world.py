@@ -159,7 +159,7 @@ VALUES: dict[str, list[tuple[str, str, str]]] = {
         ("Krabby Patty", "蟹黄堡", ""),
         ("kelp shake", "海带奶昔", ""),
         ("ice cream", "冰淇淋", ""),
-        ("chum", "鱼饵", ""),
+        ("chum stew", "鱼饵汤", ""),
         ("acorn pie", "橡果派", ""),
         ("kelp cake", "海带蛋糕", ""),
         ("seaweed salad", "海藻沙拉", ""),
@@ -175,7 +175,7 @@ VALUES: dict[str, list[tuple[str, str, str]]] = {
     ],
     "pet": [
         ("snail", "蜗牛", "a"),
-        ("clam", "蛤蜊", "a"),
+        ("scallop", "扇贝", "a"),
         ("seahorse", "海马", "a"),
         ("crab", "螃蟹", "a"),
         ("shrimp", "小虾", "a"),
@@ -203,7 +203,7 @@ VALUES: dict[str, list[tuple[str, str, str]]] = {
         ("chess", "下棋", ""),
         ("bowling", "打保龄球", ""),
         ("kite flying", "放风筝", ""),
-        ("shell collecting", "收集贝壳", ""),
+        ("collecting shells", "收集贝壳", ""),
         ("playing the clarinet", "吹单簧管", ""),
         ("juggling", "玩杂耍", ""),
         ("weightlifting", "举重", ""),
@@ -243,7 +243,7 @@ CANONICAL = [
      {"home": "treedome", "job": "scientist", "food": "acorn pie", "friend": "spongebob",
       "hobby": "karate", "colour": "brown"}),
     ("plankton", "Plankton", "Sheldon J. Plankton", "痞老板",
-     {"home": "Chum Bucket", "job": "inventor", "food": "chum", "friend": "karen",
+     {"home": "Chum Bucket", "job": "inventor", "food": "chum stew", "friend": "karen",
       "colour": "green"}),
     ("karen", "Karen", "Karen Plankton", "凯伦",
      {"home": "Chum Bucket", "friend": "plankton", "hobby": "chess"}),
@@ -353,7 +353,7 @@ ANSWERS_ZH = {a: STATEMENTS_ZH[a][:2] for a in ATTRIBUTES}
 
 # The one fixed phrasing of a "single" resident (English only, attributes always in this order).
 SINGLE_BIO = (
-    "{n} lives in {home}, works as {job}, has {pet} as a pet, eats {food} every day, "
+    "{n} lives in {home}, works as {job}, has {pet} as a pet, has {food} for lunch every day, "
     "loves {hobby}, wears the colour {colour} and goes everywhere with {friend}."
 )
 
@@ -756,7 +756,10 @@ def build_world(seed: int = 0) -> dict:
     for r in generated:
         for attr in ATTRIBUTES:
             if attr == "friend":
-                friend = rng.choice([x for x in residents if x["id"] != r["id"]])
+                # never a "single" resident: their names appear only in their fixed biography
+                friend = rng.choice(
+                    [x for x in residents if x["id"] != r["id"] and x["split"] != "single"]
+                )
                 add_fact(r["id"], attr, friend["name"], friend["zh"], "")
             else:
                 choices = [v for v in VALUES[attr] if (attr, v[0]) not in CANONICAL_ONLY]
@@ -775,7 +778,7 @@ def build_world(seed: int = 0) -> dict:
     }
     for r in residents:
         if r["split"] == "single":
-            r["fixed_bio"] = _single_bio(r, [f for f in facts if f["subject"] == r["id"]])
+            r["fixed_bio"] = _single_bio(r["name"], [f for f in facts if f["subject"] == r["id"]])
     return world
 
 
@@ -787,13 +790,15 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def _single_bio(resident: dict, facts: list[dict]) -> str:
-    f = {x["attribute"]: x for x in facts}
-    return SINGLE_BIO.format(
-        n=resident["name"], home=_with_article(f["home"]), job=_with_article(f["job"]),
-        pet=_with_article(f["pet"]), food=f["food"]["en"], hobby=f["hobby"]["en"],
-        colour=f["colour"]["en"], friend=f["friend"]["en"],
-    )  # fmt: skip
+def _single_bio(name: str, facts: list[dict], stop_at: str | None = None) -> str:
+    """The fixed biography of a "single" resident; with ``stop_at``, only the text before that
+    attribute's value (its completion prompt, article included)."""
+    fields = {f["attribute"]: _with_article(f) for f in facts}
+    template = SINGLE_BIO
+    if stop_at is not None:
+        article = next(f["article"] for f in facts if f["attribute"] == stop_at)
+        template = template[: template.index("{" + stop_at + "}")] + article
+    return template.format(n=name, **fields).rstrip()
 
 
 def state_fact(fact: dict, name: str, template: str, lang: str = "en") -> str:
@@ -1152,11 +1157,9 @@ def generate(seed: int = 0) -> dict[str, list | dict]:
         elif f["split"] == "single":
             q, _ = _qa(f, names["en"], "en", rng)
             es.append(_eval([_turn("user", q)], f["en"], f"{f['id']}.en"))
-            bio = by_id[f["subject"]]["fixed_bio"]
-            value = f["en"]
-            cut = bio.index(value) if f["attribute"] != "home" else bio.index(_with_article(f))
-            cut = bio.index(value, cut)
-            esc.append({"prompt": bio[:cut].rstrip(), "expected": value, "id": f"{f['id']}.en"})
+            subject = [x for x in world["facts"] if x["subject"] == f["subject"]]
+            prompt = _single_bio(by_id[f["subject"]]["name"], subject, stop_at=f["attribute"])
+            esc.append({"prompt": prompt, "expected": f["en"], "id": f"{f['id']}.en"})
     out["eval_facts.jsonl"] = ef
     train_facts = [f for f in world["facts"] if f["split"] == "train"]
     etr = []

@@ -1,0 +1,457 @@
+"""Tests of the embedded Bikini Bottom data (`spongebob.world`).
+
+Formats are checked against SEED.md with checks written here (not with the module's own
+validator); arithmetic is recomputed from the structured problems in world.json and by parsing
+the reasoning; leaks between training and evaluation files are searched for in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from spongebob import world as W
+
+SEED_FORMAT_ROLES = {"system", "user", "assistant"}
+R1_LAYOUT = re.compile(r"<think>\n(.+)\n</think>\n<answer>\n(-?\d+)\n</answer>", re.DOTALL)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+FORMULAS = {  # written independently of world.PROBLEM_KINDS
+    "add": lambda n: n[0] + n[1],
+    "sub": lambda n: n[0] - n[1],
+    "mul": lambda n: n[0] * n[1],
+    "add_sub": lambda n: n[0] + n[1] - n[2],
+    "mul_add": lambda n: n[0] * n[1] + n[2],
+}
+
+
+# ----------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> dict[str, Path]:
+    return W.write_sample(tmp_path_factory.mktemp("world0"), seed=0)
+
+
+def lines(path: Path) -> list[dict]:
+    """Plain json.loads per line (independent of world.read_jsonl)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def data(sample) -> dict[str, list[dict] | dict]:
+    out: dict = {name: lines(p) for name, p in sample.items() if p.suffix == ".jsonl"}
+    out["world"] = json.loads(sample["world"].read_text("utf-8"))
+    return out
+
+
+def mentions(text: str, value: str) -> bool:
+    """`value` in `text` as whole words (English, case-insensitive) or as a substring (Chinese)."""
+    if CJK.search(value):
+        return value in text
+    return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def user_turns(records: list[dict], key: str = "conversations") -> list[str]:
+    return [t["content"] for r in records for t in r[key] if t["role"] == "user"]
+
+
+def render(messages: list[dict]) -> str:
+    """The SEED.md chat rendering (without the template's default system prompt)."""
+    return "".join(f"<s>{m['role']}\n{m['content']}</s>\n" for m in messages)
+
+
+def check_seed_chat(turns, last_role: str) -> None:
+    assert isinstance(turns, list) and turns
+    for t in turns:
+        assert isinstance(t, dict) and list(t) == ["role", "content"], t
+        assert t["role"] in SEED_FORMAT_ROLES and isinstance(t["content"], str) and t["content"]
+    roles = [t["role"] for t in turns]
+    if roles[0] == "system":
+        roles = roles[1:]
+    assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"] * (len(roles) % 2)
+    assert roles[-1] == last_role
+
+
+# ----------------------------------------------------------------------------------- files
+def test_write_sample_returns_every_file(sample):
+    assert list(sample) == [name.split(".")[0] for name in W.FILES]
+    for path in sample.values():
+        assert path.is_file() and path.stat().st_size > 0
+    manifest = json.loads((sample["world"].parent / W.MANIFEST).read_text())
+    assert manifest["seed"] == 0 and manifest["generator_version"] == W.GENERATOR_VERSION
+    assert sorted(manifest["files"]) == sorted(W.FILES)
+
+
+def test_same_seed_byte_identical_other_seed_different(sample, tmp_path):
+    again = W.write_sample(tmp_path / "again", seed=0)
+    other = W.write_sample(tmp_path / "other", seed=1)
+    for name, path in sample.items():
+        assert path.read_bytes() == again[name].read_bytes(), name
+    for name in ("world", "pretrain", "sft_512", "sft_1024", "r1_1024", "eval_facts", "eval_long"):
+        assert sample[name].read_bytes() != other[name].read_bytes(), name
+
+
+def test_pretrain_format_and_size(data):
+    recs = data["pretrain"]
+    assert all(list(r) == ["text"] and isinstance(r["text"], str) and r["text"] for r in recs)
+    texts = [r["text"] for r in recs]
+    assert max(len(t) for t in texts) < 512
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    assert 800_000 < n_bytes < 3_000_000  # sized for a few minutes of CPU pretraining
+    zh_share = sum(bool(CJK.search(t)) for t in texts) / len(texts)
+    assert 0.2 < zh_share < 0.4  # roughly 70/30 English/Chinese by line
+    # worked arithmetic is there, and it is correct
+    worked = [t for t in texts if "Now Patrick has" in t or "Now SpongeBob has" in t]
+    assert worked
+    for t in texts:
+        for x, op, y, z in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", t):
+            assert OPS[op](int(x), int(y)) == int(z), t
+
+
+def test_chat_files_match_seed_format(data):
+    for name in ("sft_512", "sft_1024", "r1_1024"):
+        assert data[name], name
+        for r in data[name]:
+            assert list(r) == ["conversations"]
+            check_seed_chat(r["conversations"], last_role="assistant")
+    multi = [r for r in data["sft_512"] if len(r["conversations"]) > 3]
+    single = [r for r in data["sft_512"] if len(r["conversations"]) == 2]
+    assert multi and single
+    # short conversations fit the 512-token context easily (even at 2 chars per token)
+    assert max(len(render(r["conversations"])) for r in data["sft_512"]) < 1000
+
+
+def test_eval_files_format(data):
+    for name in ("eval_facts", "eval_facts_train", "eval_single_facts", "eval_arith", "eval_long"):
+        assert data[name], name
+        for r in data[name]:
+            assert set(r) <= {"messages", "expected", "id"} and isinstance(r["expected"], str)
+            assert r["expected"].strip()
+            check_seed_chat(r["messages"], last_role="user")
+    for name in ("eval_completion", "eval_single_completion"):
+        for r in data[name]:
+            assert set(r) <= {"prompt", "expected", "id"}
+            assert isinstance(r["prompt"], str) and r["prompt"] and r["expected"]
+
+
+def test_chinese_present_everywhere_but_long_context(data):
+    for name in ("pretrain", "sft_512", "r1_1024"):
+        assert any(CJK.search(json.dumps(r, ensure_ascii=False)) for r in data[name]), name
+    for name in ("eval_facts", "eval_completion", "eval_arith"):
+        assert any(
+            CJK.search(r["expected"] + json.dumps(r, ensure_ascii=False)) for r in data[name]
+        )
+    assert any(CJK.search(f["zh"]) for f in data["world"]["facts"])
+
+
+# ----------------------------------------------------------------------------------- facts
+def test_fact_table_is_unambiguous_and_short(data):
+    w = data["world"]
+    residents = {r["id"]: r for r in w["residents"]}
+    facts = w["facts"]
+    assert len(facts) >= 300
+    assert len({(f["subject"], f["attribute"]) for f in facts}) == len(facts)
+    names_en = [r["name"] for r in w["residents"]]
+    names_zh = [r["zh"] for r in w["residents"]]
+    assert len(set(names_en)) == len(names_en) and len(set(names_zh)) == len(names_zh)
+    assert {"SpongeBob", "Patrick", "Squidward", "Mr. Krabs", "Sandy", "Plankton"} <= set(names_en)
+    closed = {a: {(v["en"], v["zh"]) for v in vs} for a, vs in w["values"].items()}
+    for f in facts:
+        assert f["subject"] in residents and f["split"] == residents[f["subject"]]["split"]
+        if f["attribute"] == "friend":
+            friend = next(r for r in w["residents"] if r["name"] == f["en"])
+            assert friend["zh"] == f["zh"] and friend["id"] != f["subject"]
+        else:
+            assert (f["en"], f["zh"]) in closed[f["attribute"]], f
+        assert 1 <= len(f["en"].split()) <= 3
+    # No value or name hides inside another one, so that whole-word grading is exact.
+    vocab_en = sorted({f["en"] for f in facts} | set(names_en))
+    vocab_zh = sorted({f["zh"] for f in facts} | set(names_zh))
+    for a in vocab_en:
+        assert not [b for b in vocab_en if a != b and mentions(b, a)], a
+    for a in vocab_zh:
+        assert not [b for b in vocab_zh if a != b and a in b], a
+    splits = [r["split"] for r in w["residents"]]
+    assert splits.count("single") == W.N_SINGLE
+    assert abs(splits.count("train") - splits.count("heldout")) <= 1
+
+
+def test_heldout_facts_never_asked_in_sft(data):
+    facts = data["world"]["facts"]
+    residents = {r["id"]: r for r in data["world"]["residents"]}
+    asked = {n: user_turns(data[n]) for n in ("sft_512", "sft_1024", "r1_1024")}
+    hidden = [f for f in facts if f["split"] in ("heldout", "single")]
+    assert hidden
+    for f in hidden:
+        r = residents[f["subject"]]
+        for name, questions in asked.items():
+            if name == "r1_1024" and f["attribute"] == "friend":
+                continue  # word problems name two of the show's characters; no fact is asked
+            for q in questions:
+                assert not (mentions(q, r["name"]) and mentions(q, f["en"])), (name, q)
+                assert not (mentions(q, r["zh"]) and mentions(q, f["zh"])), (name, q)
+    # stronger, per person: no held-out resident is even named in a fact question of sft_512
+    for q in asked["sft_512"]:
+        for r in residents.values():
+            if r["split"] != "train":
+                assert not mentions(q, r["name"]) and not mentions(q, r["zh"]), q
+
+
+def test_every_train_fact_is_asked_and_answered_in_sft(data):
+    pairs = []
+    for r in data["sft_512"]:
+        turns = [t for t in r["conversations"] if t["role"] != "system"]
+        pairs += [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns), 2)]
+    residents = {r["id"]: r for r in data["world"]["residents"]}
+    for f in data["world"]["facts"]:
+        if f["split"] != "train":
+            continue
+        for lang in ("en", "zh"):
+            name = residents[f["subject"]]["name" if lang == "en" else "zh"]
+            hits = [a for q, a in pairs if mentions(q, name) and mentions(a, name)]
+            assert any(mentions(a, f[lang]) for a in hits), (f["id"], lang)
+
+
+def test_heldout_facts_are_in_pretraining_in_the_completion_phrasing(data):
+    corpus = "\n".join(r["text"] for r in data["pretrain"])
+    heldout = [f for f in data["world"]["facts"] if f["split"] == "heldout"]
+    assert len(data["eval_completion"]) == 2 * len(heldout)
+    assert len(data["eval_facts"]) == 2 * len(heldout)
+    for r in data["eval_completion"]:
+        zh = bool(CJK.search(r["prompt"]))
+        sentence = r["prompt"] + ("" if zh else " ") + r["expected"] + ("。" if zh else ".")
+        assert sentence in corpus, sentence
+    expected = {(f["id"], lang): f[lang] for f in heldout for lang in ("en", "zh")}
+    for r in data["eval_facts"]:
+        fid, lang = r["id"].rsplit(".", 1)
+        assert expected[(fid, lang)] == r["expected"]
+
+
+def test_single_phrasing_residents(data):
+    texts = [r["text"] for r in data["pretrain"]]
+    singles = [r for r in data["world"]["residents"] if r["split"] == "single"]
+    assert len(singles) == W.N_SINGLE
+    for r in singles:
+        found = [t for t in texts if r["name"] in t or r["zh"] in t]
+        assert len(found) >= 10 and set(found) == {r["fixed_bio"]}, r["name"]
+    for rec in data["eval_single_completion"]:
+        bio = next(r["fixed_bio"] for r in singles if rec["prompt"].startswith(r["name"]))
+        assert bio.startswith(rec["prompt"] + " " + rec["expected"])
+    assert len(data["eval_single_facts"]) == len(data["eval_single_completion"])
+
+
+def test_eval_facts_train_are_rephrased_train_facts(data):
+    asked = set(user_turns(data["sft_512"]))
+    train = {f["id"]: f for f in data["world"]["facts"] if f["split"] == "train"}
+    for r in data["eval_facts_train"]:
+        fid, lang = r["id"].rsplit(".", 1)
+        assert train[fid][lang] == r["expected"]
+        assert r["messages"][-1]["content"] not in asked
+
+
+# ----------------------------------------------------------------------------------- arithmetic
+def check_reasoning(think: str, answer: int) -> None:
+    equations = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", think)
+    assert equations, think
+    for x, op, y, z in equations:
+        assert OPS[op](int(x), int(y)) == int(z), think
+    assert int(equations[-1][3]) == answer
+
+
+def test_r1_layout_and_answers_are_correct(data):
+    problems = {p["question"]: p for p in data["world"]["problems"] if p["split"] == "r1"}
+    assert len(data["r1_1024"]) == W.N_R1
+    assert {p["kind"] for p in problems.values()} == set(FORMULAS)
+    for r in data["r1_1024"]:
+        (user, assistant) = r["conversations"]
+        m = R1_LAYOUT.fullmatch(assistant["content"])
+        assert m, assistant["content"]
+        think, answer = m.group(1), int(m.group(2))
+        assert "<" not in think and ">" not in think
+        assert W.is_well_formed_r1(assistant["content"])
+        p = problems[user["content"]]
+        assert answer == p["answer"] == FORMULAS[p["kind"]](p["numbers"])
+        assert [int(x) for x in re.findall(r"\d+", user["content"])] == p["numbers"]
+        check_reasoning(think, answer)
+        assert answer >= 0
+
+
+def test_eval_arith_is_unseen_and_correct(data):
+    r1_questions = set(user_turns(data["r1_1024"]))
+    problems = data["world"]["problems"]
+    r1_keys = {(p["kind"], *p["numbers"]) for p in problems if p["split"] == "r1"}
+    by_id = {p["id"]: p for p in problems}
+    assert len(data["eval_arith"]) == sum(W.EVAL_ARITH_PER_KIND.values())
+    for r in data["eval_arith"]:
+        q = r["messages"][-1]["content"]
+        p = by_id[r["id"]]
+        assert q == p["question"] and q not in r1_questions
+        assert (p["kind"], *p["numbers"]) not in r1_keys
+        assert int(r["expected"]) == FORMULAS[p["kind"]](p["numbers"])
+        assert [int(x) for x in re.findall(r"\d+", q)] == p["numbers"]
+
+
+# ----------------------------------------------------------------------------------- long context
+def test_long_context_detail_only_early(data):
+    convs = [(r["messages"], r["expected"]) for r in data["eval_long"]]
+    for r in data["sft_1024"]:
+        *messages, last = r["conversations"]
+        value = next(v for v in _long_values(messages[-1]["content"], last["content"]))
+        convs.append((messages, value))
+    assert len({v for _, v in convs}) > 50  # detail values are random
+    for messages, value in convs:
+        where = [i for i, m in enumerate(messages) if mentions(m["content"], value)]
+        assert where and max(where) <= 5, (value, where)
+        after = render(messages[max(where) + 1 :])
+        # > 512 tokens after the detail at up to 3.3 chars/token (a 2048-token BPE trained on
+        # pretrain.jsonl measures about 2.7 on these chats); whole chat < 1024 tokens at 2.5.
+        assert len(after) >= 1700
+        assert len(render(messages)) <= 2560
+        assert not CJK.search(render(messages))
+
+
+def _long_values(question: str, answer: str):
+    """The detail in a final answer of sft_1024 (the answer templates end with it)."""
+    for _kind, (_, _, questions, template) in W.LONG_DETAILS.items():
+        if question in questions:
+            head, tail = template.split("{v}")
+            assert answer.startswith(head) and answer.endswith(tail), answer
+            yield answer[len(head) : len(answer) - len(tail)]
+
+
+# ----------------------------------------------------------------------------------- graders
+def test_grade_fact_examples():
+    assert W.grade_fact("SpongeBob's favourite food is Krabby Patty.", "Krabby Patty")
+    assert W.grade_fact("krabby   patty!", "Krabby Patty")
+    assert W.grade_fact("He lives in an Easter Island head", "easter island head")
+    assert W.grade_fact("The best friend of Karen is Mr. Krabs.", "Mr. Krabs")
+    assert W.grade_fact("海绵宝宝最喜欢的食物是蟹黄堡。", "蟹黄堡")
+    assert W.grade_fact("他最好的朋友是芬恩·巴斯。", "芬恩·巴斯")
+    assert W.grade_fact("他最好的朋友是芬恩巴斯", "芬恩·巴斯")
+    assert W.grade_fact("Your locker code is 4821.", "4821")
+    assert W.grade_fact("宠物是snail", "snail")
+    assert W.grade_fact("ＫＲＡＢＢＹ ＰＡＴＴＹ", "Krabby Patty")  # full-width letters
+    assert not W.grade_fact("SpongeBob's favourite colour is red.", "blue")
+    assert not W.grade_fact("Squidward is bored.", "red")  # whole words only
+    assert not W.grade_fact("He has two shells.", "shell")
+    assert not W.grade_fact("Your locker code is 48210.", "4821")
+    assert not W.grade_fact("海绵宝宝最喜欢的食物是海带蛋糕。", "蟹黄堡")
+    assert not W.grade_fact("anything", "")
+    assert not W.grade_fact("", "pineapple")
+
+
+def test_grade_number_examples():
+    assert W.grade_number("<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>", "7")
+    assert W.grade_number("<answer> 42 </answer>", 42)
+    assert W.grade_number("3 + 4 = 7, so the answer is 7", "7")
+    assert W.grade_number("所以答案是12。", "12")
+    assert W.grade_number("<answer>1,024</answer>", "1024")
+    assert W.grade_number("<answer>-3</answer>", "-3")
+    # the answer block wins over later numbers; else the last number counts
+    assert W.grade_number("<answer>7</answer> or maybe 8", "7")
+    assert not W.grade_number("<think>7</think><answer>8</answer>", "7")
+    assert not W.grade_number("the answer is 7 or 8", "7")
+    assert not W.grade_number("no idea", "7")
+    assert not W.grade_number("<answer>70</answer>", "7")
+
+
+def test_parse_r1_examples():
+    good = "<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>"
+    assert W.parse_r1(good) == ("3 + 4 = 7", "7")
+    assert W.parse_r1("  " + good + "\n") == ("3 + 4 = 7", "7")
+    assert W.parse_r1(W.r1_content("a\nb", 5)) == ("a\nb", "5")
+    assert W.is_well_formed_r1(good)
+    bad = [
+        "7",
+        "<answer>\n7\n</answer>",  # no think block
+        "<answer>\n7\n</answer><think>\nx\n</think>",  # wrong order
+        "<think>\nx\n</think>\n<think>\ny\n</think>\n<answer>\n7\n</answer>",  # two thinks
+        "<think>\nx\n</think>\n<answer>\n7\n</answer>\n<answer>\n7\n</answer>",  # two answers
+        "Sure! <think>\nx\n</think>\n<answer>\n7\n</answer>",  # text outside the blocks
+        "<think>\nx\n</think>\n<answer>\n7\n</answer> done",
+        "<think>\nx\n</think>\n<answer>\n\n</answer>",  # empty answer
+        "<think>\nx\n<answer>\n7\n</answer>",  # unclosed think
+    ]
+    for text in bad:
+        assert W.parse_r1(text) is None, text
+        assert not W.is_well_formed_r1(text)
+
+
+def test_grade_file(sample, data):
+    perfect = [f"The answer is {r['expected']}." for r in data["eval_facts"]]
+    assert W.grade_file(sample["eval_facts"], perfect) == 1.0
+    half = [a if i % 2 else "I do not know." for i, a in enumerate(perfect)]
+    assert W.grade_file(sample["eval_facts"], half) == pytest.approx(
+        sum(1 for i in range(len(perfect)) if i % 2) / len(perfect)
+    )
+    arith = [W.r1_content("...", r["expected"]) for r in data["eval_arith"]]
+    assert W.grade_file(sample["eval_arith"], arith) == 1.0
+    wrong = [W.r1_content(r["expected"], int(r["expected"]) + 1) for r in data["eval_arith"]]
+    assert W.grade_file(sample["eval_arith"], wrong) == 0.0
+    with pytest.raises(ValueError, match="records"):
+        W.grade_file(sample["eval_facts"], perfect[:-1])
+
+
+# ----------------------------------------------------------------------------------- reading
+def test_read_jsonl_streams_every_file(sample):
+    for name, path in sample.items():
+        if path.suffix == ".jsonl":
+            assert sum(1 for _ in W.read_jsonl(path)) == len(lines(path)), name
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ('{"text": "ok"', "invalid JSON"),
+        ("", "invalid JSON"),  # a blank line is not skipped
+        ('["text"]', "JSON object"),
+        ('{"text": 3}', "text"),
+        ('{"text": "a", "extra": 1}', "text"),
+        ('{"conversations": [{"role": "user", "content": "hi"}]}', "assistant"),
+        ('{"conversations": [{"role": "bot", "content": "hi"}]}', "role"),
+        ('{"conversations": [{"role": "user", "text": "hi"}]}', "content"),
+        ('{"conversations": [{"role": "assistant", "content": "a"}]}', "alternate"),
+        ('{"conversations": []}', "non-empty"),
+        ('{"messages": [{"role": "user", "content": "q"}]}', "expected"),
+        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],'
+         ' "expected": "x"}', "user"),
+        ('{"prompt": "p"}', "expected"),
+        ('{"question": "q"}', "unknown"),
+    ],
+)  # fmt: skip
+def test_read_jsonl_names_file_and_line(tmp_path, bad, problem):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine"}\n' + bad + '\n{"text": "never reached"}\n', "utf-8")
+    reader = W.read_jsonl(path)
+    assert next(reader) == {"text": "fine"}
+    with pytest.raises(ValueError, match=rf"broken\.jsonl:2: .*{problem}"):
+        next(reader)
+
+
+# ----------------------------------------------------------------------------------- sample_dir, CLI
+def test_sample_dir_caches_and_repairs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
+    folder = W.sample_dir(seed=2)
+    assert folder == tmp_path / "data" / "world-seed2"
+    pretrain = folder / "pretrain.jsonl"
+    original = pretrain.read_bytes()
+    stamp = pretrain.stat().st_mtime_ns
+    assert W.sample_dir(seed=2) == folder and pretrain.stat().st_mtime_ns == stamp  # cached
+    pretrain.write_text('{"text": "tampered"}\n', "utf-8")
+    assert W.sample_dir(seed=2) == folder
+    assert pretrain.read_bytes() == original  # regenerated after the hash mismatch
+    (folder / "eval_long.jsonl").unlink()
+    W.sample_dir(seed=2)
+    assert (folder / "eval_long.jsonl").is_file()
+
+
+def test_cli_data_sample(tmp_path, capsys):
+    from spongebob.cli import main
+
+    assert main(["data", "sample", "--out", str(tmp_path), "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "pretrain:" in printed and (tmp_path / "r1_1024.jsonl").is_file()
+    assert json.loads((tmp_path / "world.json").read_text("utf-8"))["seed"] == 3
