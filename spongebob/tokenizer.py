@@ -15,8 +15,6 @@ prompt names this model, and a declared special token that is not in the vocabul
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi!"}]))
 """
 
-from __future__ import annotations
-
 import codecs
 import hashlib
 import itertools
@@ -78,14 +76,105 @@ def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[s
             yield obj[field]
 
 
+class SpongeTokenizer:
+    """A byte-level BPE `tokenizers.Tokenizer` plus the chat format. Defined in 01_tokenizer.
+
+    ``encode``/``decode`` round-trip any string exactly; special tokens written in the text (such
+    as ``<s>`` in a rendered chat) become their single ids. ``pad_id`` is the unk id, as in the
+    original. Build one with `train_tokenizer`, `train_bpe` or `load_tokenizer`.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        unk_token: str = "<unk>",
+        bos_token: str = BOS,
+        eos_token: str = EOS,
+        pad_token: str | None = None,
+        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ):
+        self.tokenizer = tokenizer
+        self.default_system_prompt = default_system_prompt
+        self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
+        self.pad_token = pad_token or unk_token
+        names = [unk_token, bos_token, eos_token, self.pad_token]
+        ids = [tokenizer.token_to_id(t) for t in names]
+        if None in ids:  # the original trained "<ukn>" but declared "<unk>" (SEED.md defect 10)
+            missing = list(dict.fromkeys(t for t, i in zip(names, ids) if i is None))
+            raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
+        self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids
+        self._bytes: list[bytes] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"SpongeTokenizer(vocab_size={self.vocab_size}, specials={self.special_tokens})"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts at once (in parallel, in Rust)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.tokenizer.id_to_token(token_id)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        added = self.tokenizer.get_added_tokens_decoder()
+        return [added[i].content for i in sorted(added) if added[i].special]
+
+    @property
+    def reasoning_ids(self) -> dict[str, int]:
+        """Ids of the reasoning tags that are single special tokens ({} for the original's)."""
+        return {t: self.token_to_id(t) for t in REASONING_TOKENS if t in self.special_tokens}
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes a token stands for (possibly part of a UTF-8 character)."""
+        if self._bytes is None:
+            self._bytes = token_byte_table(self.tokenizer)
+        return self._bytes[token_id]
+
+    def apply_chat_template(
+        self, messages: Sequence[dict], add_generation_prompt: bool = True
+    ) -> str:
+        """`render_chat` with this tokenizer's default system prompt.
+
+        ``add_generation_prompt`` is accepted for `transformers` compatibility and changes nothing:
+        the format already ends every user turn with ``<s>assistant\\n``.
+        """
+        return render_chat(messages, self.default_system_prompt)
+
+    @property
+    def chat_template(self) -> str:
+        return chat_template_jinja(self.default_system_prompt)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        return save_tokenizer(self, out_dir)
+
+
 def train_bpe(
     texts: Iterable[str], vocab_size: int = 6400, special_tokens: Sequence[str] | None = None
 ) -> SpongeTokenizer:
     """Train a byte-level BPE tokenizer on an iterable of strings. Defined in 01_tokenizer.
 
     ``special_tokens`` (default ``SPECIAL_TOKENS + REASONING_TOKENS``) get ids ``0..k-1`` in order
-    and are matched whole in any input text. The vocabulary starts from the 256 byte symbols, so
-    no text is ever unknown; training stops early if the corpus has no more pairs to merge.
+    and are matched whole in any input text; the first one is the unk (and pad) token. The
+    vocabulary starts from the 256 byte symbols, so no text is ever unknown; training stops early
+    if the corpus has no more pairs to merge.
     """
     specials = list(SPECIAL_TOKENS + REASONING_TOKENS if special_tokens is None else special_tokens)
     if vocab_size < 256 + len(specials):
@@ -136,11 +225,13 @@ def render_chat(messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PR
     system = system_prompt
     if msgs and msgs[0].get("role") == "system":
         system, msgs = msgs[0].get("content"), msgs[1:]
+    if not isinstance(system, str):
+        raise ValueError("the system prompt must be a string")
     parts = [f"{BOS}system\n{system}{EOS}\n"]
     for i, m in enumerate(msgs):
         role, content = m.get("role"), m.get("content")
-        if not isinstance(content, str) or not isinstance(system, str):
-            raise ValueError(f"message {i}: content must be a string")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
         if role == "user":
             parts.append(f"{BOS}user\n{content}{EOS}\n{BOS}assistant\n")
         elif role == "assistant":
@@ -153,8 +244,8 @@ def render_chat(messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PR
 def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
     """The Jinja form of `render_chat`, for ``tokenizer_config.json``. Defined in 01_tokenizer.
 
-    `transformers`' ``apply_chat_template`` renders exactly `render_chat`'s string with it; its
-    ``add_generation_prompt`` flag changes nothing, since ``<s>assistant\\n`` follows every user turn.
+    `transformers`' ``apply_chat_template`` renders exactly `render_chat`'s string with it; the
+    ``add_generation_prompt`` flag changes nothing: ``<s>assistant\\n`` follows every user turn.
     """
     default = json.dumps(system_prompt, ensure_ascii=False)  # a valid Jinja string literal
     return (
@@ -164,108 +255,12 @@ def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
         "{%- endif -%}"
         "{{- '<s>system\\n' + system + '</s>\\n' -}}"
         "{%- for m in turns -%}"
-        "{%- if m['role'] == 'user' -%}{{- '<s>user\\n' + m['content'] + '</s>\\n<s>assistant\\n' -}}"
+        "{%- if m['role'] == 'user' -%}"
+        "{{- '<s>user\\n' + m['content'] + '</s>\\n<s>assistant\\n' -}}"
         "{%- elif m['role'] == 'assistant' -%}{{- m['content'] + '</s>\\n' -}}"
         "{%- else -%}{{- raise_exception('role must be user or assistant, got ' + m['role']) -}}"
         "{%- endif -%}{%- endfor -%}"
     )
-
-
-class SpongeTokenizer:
-    """A byte-level BPE `tokenizers.Tokenizer` plus the chat format. Defined in 01_tokenizer.
-
-    ``encode``/``decode`` round-trip any string exactly; special tokens written in the text (such
-    as ``<s>`` in a rendered chat) become their single ids. ``pad_id`` is the unk id, as in the
-    original. Build one with `train_tokenizer`, `train_bpe` or `load_tokenizer`.
-    """
-
-    def __init__(
-        self,
-        tokenizer: Tokenizer,
-        *,
-        unk_token: str = "<unk>",
-        bos_token: str = BOS,
-        eos_token: str = EOS,
-        pad_token: str | None = None,
-        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-    ):
-        self.tokenizer = tokenizer
-        self.default_system_prompt = default_system_prompt
-        self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
-        self.pad_token = pad_token or unk_token
-        ids = [tokenizer.token_to_id(t) for t in (unk_token, bos_token, eos_token, self.pad_token)]
-        missing = [
-            t for t, i in zip((unk_token, bos_token, eos_token, self.pad_token), ids) if i is None
-        ]
-        if missing:  # the original declared <unk> but trained <ukn> (SEED.md defect 10)
-            raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
-        self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids
-        self._bytes: list[bytes] | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"SpongeTokenizer(vocab_size={self.vocab_size}, specials={self.special_tokens})"
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.tokenizer.token_to_id(token)
-
-    def id_to_token(self, token_id: int) -> str | None:
-        return self.tokenizer.id_to_token(token_id)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        added = self.tokenizer.get_added_tokens_decoder()
-        return [added[i].content for i in sorted(added) if added[i].special]
-
-    @property
-    def reasoning_ids(self) -> dict[str, int]:
-        """Ids of the reasoning tags that are single special tokens ({} for the original's)."""
-        return {t: self.token_to_id(t) for t in REASONING_TOKENS if t in self.special_tokens}
-
-    def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes a token stands for (possibly part of a UTF-8 character)."""
-        if self._bytes is None:
-            inverse = {c: b for b, c in byte_to_unicode().items()}
-            self._bytes = []
-            for i in range(self.vocab_size):
-                tok = self.id_to_token(i) or ""
-                if all(c in inverse for c in tok):
-                    self._bytes.append(bytes(inverse[c] for c in tok))
-                else:  # an added token written in plain text, as `decoders.ByteLevel` does
-                    self._bytes.append(tok.encode("utf-8"))
-        return self._bytes[token_id]
-
-    def apply_chat_template(
-        self, messages: Sequence[dict], add_generation_prompt: bool = True
-    ) -> str:
-        """`render_chat` with this tokenizer's default system prompt.
-
-        ``add_generation_prompt`` is accepted for `transformers` compatibility and changes nothing:
-        the format already ends every user turn with ``<s>assistant\\n``.
-        """
-        return render_chat(messages, self.default_system_prompt)
-
-    @property
-    def chat_template(self) -> str:
-        return chat_template_jinja(self.default_system_prompt)
-
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        return save_tokenizer(self, out_dir)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -277,23 +272,21 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save ``tokenizer.json`` + ``tokenizer_config.json`` (Hugging Face layout). Defined in 01_tokenizer.
+    """Save ``tokenizer.json`` + ``tokenizer_config.json``. Defined in 01_tokenizer.
 
     The folder loads with `load_tokenizer`, ``tokenizers.Tokenizer.from_file`` and
     ``transformers.AutoTokenizer.from_pretrained``; the config carries the chat template as Jinja.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    extra = [
-        t for t in tok.special_tokens if t not in {tok.unk_token, tok.bos_token, tok.eos_token}
-    ]
+    declared = {tok.unk_token, tok.bos_token, tok.eos_token}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "unk_token": tok.unk_token,
         "bos_token": tok.bos_token,
         "eos_token": tok.eos_token,
         "pad_token": tok.pad_token,
-        "additional_special_tokens": extra,
+        "additional_special_tokens": [t for t in tok.special_tokens if t not in declared],
         "add_bos_token": False,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
@@ -314,13 +307,12 @@ def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
     """Load a tokenizer folder (``tokenizer.json`` + optional ``tokenizer_config.json``).
 
     Defined in 01_tokenizer. Works for our folders and for the original's released one (vocab
-    6400, no reasoning tokens). Chats always render with `render_chat`; the system prompt comes
-    from our config's ``default_system_prompt``, else `DEFAULT_SYSTEM_PROMPT` (the original's
-    template would name another model: SEED.md defect 10).
+    6400, no reasoning tokens). The default system prompt comes from our config's
+    ``default_system_prompt``, else `DEFAULT_SYSTEM_PROMPT` (the original's template names another
+    model: SEED.md defect 10). ``path`` may also be the ``tokenizer.json`` file itself.
     """
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    file = folder / "tokenizer.json" if path.is_dir() else path
+    folder, file = (path, path / "tokenizer.json") if path.is_dir() else (path.parent, path)
     if not file.exists():
         raise FileNotFoundError(f"no tokenizer.json in {folder}")
     config_file = folder / "tokenizer_config.json"
@@ -336,20 +328,36 @@ def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
     )
 
 
+def token_byte_table(tokenizer: Tokenizer) -> list[bytes]:
+    """The bytes each id of a byte-level tokenizer stands for. Defined in 01_tokenizer.
+
+    Like ``decoders.ByteLevel``: a token made only of byte symbols is those bytes; any other
+    token (an added token such as ``"<s>"`` written in plain text) is its own UTF-8.
+    """
+    inverse = {c: b for b, c in byte_to_unicode().items()}
+    table = []
+    for i in range(tokenizer.get_vocab_size(with_added_tokens=True)):
+        token = tokenizer.id_to_token(i) or ""
+        if all(c in inverse for c in token):
+            table.append(bytes(inverse[c] for c in token))
+        else:
+            table.append(token.encode("utf-8"))
+    return table
+
+
 class StreamDecoder:
     """Turn a stream of token ids into text, one whole character at a time. Defined in 01_tokenizer.
 
     A byte-level token may end in the middle of a UTF-8 character (a CJK character is 3 bytes, an
     emoji 4); `put` keeps those bytes until the character is complete, so it never returns half
     a character. The concatenation of every `put` and the final `flush` equals
-    ``tokenizer.decode(all_ids)``.
+    ``tokenizer.decode(all_ids)`` (invalid bytes become U+FFFD in both).
     """
 
     def __init__(self, tokenizer: SpongeTokenizer, skip_special_tokens: bool = False):
         self.tokenizer = tokenizer
-        self.skip = (
-            set(tokenizer.tokenizer.get_added_tokens_decoder()) if skip_special_tokens else set()
-        )
+        added = tokenizer.tokenizer.get_added_tokens_decoder()
+        self.skip = {i for i, t in added.items() if t.special} if skip_special_tokens else set()
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def put(self, token_id: int) -> str:
@@ -359,7 +367,7 @@ class StreamDecoder:
         return self._utf8.decode(self.tokenizer.token_bytes(token_id))
 
     def flush(self) -> str:
-        """End of stream: return what is left (an incomplete character becomes U+FFFD)."""
+        """End of the stream: return what is left (an unfinished character becomes U+FFFD)."""
         text = self._utf8.decode(b"", final=True)
         self._utf8.reset()
         return text

@@ -460,3 +460,32 @@ def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_pa
     write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600, seed=5))  # the data changed
     third = T.course_tokenizer(vocab_size=400)
     assert calls == [1] and third.vocab_size == 400
+
+
+# ---- the plot helpers this chapter exports (spongebob.viz) -------------------------------------
+
+
+def test_tokens_html_escapes_and_colours_each_piece():
+    from spongebob.viz import PALETTE, tokens_html
+
+    out = tokens_html(["<s>", "a\nb", ""], titles=[1, 2, 3])
+    assert out.count("<span") == 3
+    assert "&lt;s&gt;" in out and "<s>" not in out  # special tokens are shown, not parsed
+    assert "a↵\nb" in out and "∅" in out and 'title="2"' in out
+    assert [PALETTE[0], PALETTE[1], PALETTE[2]] == [c for c in PALETTE[:3] if c in out]
+    assert tokens_html(["x", "y"], colors=["red", "blue"]).count("background:red") == 1
+
+
+def test_flow_diagram_draws_one_box_per_step():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spongebob.viz import flow_diagram
+
+    fig = flow_diagram(["a", "b", "c"], title="t")
+    texts = [t.get_text() for t in fig.axes[0].texts]  # boxes, plus an empty text per arrow
+    assert [t for t in texts if t] == ["a", "b", "c"] and len(texts) == 5
+    assert fig.axes[0].get_title() == "t"
+    plt.close(fig)
