@@ -1,0 +1,390 @@
+"""Tests of spongebob.model: layers against hand formulas, the original's state-dict layout and
+parameter counts, tied weights, the loss, cached decoding, and safe checkpoint loading."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spongebob.config import ModelConfig
+from spongebob.model import (
+    Block,
+    CheckpointError,
+    FeedForward,
+    RMSNorm,
+    SpongeBob,
+    count_parameters,
+    flops_per_token,
+    init_weights,
+    lm_loss,
+    load_checkpoint,
+    load_model,
+    load_state_dict_checked,
+    read_checkpoint,
+)
+from spongebob.rope import precompute_rope
+
+SMALL = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=64)
+
+
+def seed_keys(n_layers: int) -> set[str]:
+    """The original's state-dict keys, as listed in SEED.md."""
+    keys = {"tok_embeddings.weight", "norm.weight", "output.weight"}
+    for i in range(n_layers):
+        for m in ("wq", "wk", "wv", "wo"):
+            keys.add(f"layers.{i}.attention.{m}.weight")
+        for m in ("w1", "w2", "w3"):
+            keys.add(f"layers.{i}.feed_forward.{m}.weight")
+        keys |= {f"layers.{i}.attention_norm.weight", f"layers.{i}.ffn_norm.weight"}
+    return keys
+
+
+@pytest.fixture(scope="module")
+def seed_model():
+    torch.manual_seed(0)
+    return SpongeBob(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small model with large random weights, so that outputs differ clearly between tokens."""
+    torch.manual_seed(0)
+    m = SpongeBob(SMALL).eval()
+    init_weights(m, std=0.1)
+    return m
+
+
+# ---- parameter counts and layout -------------------------------------------------------------
+
+
+def test_parameter_counts_match_the_original(seed_model):
+    assert count_parameters(seed_model) == 28_975_616
+    torch.manual_seed(0)
+    assert count_parameters(SpongeBob(ModelConfig(n_kv_heads=2))) == 25_829_888
+
+
+def test_state_dict_keys_are_exactly_the_originals(seed_model):
+    sd = seed_model.state_dict()
+    assert set(sd) == seed_keys(8)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    assert shapes["tok_embeddings.weight"] == shapes["output.weight"] == (6400, 512)
+    assert shapes["layers.0.attention.wk.weight"] == (512, 512)
+    assert shapes["layers.7.feed_forward.w1.weight"] == (1408, 512)
+    assert shapes["layers.7.feed_forward.w2.weight"] == (512, 1408)
+
+
+def test_gqa_shapes():
+    torch.manual_seed(0)
+    sd = SpongeBob(ModelConfig.preset("tiny")).state_dict()
+    assert set(sd) == seed_keys(4)
+    assert tuple(sd["layers.0.attention.wk.weight"].shape) == (64, 128)  # 2 kv heads x 32
+    assert tuple(sd["layers.0.attention.wq.weight"].shape) == (128, 128)
+
+
+def test_tied_weights_are_one_tensor(seed_model):
+    assert seed_model.output.weight is seed_model.tok_embeddings.weight
+    sd = seed_model.state_dict()
+    assert sd["output.weight"].data_ptr() == sd["tok_embeddings.weight"].data_ptr()
+    names = [n for n, _ in seed_model.named_parameters()]
+    assert "output.weight" not in names and "tok_embeddings.weight" in names
+
+
+def test_rope_tables_are_float32_non_persistent_buffers():
+    torch.manual_seed(0)
+    m = SpongeBob(SMALL)
+    assert "cos" not in m.state_dict() and "sin" not in m.state_dict()
+    cos, sin = precompute_rope(SMALL.head_dim, SMALL.max_seq_len, SMALL.rope_theta)
+    m = m.to(torch.bfloat16)
+    assert m.norm.weight.dtype == torch.bfloat16
+    assert m.cos.dtype == torch.float32 and torch.equal(m.cos, cos) and torch.equal(m.sin, sin)
+
+
+def test_flops_per_token_is_6n_plus_attention(seed_model):
+    norms = sum(p.numel() for n, p in seed_model.named_parameters() if n.endswith("norm.weight"))
+    n_matmul = count_parameters(seed_model) - norms  # the tied head is a matmul, counted once
+    c = seed_model.config
+    assert flops_per_token(c, 512) == 6 * n_matmul + 12 * c.n_layers * c.dim * 512
+    assert flops_per_token(c, 512, training=False) * 3 == flops_per_token(c, 512)
+
+
+# ---- layers -------------------------------------------------------------------------------
+
+
+def test_rmsnorm_matches_the_formula():
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5)
+    assert torch.equal(norm.weight, torch.ones(16))
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 16))
+    x = 4 * torch.randn(3, 7, 16) + 2
+    expected = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), expected)
+
+
+def test_rmsnorm_computes_in_float32_and_returns_the_input_dtype():
+    torch.manual_seed(0)
+    x = 300 * torch.randn(2, 4, 64)
+    norm = RMSNorm(64).to(torch.bfloat16)
+    y = norm(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    ref = x.to(torch.bfloat16).double()
+    ref = ref / torch.sqrt((ref**2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(y.double(), ref, atol=1e-2, rtol=1e-2)
+
+
+def test_feed_forward_is_swiglu():
+    torch.manual_seed(0)
+    ff = FeedForward(8, 20)
+    x = torch.randn(3, 8)
+    expected = (F.silu(x @ ff.w1.weight.T) * (x @ ff.w3.weight.T)) @ ff.w2.weight.T
+    torch.testing.assert_close(ff(x), expected)
+
+
+def test_block_is_pre_norm_with_residuals():
+    torch.manual_seed(0)
+    block = Block(SMALL)
+    init_weights(torch.nn.ModuleDict({"layers": torch.nn.ModuleList([block])}), std=0.1)
+    cos, sin = precompute_rope(SMALL.head_dim, 10)
+    x = torch.randn(2, 10, SMALL.dim)
+    h = x + block.attention(block.attention_norm(x), cos, sin)
+    expected = h + block.feed_forward(block.ffn_norm(h))
+    torch.testing.assert_close(block(x, cos, sin), expected)
+
+
+def test_init_scales_residual_projections():
+    torch.manual_seed(0)
+    m = SpongeBob(ModelConfig(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, vocab_size=2000))
+    std = lambda t: t.detach().std().item()  # noqa: E731
+    assert abs(std(m.tok_embeddings.weight) - 0.02) < 0.001
+    assert abs(std(m.layers[3].attention.wq.weight) - 0.02) < 0.001
+    target = 0.02 / math.sqrt(2 * 8)
+    assert abs(std(m.layers[3].attention.wo.weight) - target) < 0.0005
+    assert abs(std(m.layers[3].feed_forward.w2.weight) - target) < 0.0005
+    assert torch.equal(m.layers[0].ffn_norm.weight, torch.ones(256))
+
+
+def test_initial_loss_is_about_log_vocab():
+    torch.manual_seed(0)
+    m = SpongeBob(ModelConfig.preset("tiny"))
+    ids = torch.randint(0, 2048, (2, 65))
+    with torch.no_grad():
+        loss = m(ids[:, :-1], ids[:, 1:]).loss.item()
+    assert abs(loss - math.log(2048)) < 0.1
+
+
+# ---- forward, loss, cache -----------------------------------------------------------------
+
+
+def test_forward_shapes_and_last_only(small):
+    ids = torch.randint(0, SMALL.vocab_size, (3, 11))
+    out = small(ids)
+    assert out.logits.shape == (3, 11, SMALL.vocab_size) and out.loss is None
+    last = small(ids, last_only=True).logits
+    assert last.shape == (3, 1, SMALL.vocab_size)
+    torch.testing.assert_close(last[:, 0], out.logits[:, -1])
+    with pytest.raises(ValueError, match="last_only"):
+        small(ids, ids, last_only=True)
+
+
+def test_forward_refuses_positions_beyond_max_seq_len(small):
+    with pytest.raises(ValueError, match="max_seq_len=64"):
+        small(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        small(torch.zeros(1, 2, dtype=torch.long), start_pos=63)
+
+
+def test_loss_ignores_minus_100(small):
+    torch.manual_seed(1)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 12))
+    targets = torch.randint(0, SMALL.vocab_size, (2, 12))
+    targets[0, :5] = -100
+    targets[1, 7:] = -100
+    out = small(ids, targets)
+    keep = targets != -100
+    expected = F.cross_entropy(out.logits[keep], targets[keep])
+    torch.testing.assert_close(out.loss, expected)
+    # The ignored targets' values do not matter at all.
+    targets2 = torch.where(keep, targets, torch.zeros_like(targets))
+    targets2[~keep] = -100
+    torch.testing.assert_close(small(ids, targets2).loss, out.loss)
+
+
+def test_weighted_loss_is_a_weighted_mean_over_counted_positions():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    targets = torch.randint(0, 7, (2, 5))
+    targets[1, 0] = -100
+    weights = torch.rand(2, 5) + 0.5
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten().clamp_min(0), reduction="none")
+    w = weights.flatten() * (targets.flatten() != -100)
+    torch.testing.assert_close(lm_loss(logits, targets, weights), (ce * w).sum() / w.sum())
+    ones = torch.ones(2, 5)
+    torch.testing.assert_close(lm_loss(logits, targets, ones), lm_loss(logits, targets))
+
+
+def test_loss_with_no_counted_position_is_zero_not_nan():
+    logits = torch.randn(1, 3, 5, requires_grad=True)
+    loss = lm_loss(logits, torch.full((1, 3), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_cached_decoding_equals_the_full_forward(small):
+    torch.manual_seed(2)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 20))
+    with torch.no_grad():
+        full = small(ids).logits
+        caches = small.make_caches(2, 20)
+        parts = [small(ids[:, :7], caches=caches).logits]
+        parts.append(small(ids[:, 7:9], caches=caches, start_pos=7).logits)  # a chunk of 2
+        for t in range(9, 20):
+            parts.append(small(ids[:, t : t + 1], caches=caches, start_pos=t).logits)
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_left_padding_mask_leaves_real_positions_unchanged(small):
+    torch.manual_seed(3)
+    ids = torch.randint(0, SMALL.vocab_size, (1, 9))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], 1)  # 4 pads on the left
+    keys = torch.tensor([[False] * 4 + [True] * 9])
+    with torch.no_grad():
+        ref = small(ids).logits
+        out = small(padded, attn_mask=keys[:, None, None, :]).logits
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, 4:], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_make_caches(small):
+    caches = small.make_caches(3, 10)
+    assert len(caches) == SMALL.n_layers
+    assert caches[0].k.shape == (3, 10, SMALL.n_kv_heads, SMALL.head_dim)
+    assert caches[0].k.dtype == torch.float32
+    assert len(small.make_caches(1)) == SMALL.n_layers
+    assert small.make_caches(1)[0].k.shape[1] == SMALL.max_seq_len
+    with pytest.raises(ValueError, match="max_len"):
+        small.make_caches(1, SMALL.max_seq_len + 1)
+
+
+def test_backward_reaches_every_parameter(small):
+    m = SpongeBob(SMALL)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 8))
+    m(ids, ids).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+
+def test_release_format_loads_strictly_into_a_fresh_model(seed_model, tmp_path):
+    path = tmp_path / "pretrain.pth"
+    torch.save(seed_model.state_dict(), path)  # how the original released its checkpoints
+    torch.manual_seed(1)
+    fresh = SpongeBob(ModelConfig())
+    fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    torch.manual_seed(2)
+    fresh2 = SpongeBob(ModelConfig())
+    assert load_checkpoint(fresh2, path) == {}
+    for k, v in seed_model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v) and torch.equal(fresh2.state_dict()[k], v)
+    assert fresh2.output.weight is fresh2.tok_embeddings.weight  # still tied after loading
+
+
+def test_course_format_carries_config_and_extras(small, tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": small.state_dict(), "config": SMALL.to_dict(), "step": 7}, path)
+    m = load_model(path)
+    assert m.config == SMALL
+    assert torch.equal(m.layers[1].attention.wv.weight, small.layers[1].attention.wv.weight)
+    other = SpongeBob(SMALL)
+    extras = load_checkpoint(other, path)
+    assert extras["step"] == 7 and extras["config"] == SMALL.to_dict()
+    state, extras = read_checkpoint(path)
+    assert set(state) == set(small.state_dict()) and "model" not in extras
+
+
+def test_bare_state_dict_needs_a_config_to_build_a_model(small, tmp_path):
+    path = tmp_path / "bare.pth"
+    torch.save(small.state_dict(), path)
+    with pytest.raises(CheckpointError, match="pass config="):
+        load_model(path)
+    assert load_model(path, config=SMALL).config == SMALL
+
+
+def test_compile_and_ddp_prefixes_are_removed(small):
+    for prefix in ("_orig_mod.", "module."):
+        sd = {prefix + k: v for k, v in small.state_dict().items()}
+        m = SpongeBob(SMALL)
+        load_state_dict_checked(m, sd)
+        assert torch.equal(m.norm.weight, small.norm.weight)
+
+
+def test_load_errors_name_missing_unexpected_and_misshaped_keys(small, tmp_path):
+    torch.manual_seed(0)
+    other = SpongeBob(ModelConfig(dim=64, n_layers=3, n_heads=4, n_kv_heads=4, vocab_size=300))
+    path = tmp_path / "wrong.pth"
+    torch.save(other.state_dict(), path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(small, path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "unexpected keys (9)" in msg and "layers.2.attention.wq.weight" in msg
+    assert "layers.0.attention.wk.weight (64, 64) in the file vs (32, 64) in the model" in msg
+    sd = dict(small.state_dict())
+    del sd["layers.1.ffn_norm.weight"]
+    sd["extra.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict_checked(SpongeBob(SMALL), sd, source="mine.pth")
+    msg = str(err.value)
+    assert "mine.pth" in msg
+    assert "missing keys (1): layers.1.ffn_norm.weight" in msg
+    assert "unexpected keys (1): extra.weight" in msg
+
+
+def test_a_failed_load_leaves_the_model_untouched(small):
+    m = SpongeBob(SMALL)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    sd = dict(small.state_dict())
+    sd["layers.0.attention.wq.weight"] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointError):
+        load_state_dict_checked(m, sd)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_untied_output_head_is_refused(small):
+    sd = {k: v.clone() for k, v in small.state_dict().items()}
+    sd["output.weight"] += 1.0
+    with pytest.raises(CheckpointError, match="ties them"):
+        load_state_dict_checked(SpongeBob(SMALL), sd)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("PAYLOAD EXECUTED",))
+
+
+def test_weights_only_refuses_arbitrary_objects(small, tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": small.state_dict(), "note": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused") as err:
+        load_checkpoint(SpongeBob(SMALL), path)
+    assert str(path) in str(err.value)
+    assert "PAYLOAD EXECUTED" not in capsys.readouterr().out
+
+
+def test_unreadable_and_odd_files_give_clear_errors(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(junk)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "absent.pth")
+    listy = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], listy)
+    with pytest.raises(CheckpointError, match="neither a state dict"):
+        read_checkpoint(listy)
+    nested = tmp_path / "nested.pth"
+    torch.save({"state": {"a": torch.zeros(1)}, "step": 3}, nested)
+    with pytest.raises(CheckpointError, match="'model' entry"):
+        read_checkpoint(nested)
