@@ -121,8 +121,8 @@ flow_diagram(
         'text\n"Hi Gary!"',
         "UTF-8 bytes\n48 69 20 47 61 ...",
         "pre-tokenise\n'Hi' ' Gary' '!'",
-        "BPE merges\n'Hi' ' Gary' '!'",
-        "token ids\n[1234, 871, 5]",
+        "BPE merges\n'Hi' ' Gar' 'y' '!'",
+        "token ids\n[1234, 871, 93, 5]",
     ],
     title="What a tokenizer does (ids made up)",
 )
@@ -291,9 +291,9 @@ def plot_segmentations(history, vocab):
     fig, ax = plt.subplots(figsize=(11, 0.34 * len(history) + 0.4), dpi=90)
     for row, ids in enumerate(history):
         x = 0
-        for j, i in enumerate(ids):
+        for i in ids:
             w = len(vocab[i])
-            color = PALETTE[j % len(PALETTE)] if i >= 256 else "#f3f4f6"
+            color = PALETTE[i % len(PALETTE)] if i >= 256 else "#f3f4f6"  # one colour per id
             ax.add_patch(plt.Rectangle((x, -row - 0.4), w - 0.1, 0.8, fc=color, ec="#999", lw=0.5))
             ax.text(
                 x + w / 2,
@@ -709,9 +709,9 @@ for t in REASONING_TOKENS:
     print(f"{t:10} original-style: {[plain.decode([i]) for i in plain.encode(t)]}")
 
 # %% [markdown]
-# The pieces (`<`, `</`, `>`, the words) are ordinary tokens, so "every position whose id is a tag
-# id" also catches those pieces wherever else they occur, and the original applied the weight
-# before masking, so prompt positions were hit too. Measured on the course's reasoning data
+# The pieces (`<`, `/`, `th`, `ink`, `an`, `sw`, `er`, `>`) are ordinary tokens, so "every position
+# whose id is a tag id" also catches them wherever else they occur, and in the original the weight
+# reached prompt positions too (SEED.md). Measured on the course's reasoning data
 # (`r1_1024.jsonl`): we count the positions the weight-10 rule would hit in the user turns, and in
 # the assistant turns inside and outside the tags.
 
@@ -782,10 +782,10 @@ except ValueError as e:
     print("SpongeTokenizer:", e)
 
 # %% [markdown]
-# Our wrapper (and so `load_tokenizer`, section 6) refuses such a folder. Our tokens are declared once, in
-# `SPECIAL_TOKENS`, and the same list feeds both the trainer and the saved config. The same
-# defect's second half: the original's chat template fills in a default system prompt that names
-# a different model. Ours introduces this one:
+# Our wrapper (and so `load_tokenizer`, section 6) refuses such a folder. Our tokens are declared
+# once, in `SPECIAL_TOKENS`, and the same list feeds both the trainer and the saved config. The
+# same defect has a second half: the original's chat template fills in a default system prompt
+# that names a different model. Ours introduces this one:
 
 # %%
 print(DEFAULT_SYSTEM_PROMPT)
@@ -802,7 +802,8 @@ print(DEFAULT_SYSTEM_PROMPT)
 #
 # A conversation without a system turn gets the default system prompt. After **every** user turn
 # the format writes `<s>assistant\n`, so a conversation that ends with a user turn is already a
-# *generation prompt*: the model continues with the answer and ends it with `</s>`.
+# *generation prompt*: the model continues with the answer and ends it with `</s>`. (Pretraining
+# text is simpler: a line becomes `<s>{text}</s>`; chapter 05 builds both.)
 
 # %%
 #| export
@@ -1095,6 +1096,8 @@ ax.plot(got, [results[s][1] for s in sizes], "o-", label="English")
 ax.plot(got, [results[s][2] for s in sizes], "s-", label="Chinese")
 ax.axvline(2048, color="#999", ls=":", lw=1)
 ax.set_xscale("log", base=2)
+ax.set_xticks(got, [str(g) for g in got])
+ax.minorticks_off()
 ax.set_xlabel("vocabulary size")
 ax.set_ylabel("characters per token")
 ax.set_title("Held-out compression of the world's pretraining text", fontsize=10)
