@@ -44,8 +44,16 @@ Files written by :func:`write_sample` (all JSONL files are UTF-8, one object per
 ==============================  ============================================================
 
 Eval lines may carry an ``"id"`` naming the fact or problem (for per-attribute breakdowns).
-Long conversations are English only, so that "longer than 512 tokens but shorter than 1024" holds
-for any reasonable tokenizer (Chinese token counts vary far more with the vocabulary).
+
+- **Unseen arithmetic.** The number tuples of ``eval_arith.jsonl`` never occur in ``r1_1024.jsonl``
+  nor among the worked problems of pretraining; plain equation tables in pretraining cover every
+  single step (``x + y``, ``x - y``, ``x * y``) any problem needs, as children learn their tables
+  before word problems.
+- **Long context.** ``sft_1024``/``eval_long`` chats are English only (token counts of English
+  barely move with the vocabulary; Chinese ones swing): more than ``LONG_MIN_CHARS_AFTER``
+  rendered characters follow the detail (> 512 tokens at up to 3.3 characters per token) and the
+  whole chat has at most ``LONG_MAX_CHARS`` (< 1024 tokens at 2.5 or more). A 2048-token BPE
+  trained on ``pretrain.jsonl`` measures about 2.7 characters per token on these chats.
 
 Usage::
 
@@ -85,7 +93,7 @@ FILES = (
 )
 MANIFEST = "manifest.json"
 
-# Sizes (tuned so that pretrain.jsonl is about 1.5 MB and everything generates in seconds).
+# Sizes (tuned so that pretrain.jsonl is about 1.1 MB and everything generates in a second).
 N_GENERATED = 40  # generated residents (the show's residents come on top)
 N_SINGLE = 8  # of which this many are stated in one fixed phrasing only
 N_BIOS_EN, N_BIOS_ZH = 14, 6  # shuffled biographies per (multi-phrasing) resident
@@ -99,8 +107,7 @@ EVAL_ARITH_PER_KIND = {"add": 50, "sub": 50, "mul": 16, "add_sub": 50, "mul_add"
 N_EVAL_FACTS_TRAIN = 120
 MAX_PRETRAIN_CHARS = 511  # every pretraining line is shorter than 512 characters
 
-# Long conversations: the part after the early detail is longer than 512 tokens even at 4 chars per
-# token, and the whole conversation stays under 1024 tokens even at 3 chars per token.
+# Long conversations (rendered characters): see "Long context" in the module docstring.
 LONG_MIN_CHARS_AFTER = 1700
 LONG_MAX_CHARS = 2550
 
@@ -1086,16 +1093,17 @@ def long_conversation(rng: random.Random) -> tuple[list[dict], str, str]:
 # =============================================================================================
 # Writing the sample
 # =============================================================================================
-def _dump(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def _write_lines(path: Path, records) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        for rec in records:
-            fh.write(_dump(rec) + "\n")
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a private temporary file, so a concurrent reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _serialise(name: str, content) -> bytes:
+    if name.endswith(".json"):
+        return (json.dumps(content, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in content).encode("utf-8")
 
 
 def _eval(messages: list[dict], expected: str, id_: str) -> dict:
@@ -1195,20 +1203,14 @@ def write_sample(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
     for name, content in generate(seed).items():
-        path = out / name
-        if name.endswith(".json"):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(content, ensure_ascii=False, indent=1) + "\n", "utf-8")
-            os.replace(tmp, path)
-        else:
-            _write_lines(path, content)
-        paths[name.split(".")[0]] = path
-    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed,
-                "files": {p.name: _sha256(p) for p in paths.values()}}  # fmt: skip
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
-    os.replace(tmp, out / MANIFEST)
+        data = _serialise(name, content)
+        _atomic_write(out / name, data)
+        paths[name.split(".")[0]] = out / name
+        hashes[name] = hashlib.sha256(data).hexdigest()
+    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "files": hashes}
+    _atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return paths
 
 

@@ -294,6 +294,30 @@ def test_eval_arith_is_unseen_and_correct(data):
         assert [int(x) for x in re.findall(r"\d+", q)] == p["numbers"]
 
 
+def steps(kind: str, n: list[int]) -> list[str]:
+    """The single-operation equations a problem needs, written independently of the generator."""
+    if kind in ("add", "sub", "mul"):
+        op = {"add": "+", "sub": "-", "mul": "*"}[kind]
+        return [f"{n[0]} {op} {n[1]} = {FORMULAS[kind](n)}"]
+    first, second = ("+", "-") if kind == "add_sub" else ("*", "+")
+    s = OPS[first](n[0], n[1])
+    return [f"{n[0]} {first} {n[1]} = {s}", f"{s} {second} {n[2]} = {OPS[second](s, n[2])}"]
+
+
+def test_equation_tables_cover_every_step(data):
+    table_line = re.compile(r"(\d+ [-+*] \d+ = \d+\. ?)+")
+    tables = [r["text"] for r in data["pretrain"] if table_line.fullmatch(r["text"])]
+    assert tables
+    known = {e for t in tables for e in t.rstrip(".").split(". ")}
+    for p in data["world"]["problems"]:
+        for eq in steps(p["kind"], p["numbers"]):
+            assert eq in known, (p["id"], eq)
+    for r in data["r1_1024"]:
+        think = r["conversations"][1]["content"]
+        for eq in re.findall(r"\d+ [-+*] \d+ = \d+", think):
+            assert eq in known, eq
+
+
 # ----------------------------------------------------------------------------------- long context
 def test_long_context_detail_only_early(data):
     convs = [(r["messages"], r["expected"]) for r in data["eval_long"]]
