@@ -1,0 +1,137 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · The model: solutions to the exercises
+#
+# Each solution fills a stub of [the chapter](../04_model.ipynb) and runs the same self-check. The
+# setup rebuilds the two objects the checks use: the tiny configuration and the freshly
+# initialised tiny `model`.
+
+# %%
+import torch
+
+from spongebob.config import ModelConfig
+from spongebob.generate import generate
+from spongebob.model import SpongeBob, count_parameters
+from spongebob.runtime import seed_everything
+
+tiny = ModelConfig.preset("tiny")
+seed_everything(1337)
+model = SpongeBob(tiny).eval()
+
+# %% [markdown]
+# **Exercise 1.** Per layer: `wq` and `wo` are `dim × dim`, `wk` and `wv` are
+# `(n_kv_heads · head_dim) × dim`, the SwiGLU has three `dim × hidden` matrices, and two norms of
+# `dim`. Add the embedding (tied, so counted once) and the final norm.
+
+
+# %%
+def param_count(cfg: ModelConfig) -> int:
+    kv_dim = cfg.n_kv_heads * cfg.head_dim
+    attention = 2 * cfg.dim * cfg.dim + 2 * cfg.dim * kv_dim
+    feed_forward = 3 * cfg.dim * cfg.ffn_hidden_dim
+    norms = 2 * cfg.dim
+    return cfg.vocab_size * cfg.dim + cfg.n_layers * (attention + feed_forward + norms) + cfg.dim
+
+
+# %%
+try:
+    odd = ModelConfig(dim=96, n_layers=3, n_heads=6, n_kv_heads=3, vocab_size=1000, hidden_dim=200)
+    for c in (ModelConfig(), ModelConfig.preset("seed-gqa"), tiny, odd):
+        assert param_count(c) == count_parameters(SpongeBob(c)), c
+except NotImplementedError:
+    print("not attempted yet")
+else:
+    print("exercise 1: correct")
+
+# %% [markdown]
+# **Exercise 2.** Compare each probability with `min_p` times the row's largest one; the top token
+# always survives, and a flat distribution keeps everything.
+
+
+# %%
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    probs = logits.softmax(dim=-1)  # (B, V)
+    keep = probs >= min_p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+# %%
+try:
+    lg = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25]]).log()
+    out = min_p_filter(lg, 0.4)
+    assert torch.isfinite(out).tolist() == [[True, True, False, False], [True] * 4]
+    torch.testing.assert_close(out[0, :2], lg[0, :2])
+except NotImplementedError:
+    print("not attempted yet")
+else:
+    print("exercise 2: correct")
+
+# %% [markdown]
+# **Exercise 3.** Feed prompt + answer without its last token; the target at position `t` is token
+# `t + 1`. The first `len(prompt) - 1` targets are prompt tokens, so they get `-100`.
+
+
+# %%
+def answer_loss(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    ids = torch.tensor([prompt_ids + answer_ids])  # (1, T)
+    targets = ids[:, 1:].clone()  # (1, T - 1)
+    targets[:, : len(prompt_ids) - 1] = -100  # no loss on predicting the prompt itself
+    with torch.no_grad():
+        return model(ids[:, :-1], targets).loss.item()
+
+
+# %%
+try:
+    p_ids, a_ids = [5, 9, 13, 2, 7], [40, 41, 42]
+    with torch.no_grad():
+        logp = model(torch.tensor([p_ids + a_ids])).logits[0].log_softmax(-1)  # (T, V)
+    expected = -sum(logp[len(p_ids) - 1 + i, a].item() for i, a in enumerate(a_ids)) / len(a_ids)
+    assert abs(answer_loss(model, p_ids, a_ids) - expected) < 1e-4
+except NotImplementedError:
+    print("not attempted yet")
+else:
+    print("exercise 3: correct")
+
+# %% [markdown]
+# **Exercise 4.** For each row, take its last `n - 1` tokens; every earlier place where the same
+# `n - 1` tokens occur names a token that followed them, and that token is banned now.
+
+
+# %%
+def no_repeat_ngram(n: int):
+    def processor(tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        for b, row in enumerate(tokens.tolist()):
+            prefix = row[len(row) - (n - 1) :] if n > 1 else []
+            banned = {
+                row[i + n - 1] for i in range(len(row) - n + 1) if row[i : i + n - 1] == prefix
+            }
+            logits[b, sorted(banned)] = float("-inf")
+        return logits
+
+    return processor
+
+
+# %%
+def has_repeated_ngram(seq, n):
+    grams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+try:
+    start = [7, 8, 9, 7, 8]
+    plain = generate(model, start, 30, temperature=0)[0]
+    fixed = generate(model, start, 30, temperature=0, logits_processor=no_repeat_ngram(3))[0]
+    assert len(fixed) == 30 and not has_repeated_ngram(start + fixed, 3)
+    print("repeats without the processor:", has_repeated_ngram(start + plain, 3))
+except NotImplementedError:
+    print("not attempted yet")
+else:
+    print("exercise 4: correct")
