@@ -46,7 +46,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q tests
 
 nbval: $(STAMP)
-	$(BIN)/pytest -q --nbval --sanitize-with tests/nbval_sanitize.cfg notebooks
+	$(BIN)/pytest -q --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
 test: lint check-export check-pairs unit nbval book-html
 
