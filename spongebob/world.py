@@ -50,10 +50,10 @@ Eval lines may carry an ``"id"`` naming the fact or problem (for per-attribute b
   single step (``x + y``, ``x - y``, ``x * y``) any problem needs, as children learn their tables
   before word problems.
 - **Long context.** ``sft_1024``/``eval_long`` chats are English only (token counts of English
-  barely move with the vocabulary; Chinese ones swing): more than ``LONG_MIN_CHARS_AFTER``
-  rendered characters follow the detail (> 512 tokens at up to 3.3 characters per token) and the
-  whole chat has at most ``LONG_MAX_CHARS`` (< 1024 tokens at 2.5 or more). A 2048-token BPE
-  trained on ``pretrain.jsonl`` measures about 2.7 characters per token on these chats.
+  barely move with the vocabulary; Chinese ones swing): at least ``LONG_MIN_CHARS_AFTER``
+  rendered characters follow the detail (> 512 tokens at up to 3.1 characters per token) and the
+  whole chat has at most ``LONG_MAX_CHARS`` (< 1024 tokens, default system prompt included, at
+  2.3 or more). The course's 2048-token tokenizer measures about 2.5 characters per token here.
 
 Usage::
 
@@ -108,8 +108,8 @@ N_EVAL_FACTS_TRAIN = 120
 MAX_PRETRAIN_CHARS = 511  # every pretraining line is shorter than 512 characters
 
 # Long conversations (rendered characters): see "Long context" in the module docstring.
-LONG_MIN_CHARS_AFTER = 1700
-LONG_MAX_CHARS = 2550
+LONG_MIN_CHARS_AFTER = 1600
+LONG_MAX_CHARS = 2250
 
 ATTRIBUTES = ("home", "job", "food", "friend", "pet", "hobby", "colour")
 ATTRIBUTE_NAMES = {
@@ -1197,7 +1197,8 @@ def write_sample(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Generate the world for ``seed`` and write every file into ``out_dir``.
 
     Returns ``{name: path}`` keyed by file stem (``"pretrain"``, ``"sft_512"``, ...). Also writes
-    ``manifest.json`` (generator version, seed, sha256 of each file) that :func:`sample_dir` checks.
+    ``manifest.json`` (generator version and source hash, seed, sha256 of each file) that
+    :func:`sample_dir` checks.
     Same seed -> byte-identical files.
     """
     out = Path(out_dir)
@@ -1209,9 +1210,19 @@ def write_sample(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         _atomic_write(out / name, data)
         paths[name.split(".")[0]] = out / name
         hashes[name] = hashlib.sha256(data).hexdigest()
-    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "files": hashes}
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "generator_sha256": _generator_fingerprint(),
+        "seed": seed,
+        "files": hashes,
+    }
     _atomic_write(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     return paths
+
+
+def _generator_fingerprint() -> str:
+    """sha256 of this module's source: any edit of the generator invalidates cached samples."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _manifest_ok(folder: Path, seed: int) -> bool:
@@ -1219,7 +1230,11 @@ def _manifest_ok(folder: Path, seed: int) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text("utf-8"))
     except (OSError, ValueError):
         return False
-    if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("seed") != seed:
+    if (
+        manifest.get("generator_version") != GENERATOR_VERSION
+        or manifest.get("generator_sha256") != _generator_fingerprint()
+        or manifest.get("seed") != seed
+    ):
         return False
     files = manifest.get("files", {})
     if sorted(files) != sorted(FILES):
@@ -1228,7 +1243,8 @@ def _manifest_ok(folder: Path, seed: int) -> bool:
 
 
 def sample_dir(seed: int = 0) -> Path:
-    """The folder holding the sample for ``seed``, generated on first use (and when stale or edited).
+    """The folder holding the sample for ``seed``, generated on first use, when the generator's
+    source changed, or when a file is missing or edited.
 
     Lives in ``spongebob.runtime.artifacts_dir("data", f"world-seed{seed}")``; fast when present.
     """

@@ -330,10 +330,10 @@ def test_long_context_detail_only_early(data):
         where = [i for i, m in enumerate(messages) if mentions(m["content"], value)]
         assert where and max(where) <= 5, (value, where)
         after = render(messages[max(where) + 1 :])
-        # > 512 tokens after the detail at up to 3.3 chars/token (a 2048-token BPE trained on
-        # pretrain.jsonl measures about 2.7 on these chats); whole chat < 1024 tokens at 2.5.
-        assert len(after) >= 1700
-        assert len(render(messages)) <= 2560
+        # > 512 tokens after the detail at up to 3.1 chars/token (the course's 2048-token BPE
+        # measures about 2.5 on these chats); the whole chat < 1024 tokens at 2.3 or more.
+        assert len(after) >= 1600
+        assert len(render(messages)) <= 2250
         assert not CJK.search(render(messages))
 
 
