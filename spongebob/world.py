@@ -295,7 +295,7 @@ STATEMENTS_EN = {
              "{n} likes to eat {v} more than anything."],
     "friend": ["{n}'s best friend is {v}.", "The best friend of {n} is {v}.",
                "{V} is {n}'s best friend.", "{n} calls {v} a best friend.",
-               "Ask {n} about friends and the answer is always {v}, the best friend."],
+               "{n} spends most weekends with {v}, who is {n}'s best friend."],
     "pet": ["{n}'s pet is {av}.", "{n} has a pet {v}.", "The pet of {n} is {av}.",
             "{n} keeps {av} as a pet.", "{Av} is {n}'s pet."],
     "hobby": ["{n}'s hobby is {v}.", "The hobby of {n} is {v}.", "{V} is {n}'s favourite hobby.",

@@ -8,7 +8,10 @@ the reasoning; leaks between training and evaluation files are searched for in t
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,18 @@ def test_same_seed_byte_identical_other_seed_different(sample, tmp_path):
         assert path.read_bytes() == again[name].read_bytes(), name
     for name in ("world", "pretrain", "sft_512", "sft_1024", "r1_1024", "eval_facts", "eval_long"):
         assert sample[name].read_bytes() != other[name].read_bytes(), name
+
+
+def test_independent_of_string_hash_randomisation(sample, tmp_path):
+    """Nothing may depend on set or dict-of-str iteration order: a fresh interpreter with another
+    PYTHONHASHSEED writes the same bytes."""
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    code = f"from spongebob.world import write_sample; write_sample({str(tmp_path)!r}, seed=0)"
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env=env, cwd=Path(W.__file__).parents[1]
+    )
+    for name, path in sample.items():
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), name
 
 
 def test_pretrain_format_and_size(data):
