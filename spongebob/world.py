@@ -1110,50 +1110,52 @@ def _eval(messages: list[dict], expected: str, id_: str) -> dict:
     return {"messages": messages, "expected": expected, "id": id_}
 
 
-def generate(seed: int = 0) -> dict[str, list | dict]:
-    """Every file's content in memory: ``{"world.json": dict, "pretrain.jsonl": [records], ...}``."""
-    world = build_world(seed)
-    by_id = {r["id"]: r for r in world["residents"]}
-    names = {lang: _names(world, lang) for lang in ("en", "zh")}
-    out: dict[str, list | dict] = {}
-    out["pretrain.jsonl"] = [{"text": t} for t in pretrain_texts(world, seed)]
-    out["sft_512.jsonl"] = [{"conversations": c} for c in sft_conversations(world, seed)]
-
+def _long_files(seed: int) -> dict[str, list]:
     rng = _rng(seed, "sft_1024")
-    out["sft_1024.jsonl"] = [{"conversations": long_conversation(rng)[0]}
-                             for _ in range(N_LONG_TRAIN)]  # fmt: skip
+    train = [{"conversations": long_conversation(rng)[0]} for _ in range(N_LONG_TRAIN)]
     rng = _rng(seed, "eval_long")
     evl = []
     for i in range(N_LONG_EVAL):
         conv, value, kind = long_conversation(rng)
         evl.append(_eval(conv[:-1], value, f"long.{i}.{kind}"))
-    out["eval_long.jsonl"] = evl
+    return {"sft_1024.jsonl": train, "eval_long.jsonl": evl}
 
-    # Arithmetic: r1 from training keys, eval from held-out keys (never in r1 nor pretraining).
+
+def _arith_files(seed: int) -> tuple[dict[str, list], list[dict]]:
+    """(r1 and eval files, the structured problems for world.json). r1 uses training keys only;
+    eval uses every held-out key once (never in r1 nor in pretraining)."""
     train_keys, held = _split_problem_keys(seed)
-    rng = _rng(seed, "r1")
-    r1 = _sample_problems(train_keys, N_R1, rng)
+    r1 = _sample_problems(train_keys, N_R1, _rng(seed, "r1"))
     rng = _rng(seed, "eval_arith")
-    ev = [_problem_text(k[0], tuple(k[1:]), "zh" if rng.random() < 0.3 else "en", rng)
-          for k in sorted(held)]  # fmt: skip
+    ev = [
+        _problem_text(k[0], k[1:], "zh" if rng.random() < 0.3 else "en", rng) for k in sorted(held)
+    ]
     rng.shuffle(ev)
     problems = []
     for split, ps in (("r1", r1), ("eval", ev)):
         for i, p in enumerate(ps):
             p["id"] = f"{split}.{i}"
-            problems.append({"id": p["id"], "split": split, "kind": p["kind"],
-                             "numbers": p["numbers"], "answer": p["answer"], "lang": p["lang"],
-                             "question": p["question"]})  # fmt: skip
-    out["r1_1024.jsonl"] = [
-        {"conversations": [_turn("user", p["question"]),
-                           _turn("assistant", r1_content(p["think"], p["answer"]))]}
-        for p in r1
-    ]  # fmt: skip
-    out["eval_arith.jsonl"] = [_eval([_turn("user", p["question"])], str(p["answer"]), p["id"])
-                               for p in ev]  # fmt: skip
+            fields = ("kind", "numbers", "answer", "lang", "question")
+            problems.append({"id": p["id"], "split": split, **{k: p[k] for k in fields}})
+    files = {
+        "r1_1024.jsonl": [
+            {"conversations": [_turn("user", p["question"]),
+                               _turn("assistant", r1_content(p["think"], p["answer"]))]}
+            for p in r1
+        ],
+        "eval_arith.jsonl": [
+            _eval([_turn("user", p["question"])], str(p["answer"]), p["id"]) for p in ev
+        ],
+    }  # fmt: skip
+    return files, problems
 
-    # Fact evaluations.
+
+def _fact_eval_files(world: dict, seed: int) -> dict[str, list]:
+    """Questions and completion prompts about held-out, single and (rephrased) train facts."""
     rng = _rng(seed, "eval_facts")
+    by_id = {r["id"]: r for r in world["residents"]}
+    by_subject = _facts_by_subject(world)
+    names = {lang: _names(world, lang) for lang in ("en", "zh")}
     ef, ec, es, esc = [], [], [], []
     for f in world["facts"]:
         if f["split"] == "heldout":
@@ -1165,10 +1167,9 @@ def generate(seed: int = 0) -> dict[str, list | dict]:
         elif f["split"] == "single":
             q, _ = _qa(f, names["en"], "en", rng)
             es.append(_eval([_turn("user", q)], f["en"], f"{f['id']}.en"))
-            subject = [x for x in world["facts"] if x["subject"] == f["subject"]]
-            prompt = _single_bio(by_id[f["subject"]]["name"], subject, stop_at=f["attribute"])
+            name, facts = by_id[f["subject"]]["name"], by_subject[f["subject"]]
+            prompt = _single_bio(name, facts, stop_at=f["attribute"])
             esc.append({"prompt": prompt, "expected": f["en"], "id": f"{f['id']}.en"})
-    out["eval_facts.jsonl"] = ef
     train_facts = [f for f in world["facts"] if f["split"] == "train"]
     etr = []
     for f in rng.sample(train_facts, min(N_EVAL_FACTS_TRAIN, len(train_facts))):
@@ -1176,11 +1177,29 @@ def generate(seed: int = 0) -> dict[str, list | dict]:
         q = (REPHRASE_ZH if lang == "zh" else REPHRASE_EN)[f["attribute"]]
         q = q.format(n=names[lang][f["subject"]])
         etr.append(_eval([_turn("user", q)], f[lang], f"{f['id']}.{lang}"))
-    out["eval_facts_train.jsonl"] = etr
-    out["eval_single_facts.jsonl"] = es
-    out["eval_completion.jsonl"] = ec
-    out["eval_single_completion.jsonl"] = esc
-    world["problems"] = problems
+    return {
+        "eval_facts.jsonl": ef,
+        "eval_facts_train.jsonl": etr,
+        "eval_single_facts.jsonl": es,
+        "eval_completion.jsonl": ec,
+        "eval_single_completion.jsonl": esc,
+    }
+
+
+def generate(seed: int = 0) -> dict[str, list | dict]:
+    """Every file's content in memory: ``{"world.json": dict, "pretrain.jsonl": [records], ...}``.
+
+    Each file draws from its own random stream, so changing one generator leaves the others as
+    they were."""
+    world = build_world(seed)
+    out: dict[str, list | dict] = {
+        "pretrain.jsonl": [{"text": t} for t in pretrain_texts(world, seed)],
+        "sft_512.jsonl": [{"conversations": c} for c in sft_conversations(world, seed)],
+    }
+    out |= _long_files(seed)
+    arith, world["problems"] = _arith_files(seed)
+    out |= arith
+    out |= _fact_eval_files(world, seed)
     out["world.json"] = world
     return {name: out[name] for name in FILES}
 
