@@ -4,7 +4,9 @@
     .venv/bin/python bench/bench_model.py --threads 1     # on a machine shared with other jobs
 
 Not a test: it prints tokens/s and writes nothing. Every workload is measured the same way for both
-models (one warm-up, then ``--repeats`` timed runs, median), with ``torch.set_num_threads`` fixed.
+models (one warm-up each, then ``--repeats`` rounds in which baseline and ours run in turn; medians),
+with ``torch.set_num_threads`` fixed. Wall-clock and process CPU time are both reported: on a
+machine shared with other jobs, the CPU-time ratio at ``--threads 1`` is the stable one.
 The two target workloads (docs/benchmarks.md):
 
 * training step of the ``seed`` preset (28,975,616 parameters), fp32, batch 4 x 512 random tokens:
@@ -203,16 +205,23 @@ def baseline_generate(
 # ---- measurement ---------------------------------------------------------------------------
 
 
-def timed(fn, warmup: int, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed_pair(fns, warmup: int, repeats: int) -> list[tuple[float, float]]:
+    """Median (wall, CPU) seconds per call of each function, measured interleaved.
+
+    After ``warmup`` untimed calls of each, the functions run in turn, ``repeats`` rounds, so a
+    change of machine load hits all of them alike. CPU time is this process's (all threads).
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples = [([], []) for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, (wall, cpu) in zip(fns, samples):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall.append(time.perf_counter() - w0)
+            cpu.append(time.process_time() - c0)
+    return [(statistics.median(w), statistics.median(c)) for w, c in samples]
 
 
 def train_step_fn(model, loss_fn, batch, seq):
@@ -279,10 +288,13 @@ def main(argv=None) -> int:
     rows = []
 
     def measure(label, base_fn, ours_fn, tokens):
-        for name, fn in (("baseline", base_fn), ("ours", ours_fn)):
-            secs = timed(fn, warmup=1, repeats=args.repeats)
-            print(f"{label:44} {name:9} {tokens / secs:9.1f} tokens/s", flush=True)
-            rows.append((label, tokens / secs))
+        (bw, bc), (ow, oc) = timed_pair([base_fn, ours_fn], warmup=1, repeats=args.repeats)
+        rows.append((label, tokens / bw, tokens / ow, bc / oc))
+        print(
+            f"{label:56} baseline {tokens / bw:8.1f}  ours {tokens / ow:8.1f} tokens/s  "
+            f"(wall {bw / ow:.2f}x, CPU time {bc / oc:.2f}x)",
+            flush=True,
+        )
 
     if not args.skip_train:
         ours.train(), base.train()
@@ -333,6 +345,7 @@ def main(argv=None) -> int:
         half = SpongeBob(cfg).eval()
         half.load_state_dict(ours.state_dict())
         half = half.to(torch.bfloat16)
+        reference = generate(ours, ids, new, temperature=0)[0]  # the current (trained) weights
         got = generate(half, ids, new, temperature=0)[0]
         same = next((i for i, (a, b) in enumerate(zip(reference, got)) if a != b), len(got))
         print(f"bf16 greedy ids equal the fp32 ones for the first {same} of {new} tokens")
@@ -348,10 +361,13 @@ def main(argv=None) -> int:
         long = torch.randint(0, cfg.vocab_size, (1, 768), generator=g)
         measure(f"generate fp32, batch 1, 768+{new}, greedy", *gen_pair(ours, base, long), new)
 
-    print("\n| workload | baseline tokens/s | ours tokens/s | speed-up |\n|---|---|---|---|")
-    for i in range(0, len(rows), 2):
-        (work, b), (_, o) = rows[i], rows[i + 1]
-        print(f"| {work} | {b:,.1f} | {o:,.1f} | {o / b:.2f}x |")
+    print(
+        "\n| workload | baseline tokens/s | ours tokens/s | speed-up (wall) | speed-up (CPU time) |"
+    )
+    print("|---|---|---|---|---|")
+    for work, b, o, cpu_ratio in rows:
+        print(f"| {work} | {b:,.1f} | {o:,.1f} | {o / b:.2f}x | {cpu_ratio:.2f}x |")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -1445,7 +1445,10 @@ def decode_steps(
     keys = torch.ones((B, total), dtype=torch.bool, device=ids.device)  # which keys are real
     keys[:, :T] = valid
     padded = not bool(valid.all())
-    seen = torch.zeros(B, V, dtype=torch.long, device=ids.device).scatter_add_(1, ids, valid.long())
+    seen = None  # how often each token occurs, kept only when a penalty needs it
+    if repetition_penalty != 1.0:
+        seen = torch.zeros(B, V, dtype=torch.long, device=ids.device)
+        seen.scatter_add_(1, ids, valid.long())
     caches = model.make_caches(B, total) if use_cache else None
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
 
@@ -1457,7 +1460,8 @@ def decode_steps(
 
     logits = last_logits(0, T)  # prefill
     for step in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
+        if seen is not None:
+            logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
         if logits_processor is not None:
             logits = logits_processor(tokens[:, : T + step], logits)
         nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
@@ -1469,7 +1473,8 @@ def decode_steps(
             finished = finished | torch.isin(nxt, eos)
         if step + 1 == max_new_tokens or bool(finished.all()):
             return
-        seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
+        if seen is not None:
+            seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
         logits = last_logits(T + step, T + step + 1)
 
 
@@ -1619,6 +1624,14 @@ for use_cache in (False, True):
     print(f"use_cache={use_cache}: {128 / timings[use_cache]:.0f} new tokens/s")
     timings[f"ids{use_cache}"] = ids_out
 assert timings["idsTrue"] == timings["idsFalse"]
+
+# %% [markdown]
+# Once the cache is in place, what limits a decoding step at batch 1 is no longer arithmetic: every
+# step reads *every weight* once, to multiply it by a single vector. On a CPU that is a question of
+# memory bandwidth. For the seed model on the course's test machine, the weight reads alone take
+# 7.1 of the 8.8 ms per token (`docs/benchmarks.md`). Two ways past that limit: decode several
+# prompts at once, so that they share each weight read (8 prompts: 3.4x the tokens/s), or store
+# the weights in bf16, so there are half as many bytes to read.
 
 # %% [markdown]
 # ## Putting it together

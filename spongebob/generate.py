@@ -187,7 +187,10 @@ def decode_steps(
     keys = torch.ones((B, total), dtype=torch.bool, device=ids.device)  # which keys are real
     keys[:, :T] = valid
     padded = not bool(valid.all())
-    seen = torch.zeros(B, V, dtype=torch.long, device=ids.device).scatter_add_(1, ids, valid.long())
+    seen = None  # how often each token occurs, kept only when a penalty needs it
+    if repetition_penalty != 1.0:
+        seen = torch.zeros(B, V, dtype=torch.long, device=ids.device)
+        seen.scatter_add_(1, ids, valid.long())
     caches = model.make_caches(B, total) if use_cache else None
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
 
@@ -199,7 +202,8 @@ def decode_steps(
 
     logits = last_logits(0, T)  # prefill
     for step in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
+        if seen is not None:
+            logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
         if logits_processor is not None:
             logits = logits_processor(tokens[:, : T + step], logits)
         nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
@@ -211,7 +215,8 @@ def decode_steps(
             finished = finished | torch.isin(nxt, eos)
         if step + 1 == max_new_tokens or bool(finished.all()):
             return
-        seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
+        if seen is not None:
+            seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
         logits = last_logits(T + step, T + step + 1)
 
 
