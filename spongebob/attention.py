@@ -8,6 +8,8 @@ no stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`
 keep the original's state-dict keys.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -154,3 +156,25 @@ class Attention(nn.Module):
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)
         return self.resid_dropout(self.wo(out))  # (B, T, C)
+
+
+def attention_weights(
+    attn: Attention, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None = None
+) -> Tensor:
+    """The softmax weights ``(B, H, T, T)`` of ``attn`` on ``x`` (no cache), for plots.
+
+    Defined in 03_attention. Recomputed in float32 the explicit way, since SDPA does not return
+    them; same masking rules as ``Attention.forward`` (causal, ``attn_mask``, own position).
+    """
+    B, T, _ = x.shape
+    q = apply_rope(attn.wq(x).view(B, T, attn.n_heads, attn.head_dim), cos, sin)
+    k = apply_rope(attn.wk(x).view(B, T, attn.n_kv_heads, attn.head_dim), cos, sin)
+    q = q.float().transpose(1, 2)  # (B, H, T, D)
+    k = repeat_kv(k, attn.n_rep).float().transpose(1, 2)  # (B, H, T, D)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)  # (B, H, T, T)
+    mask = causal_mask(T, T, x.device)
+    if attn_mask is not None:
+        own = torch.arange(T, device=x.device)
+        mask = mask & attn_mask
+        mask[..., own, own] = True
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
