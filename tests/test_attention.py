@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spongebob.attention import Attention, KVCache, causal_mask, repeat_kv
+from spongebob.attention import Attention, KVCache, attention_weights, causal_mask, repeat_kv
 from spongebob.rope import apply_rope, precompute_rope
 
 
@@ -210,3 +210,30 @@ def test_bfloat16_forward_is_close_to_float32():
     got = attn.to(torch.bfloat16)(x.bfloat16(), cos[:8], sin[:8])
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
+
+
+def test_attention_traces_without_graph_breaks():
+    attn, cos, sin = make()
+    compiled = torch.compile(attn, fullgraph=True, backend="eager")  # capture only, no kernels
+    x = torch.randn(2, 6, 32)
+    torch.testing.assert_close(compiled(x, cos[:6], sin[:6]), attn(x, cos[:6], sin[:6]))
+    keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    keep[0, ..., :2] = False  # left padding in row 0
+    c1, c2 = KVCache(2, 16, 2, 8), KVCache(2, 16, 2, 8)
+    got = compiled(x, cos[:6], sin[:6], c1, 0, keep)
+    torch.testing.assert_close(got, attn(x, cos[:6], sin[:6], c2, 0, keep))
+
+
+def test_attention_weights_reproduce_the_layer_output():
+    attn, cos, sin = make(n_heads=4, n_kv_heads=2)
+    x = torch.randn(2, 7, 32)
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., :3] = False
+    for mask in (None, keep):
+        w = attention_weights(attn, x, cos[:7], sin[:7], attn_mask=mask)  # (B, H, T, T)
+        assert w.shape == (2, 4, 7, 7)
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 7))
+        assert torch.all(w.triu(1) == 0)  # nothing from the future
+        v = repeat_kv((x @ attn.wv.weight.T).view(2, 7, 2, 8), 2).transpose(1, 2)
+        out = (w @ v).transpose(1, 2).reshape(2, 7, 32) @ attn.wo.weight.T
+        torch.testing.assert_close(out, attn(x, cos[:7], sin[:7], attn_mask=mask))
