@@ -936,6 +936,12 @@ def read_checkpoint(path: str | Path, key: str = "model") -> tuple[dict[str, Ten
     )
 
 
+# %% [markdown]
+# Two entry points on top: load into an existing model, or build the model from the file.
+
+
+# %%
+#| export
 def load_checkpoint(model: nn.Module, path: str | Path, key: str = "model") -> dict[str, Any]:
     """Load the weights in ``path`` into ``model`` (strict, checked); return the file's other
     entries (e.g. ``"config"``, ``"step"``; empty for a bare state dict). Defined in 04_model."""
@@ -1121,6 +1127,12 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
+# %% [markdown]
+# Sampling one token per row puts the pieces together; `temperature=0` short-cuts to the argmax.
+
+
+# %%
+#| export: generate
 def sample_next(
     logits: Tensor,
     temperature: float = 1.0,
@@ -1365,6 +1377,12 @@ def prepare_prompts(
     return ids, valid
 
 
+# %% [markdown]
+# And the context limit: cut the (left-padded) prompts from the left, warn when real tokens go.
+
+
+# %%
+#| export: generate
 def fit_context(
     ids: Tensor, valid: Tensor, max_new_tokens: int, max_seq_len: int
 ) -> tuple[Tensor, Tensor]:
@@ -1516,6 +1534,14 @@ def generate(
     return out
 
 
+# %% [markdown]
+# Streaming hands out the same ids one at a time, for one prompt (a chat answers one user), and
+# the text version decodes them through chapter 01's `StreamDecoder`, which holds back the bytes of
+# a character until the character is complete.
+
+
+# %%
+#| export: generate
 def stream_generate(
     model: torch.nn.Module, input_ids: PromptIds, max_new_tokens: int, **kwargs
 ) -> Iterator[int]:
@@ -1537,6 +1563,8 @@ def stream_generate(
         yield int(nxt[0])
 
 
+# %%
+#| export: generate
 def stream_text(
     model: torch.nn.Module, tokenizer, prompt: str | Sequence[int], max_new_tokens: int, **kwargs
 ) -> Iterator[str]:
@@ -1705,7 +1733,7 @@ print(f"\n\n{len(new_ids)} tokens -> {len(pieces)} text pieces")
 # | module | what it exports |
 # |---|---|
 # | `spongebob.config` | `ModelConfig` (`preset`, `to_dict`, `from_dict`), `PRESETS`, `config_problems` |
-# | `spongebob.model` | `RMSNorm`, `FeedForward`, `Block`, `SpongeBob`, `ModelOutput`, `lm_loss`, `init_weights`, `count_parameters`, `flops_per_token`, `load_checkpoint`, `load_model`, `read_checkpoint`, `load_state_dict_checked`, `CheckpointError` |
+# | `spongebob.model` | `RMSNorm`, `FeedForward`, `Block`, `SpongeBob`, `ModelOutput`, `lm_loss`, `IGNORE_INDEX`, `init_weights`, `count_parameters`, `flops_per_token`, `load_checkpoint`, `load_model`, `read_checkpoint`, `load_state_dict_checked`, `CheckpointError` |
 # | `spongebob.generate` | `generate`, `stream_generate`, `stream_text`, `decode_steps`, `sample_next`, `filter_logits`, `apply_repetition_penalty`, `prepare_prompts`, `fit_context`, `CHAT_SAMPLING` |
 #
 # Next: [05 · Data](05_data.ipynb) turns the JSONL files into training batches, with the loss masks

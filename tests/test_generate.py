@@ -323,3 +323,16 @@ def test_stream_text_never_splits_a_character(model):
     assert "\ufffd" not in "".join(pieces)
     assert "世" in pieces and "🙂" in pieces  # a 3-byte and a 4-byte character, each whole
     assert len(pieces) == len(text)
+
+
+def test_decoding_runs_without_autograd_and_without_cache_in_batches(model):
+    grad_flags = []
+
+    def spy(tokens, logits):
+        grad_flags.append(torch.is_grad_enabled() or logits.requires_grad)
+        return logits
+
+    assert torch.is_grad_enabled()
+    cached = generate(model, PROMPTS, 6, temperature=0, logits_processor=spy)
+    assert grad_flags and not any(grad_flags)
+    assert generate(model, PROMPTS, 6, temperature=0, use_cache=False) == cached
