@@ -83,7 +83,9 @@ assert torch.equal(x[0, 1], x[0, 3])  # same token, same vector: no position inf
 # position 3. Attention (chapter 03) mixes the vectors of a sequence with weights computed from
 # dot products between them, and nothing in that computation looks at *where* a vector sits. It is
 # **permutation-equivariant**: shuffle the input tokens and the outputs are shuffled the same way,
-# otherwise unchanged. "dog bites man" and "man bites dog" would look alike.
+# otherwise unchanged. "dog bites man" and "man bites dog" would look alike. (The causal mask of
+# chapter 03 helps only partly: within a layer, each token still sees its past as an unordered
+# set.)
 #
 # A minimal attention layer (no mask, one head) shows it:
 
@@ -172,7 +174,10 @@ for m, n in [(3, 1), (10, 8), (52, 50)]:  # always two positions apart
 # pair $i$ by its own angle $m\,\theta_i$, with frequencies falling geometrically like the
 # sinusoids above:
 #
-# $$\theta_i = \text{rope\_theta}^{-2i/D}, \qquad i = 0, \dots, D/2 - 1 .$$
+# $$\theta_i = b^{-2i/D}, \qquad i = 0, \dots, D/2 - 1 ,$$
+#
+# where the base $b$ is the model's `rope_theta` ($10^6$ in the original, $10^4$ in the RoFormer
+# paper).
 #
 # The full rotation is a block-diagonal $D \times D$ matrix $R_m$ with one $2 \times 2$ block per
 # pair; the dot product still only sees $R_m^\top R_n = R_{n-m}$. Following the original model, the
@@ -451,24 +456,28 @@ print("same attention scores with permuted wq/wk rows and rotate-half RoPE")
 # %% [markdown]
 # ## 9. `rope_theta` and longer contexts
 #
-# Pair $i$ completes a full turn every $\lambda_i = 2\pi / \theta_i = 2\pi \cdot
-# \text{rope\_theta}^{2i/D}$ tokens: its **wavelength**. The fast pairs wrap around after a few
-# tokens; pairs whose wavelength is longer than the training context never complete a turn during
-# training. Those slow pairs act like an absolute "how far" signal, and that is where length
-# extrapolation breaks: at positions beyond the training length their angles reach values the model
-# never saw. The original model uses `rope_theta = 1e6` instead of the classic `1e4`, stretching the
-# wavelengths so that more pairs stay within a well-covered range when fine-tuning from 512 to 1024
-# tokens (chapter 07). Schemes such as position interpolation (exercise 4), NTK scaling or YaRN
-# rescale the angles to extend a trained model further.
+# Pair $i$ completes a full turn every $\lambda_i = 2\pi / \theta_i = 2\pi \, b^{2i/D}$ tokens
+# ($b$ = `rope_theta`): its **wavelength**. The fast pairs wrap around after a few tokens and
+# tell neighbours apart; the slow pairs turn so little that they act as a coarse "how far" signal.
+#
+# Pairs whose wavelength is longer than the training context never complete a turn during
+# training, so beyond the trained length they reach angles the model has never seen. That is one
+# main reason why a model trained on 512 tokens degrades on 1024 unless it is fine-tuned there
+# (chapter 07) or its angles are rescaled: position interpolation (exercise 4), NTK-aware
+# scaling or YaRN. `rope_theta` decides how many pairs are in that regime and how slowly they
+# turn. The original uses $b = 10^6$ (as Qwen2 does), a hundred times RoFormer's $10^4$: more pairs
+# are slow, and they change very little across the whole context. Which base is best for long
+# contexts is still studied empirically; the plot shows the quantity that matters, the
+# wavelengths against the context lengths.
 
 # %%
 D, i = 64, torch.arange(32)
 plt.figure(figsize=(6, 3))
 for base in (1e4, 1e6):
-    wavelength = 2 * math.pi * base ** (2 * i / D)  # tokens per full turn of pair i
-    long = int((wavelength > 1024).sum())
+    lam = 2 * math.pi * base ** (2 * i / D)  # wavelength: tokens per full turn of pair i
+    long = int((lam > 1024).sum())
     print(f"rope_theta={base:.0e}: {long} of 32 pairs never complete a turn within 1024 tokens")
-    plt.semilogy(i, wavelength, "o-", ms=3, label=f"rope_theta = {base:.0e}")
+    plt.semilogy(i, lam, "o-", ms=3, label=f"rope_theta = {base:.0e}")
 for ctx in (512, 1024):
     plt.axhline(ctx, color="gray", ls="--", lw=1)
 plt.xlabel("pair i")
@@ -557,7 +566,7 @@ torch.testing.assert_close(q_rot.float(), want, atol=3e-2, rtol=2e-2)  # bf16 ro
 # - Sinusoidal embeddings add absolute positions to the input; RoPE instead **rotates** q and k, so
 #   that $q_m \cdot k_n$ depends only on the relative position $m - n$.
 # - RoPE rotates $D/2$ pairs of dimensions at geometrically spaced frequencies
-#   $\text{rope\_theta}^{-2i/D}$; it keeps vector lengths and adds no parameters.
+#   $b^{-2i/D}$ ($b$ = `rope_theta`); it keeps vector lengths and adds no parameters.
 # - Interleaved pairs (the original, complex-number style) and rotate-half pairs (Hugging Face)
 #   differ by a fixed permutation of each head's dimensions: an export permutes rows of `wq` and
 #   `wk`, nothing else.
