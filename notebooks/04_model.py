@@ -1661,8 +1661,8 @@ assert timings["idsTrue"] == timings["idsFalse"]
 # step reads *every weight* once, to multiply it by a single vector. On a CPU that is a question of
 # memory bandwidth. For the seed model on the course's test machine, the weight reads alone take
 # 7.1 of the 8.8 ms per token (`docs/benchmarks.md`). Two ways past that limit: decode several
-# prompts at once, so that they share each weight read (8 prompts: 3.4x the tokens/s), or store
-# the weights in bf16, so there are half as many bytes to read.
+# prompts at once, so that they share each weight read (8 prompts: 3.4 to 3.9x the tokens/s), or
+# store the weights in bf16, so there are half as many bytes to read.
 
 # %% [markdown]
 # ## Putting it together
