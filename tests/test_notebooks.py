@@ -81,3 +81,14 @@ def test_each_chapter_has_a_solutions_notebook_and_exercises(path):
     markdown = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "markdown")
     for heading in ("## Summary", "## Exercises"):
         assert heading in markdown, f"{path.name}: no '{heading}' section"
+
+
+def test_the_book_lists_every_chapter_in_order():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text(encoding="utf-8"))
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    listed = [f for f in files if f.startswith("notebooks/")]
+    assert listed == [p.relative_to(ROOT).with_suffix("").as_posix() for p in CHAPTERS]
+    for f in files:
+        assert list(ROOT.glob(f + ".*")), f"book/_toc.yml names a missing page {f}"
