@@ -20,14 +20,15 @@
 #
 # 1. single-head attention from scratch, and why scores are divided by $\sqrt{d}$;
 # 2. the causal mask, and multi-head attention as one batched product;
-# 3. grouped-query attention (`repeat_kv`) and the fused `F.scaled_dot_product_attention`;
+# 3. grouped-query attention (`repeat_kv`) and the fused `F.scaled_dot_product_attention`, which
+#    can share key/value heads without copying them;
 # 4. a preallocated `KVCache` and the finished `Attention` layer, exported to
 #    `spongebob.attention`, checked against the full computation and the original's design;
 # 5. pictures: the mask, the heads of a small trained model, KV-cache memory of MHA vs GQA.
 #
 # ```text
 #  x (B, T, C) ─┬─ wq ─► q (B, T, H, D)    ─► RoPE ─┐
-#               ├─ wk ─► k (B, T, H_kv, D) ─► RoPE ─┼─► [KV cache] ─► repeat_kv ─► softmax(q k^T/√D + mask) v
+#               ├─ wk ─► k (B, T, H_kv, D) ─► RoPE ─┼─► [KV cache] ─► GQA heads ─► softmax(q k^T/√D + mask) v
 #               └─ wv ─► v (B, T, H_kv, D) ─────────┘                                         │
 #                                                               (B, T, H·D) ─► wo ─► out (B, T, C)
 # ```
@@ -192,15 +193,20 @@ for b in range(B):  # the same, one head at a time with the draft
 # and 2 kv heads.
 #
 # To reuse the ordinary attention computation, each kv head is repeated `n_rep` times so that query
-# head `j` meets kv head `j // n_rep`. The exported module starts here: `repeat_kv` does the
-# repetition with `expand` (a view, no copy) and one reshape.
+# head `j` meets kv head `j // n_rep`. The exported module starts here with `repeat_kv`, the explicit
+# formulation. Its `expand` is a view (no copy), but the `reshape` that merges the kv-head and
+# repeat axes cannot be a view of the expanded tensor, so it **copies**: the result holds `n_rep`
+# copies of every key and value. In a model that would be, per layer and per decoding step, a fresh
+# copy of the whole cached K and V at full multi-head size: GQA would save cache memory but still
+# pay for MHA-sized tensors at every step. Section 6 shows how the fused kernel avoids the copy.
 
 # %%
 #| export
 """Causal multi-head attention with grouped-query heads (GQA), RoPE and a preallocated KV cache.
 
 Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels,
-no stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`` have no biases and
+no stored ``max_seq_len x max_seq_len`` mask; GQA via ``enable_gqa=True``, PyTorch >= 2.5, so the
+shared key/value heads are never copied); the projections ``wq, wk, wv, wo`` have no biases and
 keep the original's state-dict keys.
 """
 
@@ -217,7 +223,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     """Repeat each key/value head ``n_rep`` times so that GQA keys line up with the query heads.
 
     Defined in 03_attention. ``(B, T, H_kv, D) -> (B, T, H_kv * n_rep, D)``; output head ``j`` is
-    kv head ``j // n_rep`` (copies are consecutive).
+    kv head ``j // n_rep`` (copies are consecutive). The result is a new tensor holding ``n_rep``
+    copies of ``x`` (the final reshape copies); ``Attention`` avoids it with SDPA's ``enable_gqa``.
     """
     if n_rep == 1:
         return x
@@ -226,8 +233,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
 
 # %% [markdown]
-# Check against `torch.repeat_interleave`, which does the same with a copy, and against the rule
-# "query head `j` uses kv head `j // n_rep`":
+# Check against `torch.repeat_interleave`, which does the same, against the rule "query head `j`
+# uses kv head `j // n_rep`", and see the copy: a view would follow a change of `kv`, `rep` does not.
 
 # %%
 torch.manual_seed(4)
@@ -236,6 +243,8 @@ rep = repeat_kv(kv, 4)  # (B, T, 8, D): 8 query heads
 print(tuple(kv.shape), "->", tuple(rep.shape))
 torch.testing.assert_close(rep, torch.repeat_interleave(kv, 4, dim=2))
 assert all(torch.equal(rep[:, :, j], kv[:, :, j // 4]) for j in range(8))
+kv[0, 0, 0, 0] += 1.0
+assert rep[0, 0, 0, 0] != kv[0, 0, 0, 0]  # rep is a copy, 4 times the size of kv
 
 # %% [markdown]
 # ## 6. Fused attention: `F.scaled_dot_product_attention`
@@ -257,6 +266,31 @@ fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # scale 1/sqrt(
 torch.testing.assert_close(fused, manual)
 torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), manual)
 print("SDPA == manual softmax attention")
+
+# %% [markdown]
+# SDPA also does GQA itself: with `enable_gqa=True` (PyTorch 2.5 and later) it accepts keys and
+# values with fewer heads than the queries and pairs query head `j` with kv head `j // n_rep`
+# inside the kernel, with no repeated copy. Same numbers as `repeat_kv` followed by plain SDPA:
+
+# %%
+torch.manual_seed(5)
+B, H, H_kv, T, D = 2, 8, 2, 12, 16
+q = torch.randn(B, H, T, D)  # (B, H, T, D)
+k, v = torch.randn(B, T, H_kv, D), torch.randn(B, T, H_kv, D)  # (B, T, H_kv, D), as cached
+shared = F.scaled_dot_product_attention(
+    q, k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+)  # k, v: (B, H_kv, T, D)
+k_rep, v_rep = (repeat_kv(t, H // H_kv).transpose(1, 2) for t in (k, v))  # (B, H, T, D)
+repeated = F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True)
+torch.testing.assert_close(shared, repeated)
+print("enable_gqa == repeat_kv + SDPA")
+
+# %% [markdown]
+# On the course's 2-core CPU (`docs/benchmarks.md`, seed model sizes with 2 kv heads, 1 thread),
+# skipping the copy makes single-query decoding attention at 200 cached positions about 3 times
+# faster (about 20 instead of 56 µs per layer) and a 4 × 512 prefill about 1.1 to 1.3 times faster,
+# with bit-identical outputs. The finished layer (section 9) therefore uses `enable_gqa`;
+# `repeat_kv` remains the explicit formulation, used for checks and for `attention_weights`.
 
 # %% [markdown]
 # ## 7. The original's design (a draft, not exported)
@@ -328,7 +362,7 @@ print(
 # The new tokens are the *last* `T` of `S = start_pos + T` positions. A single new token may see
 # every stored key, but a chunk of several new tokens (a prompt processed in pieces: *chunked
 # prefill*) needs a causal mask whose diagonal is shifted right by `start_pos`. `is_causal=True` in
-# SDPA aligns the diagonal at the top left, which is only right when `T == S`, so in that case we
+# SDPA aligns the diagonal at the top left, which is only right when `T == S`, so when `T != S` we
 # build the mask ourselves:
 
 
@@ -405,7 +439,8 @@ class KVCache:
 # ## 9. The finished layer
 #
 # `Attention` puts everything together: projections without biases (named `wq, wk, wv, wo` as in the
-# original, so its checkpoints load unchanged), RoPE on q and k, the cache, GQA, and SDPA. The mask
+# original, so its checkpoints load unchanged), RoPE on q and k, the cache, and SDPA with
+# `enable_gqa` for the shared key/value heads. The mask
 # takes the cheapest correct form: none for a single new token, SDPA's `is_causal` when the queries
 # cover all positions, and an explicit offset mask otherwise. `attn_mask` lets a caller hide keys
 # on top of causality; batched generation uses it for padding (section 10). One subtlety: a query
@@ -465,8 +500,7 @@ class Attention(nn.Module):
             k, v = cache.update(k, v, start_pos)  # (B, S, H_kv, D), S = start_pos + T
         S = k.shape[1]
         q = q.transpose(1, 2)  # (B, H, T, D)
-        k = repeat_kv(k, self.n_rep).transpose(1, 2)  # (B, H, S, D)
-        v = repeat_kv(v, self.n_rep).transpose(1, 2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H_kv, S, D): shared by n_rep heads each
         mask = None
         if attn_mask is not None or T not in (1, S):
             # One query (decoding) sees every cached key, and T == S is SDPA's own is_causal;
@@ -485,6 +519,7 @@ class Attention(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_dropout.p if self.training else 0.0,
             is_causal=mask is None and T > 1,
+            enable_gqa=self.n_rep > 1,  # query head j uses kv head j // n_rep, no repeat_kv copy
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)
         return self.resid_dropout(self.wo(out))  # (B, T, C)
@@ -545,7 +580,7 @@ except ValueError as e:
 # the *left* keeps every prompt's last token in the last column, so all rows generate their next
 # token at the same position. The padding must be invisible: `attn_mask` marks padded keys False.
 # The real tokens then sit at shifted positions, but RoPE only sees relative positions, so their
-# outputs are exactly those of the unpadded prompts.
+# outputs are those of the unpadded prompts, up to float rounding.
 
 # %%
 torch.manual_seed(7)
@@ -667,9 +702,13 @@ class TinyAttentionModel(torch.nn.Module):
 
 
 def periodic_batch(B, T=32, vocab=24, period=None):
-    """Token ids (B, T) repeating with a period in 5..15, and where the next token is predictable."""
+    """Token ids (B, T) repeating with a period in 5..15, and where the next token is predictable.
+
+    Each period is a random permutation's first tokens, so no token repeats within a period.
+    """
     L = torch.randint(5, 16, (B, 1)) if period is None else torch.full((B, 1), period)
-    ids = torch.randint(0, vocab, (B, 16)).gather(1, torch.arange(T) % L)  # (B, T)
+    period_ids = torch.stack([torch.randperm(vocab)[:15] for _ in range(B)])  # (B, 15), distinct
+    ids = period_ids.gather(1, torch.arange(T) % L)  # (B, T)
     return ids, torch.arange(T - 1) >= L  # (B, T - 1): targets after the first period
 
 
@@ -814,8 +853,9 @@ print(tuple(full.shape), f"cache: {cache.nbytes / 2**20:.0f} MiB for one layer, 
 # - Attention is a softmax-weighted average of values, weights from query-key dot products; the
 #   $1/\sqrt{d}$ scale keeps scores at unit variance so the softmax does not saturate.
 # - The causal mask hides the future; many heads run as one batched product over `(B, H, T, D)`.
-# - GQA shares each key/value head among `n_rep` query heads (`repeat_kv`): fewer weights and a
-#   cache `n_rep` times smaller, at almost no quality cost.
+# - GQA shares each key/value head among `n_rep` query heads: fewer weights and a cache `n_rep`
+#   times smaller, at almost no quality cost. `repeat_kv` writes the sharing out (with a copy);
+#   SDPA's `enable_gqa=True` does it inside the kernel, without one.
 # - `F.scaled_dot_product_attention` computes the same numbers with fused kernels and without a
 #   stored `max_seq_len x max_seq_len` mask.
 # - A preallocated KV cache makes each decoding step cost one token's work; chunks of new tokens
@@ -823,10 +863,10 @@ print(tuple(full.shape), f"cache: {cache.nbytes / 2**20:.0f} MiB for one layer, 
 #
 # | exported to `spongebob.attention` | what it does |
 # |---|---|
-# | `repeat_kv(x, n_rep)` | `(B, T, H_kv, D) -> (B, T, H_kv * n_rep, D)`, kv head `j // n_rep` for head `j` |
+# | `repeat_kv(x, n_rep)` | `(B, T, H_kv, D) -> (B, T, H_kv * n_rep, D)` (a copy), kv head `j // n_rep` for head `j` |
 # | `causal_mask(T, S)` | bool `(T, S)`: the last `T` of `S` positions, causal |
 # | `KVCache(batch_size, max_seq_len, n_kv_heads, head_dim, dtype, device)` | preallocated k/v; `update`, `nbytes` |
-# | `Attention(dim, n_heads, n_kv_heads, dropout)` | RoPE + GQA + SDPA + cache; keys `wq, wk, wv, wo` |
+# | `Attention(dim, n_heads, n_kv_heads, dropout)` | RoPE + GQA (SDPA `enable_gqa`) + cache; keys `wq, wk, wv, wo` |
 # | `attention_weights(attn, x, cos, sin)` | the `(B, H, T, T)` weights, for plots |
 # | `viz.plot_attention_heads(weights, labels)` | one heatmap per head |
 #

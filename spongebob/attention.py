@@ -4,7 +4,8 @@
 """Causal multi-head attention with grouped-query heads (GQA), RoPE and a preallocated KV cache.
 
 Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels,
-no stored ``max_seq_len x max_seq_len`` mask); the projections ``wq, wk, wv, wo`` have no biases and
+no stored ``max_seq_len x max_seq_len`` mask; GQA via ``enable_gqa=True``, PyTorch >= 2.5, so the
+shared key/value heads are never copied); the projections ``wq, wk, wv, wo`` have no biases and
 keep the original's state-dict keys.
 """
 
@@ -21,7 +22,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     """Repeat each key/value head ``n_rep`` times so that GQA keys line up with the query heads.
 
     Defined in 03_attention. ``(B, T, H_kv, D) -> (B, T, H_kv * n_rep, D)``; output head ``j`` is
-    kv head ``j // n_rep`` (copies are consecutive).
+    kv head ``j // n_rep`` (copies are consecutive). The result is a new tensor holding ``n_rep``
+    copies of ``x`` (the final reshape copies); ``Attention`` avoids it with SDPA's ``enable_gqa``.
     """
     if n_rep == 1:
         return x
@@ -133,8 +135,7 @@ class Attention(nn.Module):
             k, v = cache.update(k, v, start_pos)  # (B, S, H_kv, D), S = start_pos + T
         S = k.shape[1]
         q = q.transpose(1, 2)  # (B, H, T, D)
-        k = repeat_kv(k, self.n_rep).transpose(1, 2)  # (B, H, S, D)
-        v = repeat_kv(v, self.n_rep).transpose(1, 2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H_kv, S, D): shared by n_rep heads each
         mask = None
         if attn_mask is not None or T not in (1, S):
             # One query (decoding) sees every cached key, and T == S is SDPA's own is_causal;
@@ -153,6 +154,7 @@ class Attention(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_dropout.p if self.training else 0.0,
             is_causal=mask is None and T > 1,
+            enable_gqa=self.n_rep > 1,  # query head j uses kv head j // n_rep, no repeat_kv copy
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)
         return self.resid_dropout(self.wo(out))  # (B, T, C)
