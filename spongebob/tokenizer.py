@@ -11,7 +11,7 @@ plain Python (and saved as an equivalent Jinja template for `transformers`), the
 prompt names this model, and a declared special token that is not in the vocabulary is an error.
 
     tok = train_tokenizer("pretrain.jsonl", vocab_size=6400, out_dir="tokenizer")
-    tok = load_tokenizer("tokenizer")          # also loads the original's released folder
+    tok = load_tokenizer("tokenizer")          # also folders in the original's layout
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi!"}]))
 """
 
@@ -24,7 +24,10 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from spongebob.world import iter_jsonl
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2: unk (also pad), bos, eos
 REASONING_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # ids 3..6 in our tokenizers
@@ -55,25 +58,15 @@ def byte_to_unicode() -> dict[int, str]:
 def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
     """Stream the string ``field`` of each line of a JSONL file. Defined in 01_tokenizer.
 
-    One line is in memory at a time (the real ``pretrain.jsonl`` is 1.6 GB). Blank lines are
-    skipped. A line that is not UTF-8, not JSON, or not an object with a string ``field`` raises
-    ``ValueError("FILE:LINE: ...")``.
+    Lines are read by `spongebob.world.iter_jsonl`, the package's one JSONL reader: one line in
+    memory at a time (the real ``pretrain.jsonl`` is 1.6 GB), blank lines skipped, and a line that
+    is not UTF-8 or not JSON raises ``ValueError("FILE:LINE: ...")``; so does a line that is not an
+    object with a string ``field``. Other keys are ignored.
     """
-    path = Path(path)
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-                obj = json.loads(line) if line.strip() else None
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid UTF-8 ({e.reason})") from None
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if obj is None:
-                continue
-            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                raise ValueError(f"{path}:{n}: expected a JSON object with a string {field!r}")
-            yield obj[field]
+    for n, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise ValueError(f"{path}:{n}: expected a JSON object with a string {field!r}")
+        yield obj[field]
 
 
 class SpongeTokenizer:
@@ -108,6 +101,7 @@ class SpongeTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """Number of ids, special tokens included (ids are ``0 .. vocab_size - 1``)."""
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def __len__(self) -> int:
@@ -117,6 +111,8 @@ class SpongeTokenizer:
         return f"SpongeTokenizer(vocab_size={self.vocab_size}, specials={self.special_tokens})"
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; adds no bos/eos. Special tokens written in the text (``<s>``,
+        ``<think>``, ...) become their single ids wherever they occur: nothing is escaped."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
@@ -124,16 +120,21 @@ class SpongeTokenizer:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """The text of ``ids`` (``decode(encode(t)) == t`` for every string ``t``). Bytes that do
+        not form whole UTF-8 characters become U+FFFD; see `StreamDecoder` for streams."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry, written in byte symbols (``"Ġthe"``), or None."""
         return self.tokenizer.token_to_id(token)
 
     def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of an id, in byte symbols (``"Ġthe"``; see `byte_to_unicode`)."""
         return self.tokenizer.id_to_token(token_id)
 
     @property
     def special_tokens(self) -> list[str]:
+        """The special tokens, in id order (``["<unk>", "<s>", "</s>", "<think>", ...]``)."""
         added = self.tokenizer.get_added_tokens_decoder()
         return [added[i].content for i in sorted(added) if added[i].special]
 
@@ -160,9 +161,12 @@ class SpongeTokenizer:
 
     @property
     def chat_template(self) -> str:
+        """`render_chat` as a Jinja template (for ``tokenizer_config.json``), with this
+        tokenizer's default system prompt."""
         return chat_template_jinja(self.default_system_prompt)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write a Hugging Face tokenizer folder (see `save_tokenizer`); returns its path."""
         return save_tokenizer(self, out_dir)
 
 
@@ -306,8 +310,9 @@ def _token_name(value) -> str | None:
 def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
     """Load a tokenizer folder (``tokenizer.json`` + optional ``tokenizer_config.json``).
 
-    Defined in 01_tokenizer. Works for our folders and for the original's released one (vocab
-    6400, no reasoning tokens). The default system prompt comes from our config's
+    Defined in 01_tokenizer. Works for our folders and for folders in the original's layout (vocab
+    6400, no reasoning tokens); a declared special token missing from the vocabulary raises
+    ``ValueError``. The default system prompt comes from our config's
     ``default_system_prompt``, else `DEFAULT_SYSTEM_PROMPT` (the original's template names another
     model: SEED.md defect 10). ``path`` may also be the ``tokenizer.json`` file itself.
     """
@@ -377,7 +382,13 @@ TOKENIZER_RECIPE = "bytelevel-bpe-v1"  # bump when train_bpe changes, to retrain
 
 
 def _fingerprint(data_file: Path, vocab_size: int) -> str:
-    h = hashlib.sha256(f"{TOKENIZER_RECIPE}|{vocab_size}|".encode())
+    """sha256 of everything a cached course tokenizer depends on. Defined in 01_tokenizer.
+
+    The recipe tag, the vocabulary size, the `tokenizers` version (a new release may learn other
+    merges from the same text) and the bytes of the training file.
+    """
+    key = f"{TOKENIZER_RECIPE}|{vocab_size}|tokenizers {tokenizers.__version__}|"
+    h = hashlib.sha256(key.encode())
     with data_file.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -387,8 +398,9 @@ def _fingerprint(data_file: Path, vocab_size: int) -> str:
 def course_tokenizer(vocab_size: int = 2048, seed: int = 0) -> SpongeTokenizer:
     """The tokenizer every later chapter uses, trained on the embedded world's ``pretrain.jsonl``.
 
-    Defined in 01_tokenizer. Cached in ``artifacts_dir("tokenizer", ...)`` next to a fingerprint
-    of the data and the recipe; retrained (a few seconds) when missing or stale.
+    Defined in 01_tokenizer. Cached in ``artifacts_dir("tokenizer", f"world{seed}-bpe{vocab_size}")``
+    next to a fingerprint of the data, the recipe and the `tokenizers` version (`_fingerprint`);
+    retrained (a few seconds) when missing or stale.
     """
     from spongebob.runtime import artifacts_dir
     from spongebob.world import sample_dir

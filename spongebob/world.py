@@ -19,7 +19,7 @@ Design:
   answering can reach. So ``pretrain.jsonl`` states every fact with every template, in shuffled
   biographies and in short stories, in English and Chinese. A small set of "single" residents is the
   control group: their facts appear only in ONE fixed English biography, repeated verbatim as often
-  as a normal fact appears, so chapter 07 can show the effect.
+  as a normal fact appears in English statements, so chapter 07 can show the effect.
 - **Held-out by person.** Residents are split into ``train`` (asked about in ``sft_512.jsonl``),
   ``heldout`` (only in pretraining; asked in ``eval_facts.jsonl``) and ``single`` (fixed phrasing;
   ``eval_single_*.jsonl``). SFT teaches the question-answer *format*; whether held-out facts can be
@@ -54,6 +54,11 @@ Eval lines may carry an ``"id"`` naming the fact or problem (for per-attribute b
   rendered characters follow the detail (> 512 tokens at up to 3.1 characters per token) and the
   whole chat has at most ``LONG_MAX_CHARS`` (< 1024 tokens, default system prompt included, at
   2.3 or more). The course's 2048-token tokenizer measures about 2.5 characters per token here.
+
+Every JSONL file of the course (these and the real data) is read by :func:`iter_jsonl`, one line at
+a time: blank lines are skipped, and a line that is not UTF-8 or not JSON raises
+``ValueError("<file>:<line>: <problem>")``. :func:`read_jsonl` adds the record-shape checks of the
+four formats; ``spongebob.tokenizer.iter_jsonl_texts`` builds on :func:`iter_jsonl` too.
 
 Usage::
 
@@ -93,7 +98,7 @@ FILES = (
 )
 MANIFEST = "manifest.json"
 
-# Sizes (tuned so that pretrain.jsonl is about 1.1 MB and everything generates in a second).
+# Sizes: everything generates in about a second; pretrain.jsonl is 1,207,226 bytes (seed 0).
 N_GENERATED = 40  # generated residents (the show's residents come on top)
 N_SINGLE = 8  # of which this many are stated in one fixed phrasing only
 N_BIOS_EN, N_BIOS_ZH = 14, 6  # shuffled biographies per (multi-phrasing) resident
@@ -1335,23 +1340,44 @@ def _check_record(rec) -> str | None:
     return f"unknown record shape with keys {sorted(rec)}"
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """Stream ``(line number, parsed JSON value)`` for each record of a JSONL file.
+
+    The one JSONL line reader of the package (``read_jsonl`` and the tokenizer's
+    ``iter_jsonl_texts`` build on it). One line is in memory at a time (the real ``pretrain.jsonl``
+    is 1.6 GB). Line numbers start at 1. A blank line (only whitespace) holds no record and is
+    skipped; a line that is not valid UTF-8 or not valid JSON raises
+    ``ValueError("<file>:<line>: not valid UTF-8 (...)")`` / ``"... not valid JSON (...)"``.
+    Checking the shape of each value is up to the caller.
+    """
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            yield lineno, value
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Stream the records of a JSONL file, validating each one's shape.
 
     Accepted shapes: ``{"text"}``, ``{"conversations"}``, ``{"messages", "expected"}`` and
-    ``{"prompt", "expected"}``. A bad line raises ``ValueError("<file>:<line>: <problem>")``;
-    nothing is skipped silently (blank lines included).
+    ``{"prompt", "expected"}``. Lines are read by :func:`iter_jsonl` (blank lines skipped); a line
+    that is not UTF-8, not JSON or not one of these shapes raises
+    ``ValueError("<file>:<line>: <problem>")``.
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            problem = _check_record(rec)
-            if problem:
-                raise ValueError(f"{path}:{lineno}: {problem}")
-            yield rec
+    for lineno, rec in iter_jsonl(path):
+        problem = _check_record(rec)
+        if problem:
+            raise ValueError(f"{path}:{lineno}: {problem}")
+        yield rec
 
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")

@@ -123,6 +123,11 @@ def test_without_reasoning_specials_the_tags_split_into_pieces(corpus_file):
 
 def test_byte_to_unicode_is_the_bytelevel_alphabet():
     table = byte_to_unicode()
+    # the full mapping, against GPT-2's table as transformers ships it (in transformers 5 it lives
+    # in convert_slow_tokenizer, the slow GPT-2 tokenizer module having gone)
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    assert table == bytes_to_unicode()
     assert sorted(table) == list(range(256))
     assert set(table.values()) == set(pre_tokenizers.ByteLevel.alphabet())
     assert len(set(table.values())) == 256
@@ -265,11 +270,18 @@ def test_render_chat_matches_the_seed_format():
 def test_transformers_renders_our_chat_template_identically(tok, hf, name, gen):
     conv = CONVERSATIONS[name]
     ours = tok.apply_chat_template(conv, add_generation_prompt=gen)
-    assert ours == render_chat(conv)  # the flag changes nothing (see the docstring)
     assert hf.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen) == ours
     got = hf.apply_chat_template(conv, tokenize=True, add_generation_prompt=gen)
     got = got if isinstance(got, list) else got["input_ids"]
     assert got == tok.encode(ours)
+
+
+@pytest.mark.parametrize("content", [None, 7, ["a", "b"], {"text": "hi"}])
+def test_render_chat_rejects_non_string_content(content):
+    with pytest.raises(ValueError, match="message 1: content must be a string"):
+        render_chat([U1, {"role": "assistant", "content": content}])
+    with pytest.raises(ValueError, match="system prompt must be a string"):
+        render_chat([{"role": "system", "content": content}, U1])
 
 
 def test_unknown_roles_are_rejected(tok, hf):
@@ -400,6 +412,32 @@ def test_jsonl_reader_streams_and_skips_blank_lines(tmp_path):
     path = tmp_path / "ok.jsonl"
     path.write_text('{"text": "a"}\n\n  \n{"text": "海", "x": 1}\n', encoding="utf-8")
     assert list(iter_jsonl_texts(path)) == ["a", "海"]
+    # blank lines still count: an error after them names the right line
+    path.write_text('\n\t\n{"text": "a"}\n\n{"text": "b"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="ok.jsonl:5: not valid JSON"):
+        list(iter_jsonl_texts(path))
+
+
+def test_jsonl_reader_reads_any_string_field(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"question": "谁住在菠萝里？", "answer": "SpongeBob"}, {"question": "Gary?", "x": 1}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    assert list(iter_jsonl_texts(path, field="question")) == ["谁住在菠萝里？", "Gary?"]
+    with pytest.raises(ValueError, match="qa.jsonl:2: .*string 'answer'"):
+        list(iter_jsonl_texts(path, field="answer"))
+
+
+def test_jsonl_reader_is_the_world_reader(tmp_path):
+    # one policy for every JSONL file: the tokenizer's reader and world.read_jsonl agree
+    from spongebob.world import read_jsonl
+
+    path = tmp_path / "same.jsonl"
+    path.write_bytes(b'{"text": "a"}\n   \n{"text": "b"}\n{"text": "\xc3"}\n')
+    with pytest.raises(ValueError, match="same.jsonl:4: not valid UTF-8") as ours:
+        list(iter_jsonl_texts(path))
+    with pytest.raises(ValueError, match="same.jsonl:4: not valid UTF-8") as world:
+        list(read_jsonl(path))
+    assert str(ours.value) == str(world.value)
 
 
 def test_max_lines_trains_on_a_prefix(corpus_file, tmp_path):
@@ -460,6 +498,31 @@ def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_pa
     write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600, seed=5))  # the data changed
     third = T.course_tokenizer(vocab_size=400)
     assert calls == [1] and third.vocab_size == 400
+
+    monkeypatch.setattr(T.tokenizers, "__version__", "99.0.0")  # a new tokenizers release
+    fourth = T.course_tokenizer(vocab_size=400)
+    assert calls == [1, 1] and fourth.vocab_size == 400
+
+
+def test_course_tokenizer_keeps_vocab_sizes_in_separate_folders(tmp_path, monkeypatch):
+    data_dir = tmp_path / "world"
+    data_dir.mkdir()
+    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600))
+    fake_world = types.ModuleType("spongebob.world")
+    fake_world.sample_dir = lambda seed=0: data_dir
+    monkeypatch.setitem(sys.modules, "spongebob.world", fake_world)
+    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path / "home"))
+
+    small, large = T.course_tokenizer(vocab_size=300), T.course_tokenizer(vocab_size=400)
+    folder = tmp_path / "home" / "tokenizer"
+    assert sorted(p.name for p in folder.iterdir()) == ["world0-bpe300", "world0-bpe400"]
+    assert load_tokenizer(folder / "world0-bpe300").vocab_size == small.vocab_size == 300
+    assert load_tokenizer(folder / "world0-bpe400").vocab_size == large.vocab_size == 400
+    stamps = {
+        (folder / n / "fingerprint.txt").read_text() for n in ("world0-bpe300", "world0-bpe400")
+    }
+    assert len(stamps) == 2
+    assert T.course_tokenizer(vocab_size=300).vocab_size == 300  # loads its own folder again
 
 
 # ---- the plot helpers this chapter exports (spongebob.viz) -------------------------------------

@@ -444,8 +444,8 @@ def test_read_jsonl_streams_every_file(sample):
 @pytest.mark.parametrize(
     "bad, problem",
     [
-        ('{"text": "ok"', "invalid JSON"),
-        ("", "invalid JSON"),  # a blank line is not skipped
+        ('{"text": "ok"', "not valid JSON"),
+        ("nan", "not valid JSON"),
         ('["text"]', "JSON object"),
         ('{"text": 3}', "text"),
         ('{"text": "a", "extra": 1}', "text"),
@@ -468,6 +468,34 @@ def test_read_jsonl_names_file_and_line(tmp_path, bad, problem):
     assert next(reader) == {"text": "fine"}
     with pytest.raises(ValueError, match=rf"broken\.jsonl:2: .*{problem}"):
         next(reader)
+
+
+def test_read_jsonl_skips_blank_lines_and_counts_them(tmp_path):
+    path = tmp_path / "gaps.jsonl"
+    path.write_text('\n{"text": "a"}\n  \t\n\n{"text": "b"}\n{"text": 1}\n', "utf-8")
+    reader = W.read_jsonl(path)
+    assert [next(reader), next(reader)] == [{"text": "a"}, {"text": "b"}]
+    with pytest.raises(ValueError, match=r"gaps\.jsonl:6: "):  # blank lines still count
+        next(reader)
+    assert [n for n, _ in W.iter_jsonl(path)] == [2, 5, 6]
+
+
+def test_read_jsonl_reports_invalid_utf8_with_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    reader = W.read_jsonl(path)
+    assert next(reader) == {"text": "fine"}
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not valid UTF-8"):
+        next(reader)
+
+
+def test_iter_jsonl_leaves_shapes_to_the_caller(tmp_path):
+    path = tmp_path / "any.jsonl"
+    path.write_text('[1, 2]\n"s"\n\n{"x": null}\n', "utf-8")
+    assert list(W.iter_jsonl(path)) == [(1, [1, 2]), (2, "s"), (4, {"x": None})]
+    path.write_text('{"x": 1}\n{"x": \n', "utf-8")
+    with pytest.raises(ValueError, match=r"any\.jsonl:2: not valid JSON"):
+        list(W.iter_jsonl(path))
 
 
 # ----------------------------------------------------------------------------------- sample_dir, CLI
