@@ -48,6 +48,7 @@
 #| default_exp model
 
 # %%
+import copy
 import time
 
 import matplotlib.pyplot as plt
@@ -122,7 +123,9 @@ class ModelConfig:
         """The feed-forward width in use: ``hidden_dim``, or the 2/3 * 4 * dim rule rounded up."""
         if self.hidden_dim is not None:
             return self.hidden_dim
-        return self.multiple_of * -(-8 * self.dim // (3 * self.multiple_of))  # exact integer ceil
+        # Exact integer ceil. It equals the original's int(8 * dim / 3) rounded up to a multiple of
+        # multiple_of whenever multiple_of is a multiple of 8 (as 64 is).
+        return self.multiple_of * -(-8 * self.dim // (3 * self.multiple_of))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
@@ -204,8 +207,9 @@ except ValueError as e:
 # | `n_layers` | 4 | depth matters for composing facts; 4 layers keep a step well under a second |
 # | `max_seq_len` | 1024 | the long-context SFT of chapter 07 (512 → 1024) must fit |
 #
-# That is about 1.05 M parameters, about 6.3 MFLOP per trained token (section 7): a batch of
-# 16 × 256 tokens is roughly 30 GFLOP, a fraction of a second on two laptop cores.
+# That is about 1.05 M parameters and, at 256 positions, about 7.9 MFLOP per trained token
+# (section 7: $6N = 6.3$ M for the weights, plus attention): a batch of 16 × 256 tokens is roughly
+# 32 GFLOP, a fraction of a second on two laptop cores.
 
 # %%
 #| export: config
@@ -435,8 +439,9 @@ torch.testing.assert_close(block(x2, cos, sin)[:, :-1], block(x, cos, sin)[:, :-
 #   exactly what the original's released checkpoints contain, so they load with `strict=True`.
 # * **RoPE tables as non-persistent buffers.** `cos` and `sin` move with `model.to(device)` but
 #   are not saved (they are recomputed from the config) and stay float32 even if the weights are
-#   cast to bf16: bf16 keeps 8 significant bits, so rounded tables would tilt every rotation by up
-#   to 0.4 %, for no gain (they are tiny).
+#   cast to bf16: bf16 keeps 8 significant bits, so every rounded entry of the tables (all in
+#   $[-1, 1]$) would move by up to $2^{-9} \approx 0.2\,\%$, for no gain (the tables are tiny).
+#   The check below measures it.
 # * **A small, named return type.** `forward` returns `ModelOutput(logits, loss)`; `loss` is
 #   `None` without targets. Targets are already shifted: `targets[b, t]` is the token that should
 #   follow `input_ids[b, t]`, and `-100` marks positions that do not count (padding, prompts).
@@ -498,9 +503,14 @@ print("loss over kept positions:", round(lm_loss(logits, targets).item(), 4))
 # We follow GPT-2: every matrix from $\mathcal N(0, 0.02^2)$, norm gains at one, and the two
 # projections that *write into* the residual stream (`attention.wo` and `feed_forward.w2`) scaled
 # down by $1/\sqrt{2\,n_\text{layers}}$.
-# Why: the residual stream is a sum of $2 n_\text{layers}$ contributions (one per sub-layer). With
-# roughly independent contributions their variances add, so the stream's standard deviation grows
-# like $\sqrt{2 n_\text{layers}}$; the scaling cancels that growth. Section 6 measures it.
+# Why: the residual stream ends as the sum of the embeddings and $2 n_\text{layers}$ contributions
+# (one per sub-layer). Thanks to the pre-norms, each contribution has about the same size whatever
+# the stream's; with roughly independent contributions their variances add, so unscaled, the final
+# stream's standard deviation grows like $\sqrt{2 n_\text{layers}}$ with the depth of the model.
+# Dividing each contribution's standard deviation by $\sqrt{2 n_\text{layers}}$ keeps their summed
+# variance the same for any depth. The stream still grows from block to block *inside* a model; what
+# the scaling buys is a **final** scale roughly independent of the number of layers. Section 6
+# measures both.
 
 # %%
 #| export
@@ -511,8 +521,9 @@ def init_weights(model: nn.Module, std: float = 0.02) -> None:
     """GPT-2 style initialisation of a ``SpongeBob`` in place. Defined in 04_model.
 
     Norm gains = 1; every other matrix ~ N(0, std^2), except the residual projections ``wo`` and
-    ``w2``, which get ``std / sqrt(2 * n_layers)`` so that the residual stream's scale does not grow
-    with depth. The tied embedding/output matrix is one parameter, initialised once.
+    ``w2``, which get ``std / sqrt(2 * n_layers)`` so that the residual stream's final scale is
+    roughly independent of the number of layers (it still grows from block to block). The tied
+    embedding/output matrix is one parameter, initialised once.
     """
     n_layers = len(model.layers)
     for name, p in model.named_parameters():  # tied weights appear once
@@ -665,9 +676,12 @@ print(
     round(math.log(tiny.vocab_size), 2),
 )
 assert abs(out.loss.item() - math.log(tiny.vocab_size)) < 0.1
-half = model.to(torch.bfloat16)
+half = copy.deepcopy(model).to(torch.bfloat16)  # .to() converts in place: cast a copy
 assert half.cos.dtype == torch.float32 and half.norm.weight.dtype == torch.bfloat16
-model = model.float()
+assert model.norm.weight.dtype == torch.float32
+moved = (model.cos.bfloat16().float() - model.cos).abs().max().item()
+print(f"bf16 would move the RoPE tables by up to {moved:.4f} (2^-9 = {2**-9:.4f})")
+assert moved <= 2**-9
 
 # %% [markdown]
 # ## 6. Initialisation, measured
@@ -708,6 +722,32 @@ ax.set_ylabel("std of the residual stream")
 ax.legend(fontsize=8)
 ax.set_title("seed model at initialisation")
 plt.show()
+
+# %% [markdown]
+# Both curves grow block by block. The scaling is about depth: it keeps the *final* scale of the
+# stream roughly the same whatever the number of layers. The same measurement at the seed model's
+# sizes with 8 and with 32 layers: with the scaling, four times the depth changes the final
+# standard deviation by about 14 %; without it, the final scale roughly doubles ($\sqrt{4}$).
+
+
+# %%
+def final_std(n_layers, scaled):
+    seed_everything(0)
+    m = SpongeBob(ModelConfig(n_layers=n_layers))
+    with torch.no_grad():
+        if not scaled:
+            for name, p in m.named_parameters():
+                if name.endswith(RESIDUAL_PROJECTIONS):
+                    p.normal_(0.0, 0.02)
+        return residual_stds(m, torch.randint(0, 6400, (2, 128)))[-1]
+
+
+depth = {s: [final_std(n, s) for n in (8, 32)] for s in (True, False)}  # {scaled: [8, 32]}
+for s, (d8, d32) in depth.items():
+    name = "scaled  " if s else "unscaled"
+    print(f"{name} final std: 8 layers {d8:.3f}, 32 layers {d32:.3f} (x{d32 / d8:.2f})")
+assert 0.8 < depth[True][1] / depth[True][0] < 1.25
+assert depth[False][1] / depth[False][0] > 1.7
 
 # %%
 seed_everything(1337)
@@ -836,8 +876,10 @@ torch.save({"model": model.state_dict(), "note": Surprise()}, folder / "surprise
 _ = torch.load(folder / "surprise.pth", weights_only=False)  # the unsafe way: code runs
 try:
     torch.load(folder / "surprise.pth", weights_only=True)  # the safe way: refused
-except pickle.UnpicklingError as e:
-    print("weights_only=True refused it:", str(e).splitlines()[0][:60], "...")
+except pickle.UnpicklingError:
+    print("weights_only=True refused it (pickle.UnpicklingError)")
+else:
+    raise AssertionError("weights_only=True loaded a file that calls print")
 
 # %% [markdown]
 # `load_checkpoint` always loads with `weights_only=True` onto the CPU, accepts the original's
@@ -1073,8 +1115,9 @@ print([round((z / tau).softmax(-1)[0].item(), 3) for tau in (0.5, 1.0, 2.0)])
 # * **top-k** keeps the $k$ highest-scoring tokens;
 # * **top-p** (nucleus sampling, Holtzman et al. 2019) keeps the smallest set of most likely
 #   tokens whose probabilities add up to at least $p$: few tokens when the model is sure, many when
-#   it is not. A token is dropped when the tokens *strictly more likely* than it already reach $p$,
-#   so the most likely token always survives.
+#   it is not. The tokens are sorted by probability (equal ones in token-id order), and a token is
+#   dropped when the tokens ranked *before it* already reach $p$, so the most likely token always
+#   survives, and of several equally likely tokens only as many as needed are kept.
 #
 # The filters set the removed logits to $-\infty$; softmax gives them probability zero. The
 # order is: repetition penalty (section 11), temperature, top-k, top-p, then sampling. This cell
@@ -1106,25 +1149,30 @@ from spongebob.tokenizer import StreamDecoder
 CHAT_SAMPLING = {"temperature": 0.85, "top_p": 0.85, "repetition_penalty": 1.3}  # the original's
 
 
+def _check_filters(top_k: int | None, top_p: float | None) -> None:
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (None or 1 = off), got {top_p}")
+
+
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Set the logits of tokens outside the top-k / top-p set to -inf. Defined in 04_model.
 
     ``logits``: ``(B, V)``. ``top_k``: keep the k largest (ties with the k-th are kept; ``None``
     or 0 = off). ``top_p`` in (0, 1]: keep the most likely tokens until their probability reaches
-    ``top_p``: a token is dropped when the strictly more likely ones already sum to ``>= top_p``
-    (``None`` or 1 = off). Returns a new ``(B, V)`` tensor.
+    ``top_p``. Tokens are ranked by probability, equal ones by token id; a token is dropped when
+    the tokens ranked before it already sum to ``>= top_p`` (``None`` or 1 = off). Returns a new
+    ``(B, V)`` tensor.
     """
-    if top_k is not None and top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (None or 1 = off), got {top_p}")
+    _check_filters(top_k, top_p)
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)  # (B, V) each
         probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked before each one
         drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -1147,9 +1195,11 @@ def sample_next(
 
     ``temperature=0`` is greedy (argmax); otherwise ``softmax(filter_logits(logits / temperature))``
     is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples).
+    Invalid ``top_k`` / ``top_p`` raise ``ValueError`` even when ``temperature=0`` ignores them.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    _check_filters(top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
@@ -1168,6 +1218,7 @@ print("top_p=0.7", kept(filter_logits(hand, top_p=0.7)))
 print("top_p=.85", kept(filter_logits(hand, top_p=0.85)))
 assert kept(filter_logits(hand, top_p=0.7)) == [True, True, False, False]
 assert kept(filter_logits(hand[:, [3, 1, 0, 2]], top_p=0.85)) == [False, True, True, True]
+assert kept(filter_logits(torch.zeros(1, 4), top_p=0.5)) == [True, True, False, False]  # ties
 gen = torch.Generator().manual_seed(0)
 draws = sample_next(hand.expand(4000, 4), temperature=1.0, top_p=0.7, generator=gen)
 freq = torch.bincount(draws, minlength=4) / 4000
@@ -1305,7 +1356,7 @@ plt.show()
 # * an attention mask hides the pad *keys* from every real query (chapter 03's `Attention` combines
 #   it with the causal mask, and lets a pad query see itself so that no row is empty);
 # * RoPE only sees *differences* of positions (chapter 02), so shifting a prompt right by $p$ pad
-#   positions changes no attention score.
+#   positions changes no attention score, up to float rounding.
 #
 # Below, the mask of a batch of two prompts of lengths 3 and 6 (white = may attend).
 
@@ -1455,6 +1506,9 @@ def decode_steps(
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
     ``logits_processor(tokens (B, S), logits (B, V)) -> logits`` may edit the scores of each step.
+    ``tokens`` is the whole left-padded batch so far: a shorter prompt's row starts with
+    ``pad_token_id`` columns (``valid`` says which prompt columns are real), and a finished row
+    continues with ``pad_token_id``; a processor that looks at the history must skip those.
     """
     B, T = ids.shape
     V, total = model.config.vocab_size, T + max_new_tokens
@@ -1519,16 +1573,17 @@ def generate(
     Returns one list of new ids per prompt (the prompt is not included), cut after the first
     ``eos_token_id`` (which is kept, so a caller can tell "stopped" from "ran out"). ``sampling``:
     ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``repetition_penalty``, ``eos_token_id``,
-    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`). Prompts: see
-    `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end, with a warning.
+    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`: it sees the left
+    padding). Prompts: see `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end,
+    with a warning.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     ids, valid = prepare_prompts(input_ids, attention_mask, pad_token_id, _model_device(model))
-    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    if max_new_tokens == 0:
+    if max_new_tokens == 0:  # nothing to generate: no context to fit, no warning
         return out
+    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     steps = decode_steps(model, ids, valid, max_new_tokens, pad_token_id=pad_token_id, **sampling)
     for nxt, active in steps:
         for b, (token, alive) in enumerate(zip(nxt.tolist(), active.tolist())):
@@ -1559,9 +1614,9 @@ def stream_generate(
     ids, valid = prepare_prompts(input_ids, mask, pad, _model_device(model))
     if ids.shape[0] != 1:
         raise ValueError(f"stream_generate takes one prompt, got a batch of {ids.shape[0]}")
-    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     if max_new_tokens == 0:
         return
+    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     for nxt, _ in decode_steps(model, ids, valid, max_new_tokens, pad_token_id=pad, **kwargs):
         yield int(nxt[0])
 
@@ -1660,7 +1715,7 @@ assert timings["idsTrue"] == timings["idsFalse"]
 # Once the cache is in place, what limits a decoding step at batch 1 is no longer arithmetic: every
 # step reads *every weight* once, to multiply it by a single vector. On a CPU that is a question of
 # memory bandwidth. For the seed model on the course's test machine, the weight reads alone take
-# 7.1 of the 8.8 ms per token (`docs/benchmarks.md`). Two ways past that limit: decode several
+# about 7 to 8 of the 9 to 10 ms per token (`docs/benchmarks.md`). Two ways past that limit: decode several
 # prompts at once, so that they share each weight read (8 prompts: 3.4 to 3.9x the tokens/s), or
 # store the weights in bf16, so there are half as many bytes to read.
 
@@ -1724,8 +1779,8 @@ print(f"\n\n{len(new_ids)} tokens -> {len(pieces)} text pieces")
 #   GQA attention with RoPE → residual, RMSNorm → SwiGLU → residual), a final norm and an output
 #   head tied to the embeddings. Keeping the original's names keeps its checkpoints loadable.
 # * Initialisation decides where training starts: std 0.02 and residual projections scaled by
-#   $1/\sqrt{2 n_\text{layers}}$ give an initial loss of $\ln V$ and a residual stream whose scale
-#   does not grow with depth.
+#   $1/\sqrt{2 n_\text{layers}}$ give an initial loss of $\ln V$ and a residual stream whose final
+#   scale is roughly independent of the number of layers (it still grows block by block).
 # * Parameter and FLOP counts are arithmetic: 28,975,616 (25,829,888 with GQA), about
 #   $6N + 12\,n_\text{layers}\,C\,T$ FLOPs per trained token.
 # * A checkpoint is a pickle: load it with `weights_only=True` and strict, checked keys.

@@ -51,7 +51,9 @@ class ModelConfig:
         """The feed-forward width in use: ``hidden_dim``, or the 2/3 * 4 * dim rule rounded up."""
         if self.hidden_dim is not None:
             return self.hidden_dim
-        return self.multiple_of * -(-8 * self.dim // (3 * self.multiple_of))  # exact integer ceil
+        # Exact integer ceil. It equals the original's int(8 * dim / 3) rounded up to a multiple of
+        # multiple_of whenever multiple_of is a multiple of 8 (as 64 is).
+        return self.multiple_of * -(-8 * self.dim // (3 * self.multiple_of))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":

@@ -25,25 +25,30 @@ from spongebob.tokenizer import StreamDecoder
 CHAT_SAMPLING = {"temperature": 0.85, "top_p": 0.85, "repetition_penalty": 1.3}  # the original's
 
 
+def _check_filters(top_k: int | None, top_p: float | None) -> None:
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (None or 1 = off), got {top_p}")
+
+
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Set the logits of tokens outside the top-k / top-p set to -inf. Defined in 04_model.
 
     ``logits``: ``(B, V)``. ``top_k``: keep the k largest (ties with the k-th are kept; ``None``
     or 0 = off). ``top_p`` in (0, 1]: keep the most likely tokens until their probability reaches
-    ``top_p``: a token is dropped when the strictly more likely ones already sum to ``>= top_p``
-    (``None`` or 1 = off). Returns a new ``(B, V)`` tensor.
+    ``top_p``. Tokens are ranked by probability, equal ones by token id; a token is dropped when
+    the tokens ranked before it already sum to ``>= top_p`` (``None`` or 1 = off). Returns a new
+    ``(B, V)`` tensor.
     """
-    if top_k is not None and top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (None or 1 = off), got {top_p}")
+    _check_filters(top_k, top_p)
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)  # (B, V) each
         probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked before each one
         drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -60,9 +65,11 @@ def sample_next(
 
     ``temperature=0`` is greedy (argmax); otherwise ``softmax(filter_logits(logits / temperature))``
     is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples).
+    Invalid ``top_k`` / ``top_p`` raise ``ValueError`` even when ``temperature=0`` ignores them.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    _check_filters(top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
@@ -176,6 +183,9 @@ def decode_steps(
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
     ``logits_processor(tokens (B, S), logits (B, V)) -> logits`` may edit the scores of each step.
+    ``tokens`` is the whole left-padded batch so far: a shorter prompt's row starts with
+    ``pad_token_id`` columns (``valid`` says which prompt columns are real), and a finished row
+    continues with ``pad_token_id``; a processor that looks at the history must skip those.
     """
     B, T = ids.shape
     V, total = model.config.vocab_size, T + max_new_tokens
@@ -238,16 +248,17 @@ def generate(
     Returns one list of new ids per prompt (the prompt is not included), cut after the first
     ``eos_token_id`` (which is kept, so a caller can tell "stopped" from "ran out"). ``sampling``:
     ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``repetition_penalty``, ``eos_token_id``,
-    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`). Prompts: see
-    `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end, with a warning.
+    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`: it sees the left
+    padding). Prompts: see `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end,
+    with a warning.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     ids, valid = prepare_prompts(input_ids, attention_mask, pad_token_id, _model_device(model))
-    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    if max_new_tokens == 0:
+    if max_new_tokens == 0:  # nothing to generate: no context to fit, no warning
         return out
+    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     steps = decode_steps(model, ids, valid, max_new_tokens, pad_token_id=pad_token_id, **sampling)
     for nxt, active in steps:
         for b, (token, alive) in enumerate(zip(nxt.tolist(), active.tolist())):
@@ -270,9 +281,9 @@ def stream_generate(
     ids, valid = prepare_prompts(input_ids, mask, pad, _model_device(model))
     if ids.shape[0] != 1:
         raise ValueError(f"stream_generate takes one prompt, got a batch of {ids.shape[0]}")
-    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     if max_new_tokens == 0:
         return
+    ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
     for nxt, _ in decode_steps(model, ids, valid, max_new_tokens, pad_token_id=pad, **kwargs):
         yield int(nxt[0])
 

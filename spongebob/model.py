@@ -128,8 +128,9 @@ def init_weights(model: nn.Module, std: float = 0.02) -> None:
     """GPT-2 style initialisation of a ``SpongeBob`` in place. Defined in 04_model.
 
     Norm gains = 1; every other matrix ~ N(0, std^2), except the residual projections ``wo`` and
-    ``w2``, which get ``std / sqrt(2 * n_layers)`` so that the residual stream's scale does not grow
-    with depth. The tied embedding/output matrix is one parameter, initialised once.
+    ``w2``, which get ``std / sqrt(2 * n_layers)`` so that the residual stream's final scale is
+    roughly independent of the number of layers (it still grows from block to block). The tied
+    embedding/output matrix is one parameter, initialised once.
     """
     n_layers = len(model.layers)
     for name, p in model.named_parameters():  # tied weights appear once

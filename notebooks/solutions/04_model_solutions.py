@@ -75,11 +75,15 @@ else:
 
 # %% [markdown]
 # **Exercise 3.** Feed prompt + answer without its last token; the target at position `t` is token
-# `t + 1`. The first `len(prompt) - 1` targets are prompt tokens, so they get `-100`.
+# `t + 1`. The first `len(prompt) - 1` targets are prompt tokens, so they get `-100`. Both parts
+# must be non-empty: the first answer token is predicted from the last prompt token (with an empty
+# prompt, `len(prompt) - 1 = -1` would silently mask the wrong targets).
 
 
 # %%
 def answer_loss(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    if not prompt_ids or not answer_ids:
+        raise ValueError("answer_loss needs at least one prompt token and one answer token")
     ids = torch.tensor([prompt_ids + answer_ids])  # (1, T)
     targets = ids[:, 1:].clone()  # (1, T - 1)
     targets[:, : len(prompt_ids) - 1] = -100  # no loss on predicting the prompt itself
@@ -98,6 +102,15 @@ except NotImplementedError:
     print("not attempted yet")
 else:
     print("exercise 3: correct")
+
+# %%
+for bad in (([], [40, 41]), ([5, 9], [])):
+    try:
+        answer_loss(model, *bad)
+    except ValueError as e:
+        print("refused:", e)
+    else:
+        raise AssertionError(f"answer_loss accepted {bad}")
 
 # %% [markdown]
 # **Exercise 4.** For each row, take its last `n - 1` tokens; every earlier place where the same
