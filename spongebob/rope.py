@@ -5,8 +5,11 @@
 
 Defined in 02_rope. Dims ``2i`` and ``2i+1`` of every head form a 2-D pair that is rotated by the
 angle ``pos * theta ** (-2i / head_dim)``: the same numbers as the original's complex-number
-formulation, but with cos/sin tables instead of complex tensors, so it runs in bf16 and under
-``torch.compile``.
+formulation, but with real cos/sin tables instead of complex tensors: no complex dtype, and
+``torch.compile(fullgraph=True)`` captures it as one graph of ordinary float operations. Any float
+input dtype; the arithmetic is float32 (float64 for float64 inputs). `interleaved_to_half_rows` and
+`half_to_interleaved_rows` convert ``wq``/``wk`` rows to and from Hugging Face Llama's rotate-half
+pairing (dims ``i`` and ``i + head_dim // 2``).
 """
 
 import torch
@@ -33,7 +36,8 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved pairs ``(x[..., 2i], x[..., 2i+1])`` of ``x`` by the position's angles.
 
     Defined in 02_rope. ``x``: ``(B, T, H, D)``; ``cos``, ``sin``: ``(T, D // 2)``, already sliced
-    to the positions of ``x`` by the caller. Computes in float32, returns ``x``'s dtype and shape.
+    to the positions of ``x`` by the caller. Computes in float32, or float64 for a float64 ``x``
+    (low-precision tables would erase small rotations); returns ``x``'s dtype and shape.
     """
     B, T, H, D = x.shape
     if cos.shape != (T, D // 2) or sin.shape != (T, D // 2):
@@ -41,9 +45,45 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
             f"cos/sin must have shape {(T, D // 2)} for x of shape {tuple(x.shape)}, "
             f"got {tuple(cos.shape)} and {tuple(sin.shape)}"
         )
-    xf = x.float().reshape(B, T, H, D // 2, 2)  # split the head dim into pairs
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 input
+    xf = x.to(dtype).reshape(B, T, H, D // 2, 2)  # split the head dim into pairs
     x1, x2 = xf[..., 0], xf[..., 1]  # (B, T, H, D/2) each
-    c = cos.float()[None, :, None, :]  # (1, T, 1, D/2), broadcast over batch and heads
-    s = sin.float()[None, :, None, :]
+    c = cos.to(dtype)[None, :, None, :]  # (1, T, 1, D/2), broadcast over batch and heads
+    s = sin.to(dtype)[None, :, None, :]
     out = torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)  # (B, T, H, D/2, 2)
     return out.flatten(-2).to(x.dtype)  # (B, T, H, D)
+
+
+def _half_order(head_dim: int, device=None) -> Tensor:
+    """Row order 0, 2, 4, ..., 1, 3, 5, ...: interleaved pairs -> rotate-half pairs."""
+    return torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)]).to(device)
+
+
+def _split_heads(w: Tensor, n_heads: int) -> Tensor:
+    """View the rows of a ``(n_heads * head_dim, ...)`` weight as ``(n_heads, head_dim, ...)``."""
+    rows = w.shape[0]
+    if n_heads < 1 or rows % n_heads or (rows // n_heads) % 2:
+        raise ValueError(f"{rows} rows do not split into {n_heads} heads of an even head_dim")
+    return w.reshape(n_heads, rows // n_heads, *w.shape[1:])
+
+
+def interleaved_to_half_rows(w: Tensor, n_heads: int) -> Tensor:
+    """Reorder a q or k projection's rows from interleaved to rotate-half RoPE pairs.
+
+    Defined in 02_rope. ``w``: ``(n_heads * head_dim, dim)``, the ``wq`` weight (pass
+    ``n_heads``) or the ``wk`` weight (pass ``n_kv_heads``). Within each head, row ``2i`` moves to
+    ``i`` and row ``2i + 1`` to ``head_dim // 2 + i``. Attention with `apply_rope` and ``w`` gives
+    the same scores as Hugging Face Llama's ``rotate_half`` RoPE with the result. Returns a copy.
+    """
+    heads = _split_heads(w, n_heads)  # (n_heads, head_dim, dim)
+    return heads[:, _half_order(heads.shape[1], w.device)].reshape(w.shape)
+
+
+def half_to_interleaved_rows(w: Tensor, n_heads: int) -> Tensor:
+    """Inverse of `interleaved_to_half_rows`: rotate-half rows back to interleaved pairs.
+
+    Defined in 02_rope. For importing a Hugging Face Llama ``q_proj`` (pass ``n_heads``) or
+    ``k_proj`` (pass ``n_kv_heads``) weight of shape ``(n_heads * head_dim, dim)``. Returns a copy.
+    """
+    heads = _split_heads(w, n_heads)  # (n_heads, head_dim, dim)
+    return heads[:, torch.argsort(_half_order(heads.shape[1], w.device))].reshape(w.shape)
