@@ -673,7 +673,7 @@ assert torch.equal(half_to_interleaved_rows(interleaved_to_half_rows(wq, 8), 8),
 # Edit the stub, run its check cell. Solutions: `solutions/02_rope_solutions.ipynb`.
 #
 # **Exercise 1 (easy).** Write `wavelength(i, head_dim, theta)`: the number of tokens after which
-# pair `i` has turned a full circle.
+# pair `i` has turned a full circle (`theta` is the base $b$, `rope_theta`).
 
 
 # %%
@@ -720,7 +720,7 @@ else:
 # %% [markdown]
 # **Exercise 3 (medium).** Check relative-position invariance at distances far beyond the
 # examples above: write `score_at(q, k, m, n)` that rotates the vectors `q` and `k` (shape `(D,)`) to
-# positions `m` and `n` with `apply_rope` (theta 1e6) and returns their dot product.
+# positions `m` and `n` with `apply_rope` (rope_theta 1e6) and returns their dot product.
 
 
 # %%
