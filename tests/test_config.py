@@ -29,6 +29,15 @@ def test_ffn_hidden_dim_follows_the_rounding_rule(dim, multiple_of):
     assert c.ffn_hidden_dim % multiple_of == 0 and c.ffn_hidden_dim >= 8 * dim / 3
 
 
+@pytest.mark.parametrize("dim", [512, 768, 640])
+def test_ffn_hidden_dim_equals_the_originals_truncate_then_round_up(dim):
+    # The original: hidden = int(2 * 4 * dim / 3), then rounded up to a multiple of multiple_of.
+    # With multiple_of a multiple of 8 (64 here) the exact ceil gives the same width.
+    hidden = int(2 * 4 * dim / 3)
+    original = 64 * ((hidden + 64 - 1) // 64)
+    assert ModelConfig(dim=dim, multiple_of=64).ffn_hidden_dim == original
+
+
 def test_explicit_hidden_dim_wins():
     assert ModelConfig(hidden_dim=1000).ffn_hidden_dim == 1000
 

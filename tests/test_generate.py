@@ -57,8 +57,8 @@ def test_top_k_keeps_the_k_largest():
     lg = torch.tensor([[1.0, 4.0, 3.0, 2.0], [0.0, -1.0, 5.0, 5.5]])
     assert _kept(filter_logits(lg, top_k=2)) == [
         [False, True, True, False],
-        [True, False, True, True],
-    ][:1] + [[False, False, True, True]]
+        [False, False, True, True],
+    ]
     assert _kept(filter_logits(lg, top_k=1)) == [
         [False, True, False, False],
         [False, False, False, True],
@@ -95,10 +95,34 @@ def test_top_p_works_row_by_row_and_after_top_k():
     assert _kept(filter_logits(lg, top_k=2, top_p=0.5)) == [[True, False, False, False]]
 
 
+def test_top_p_ranks_tied_tokens_by_token_id():
+    # Four equal probabilities of 0.25: only as many as needed to reach top_p, lowest ids first.
+    assert _kept(filter_logits(torch.zeros(1, 4), top_p=0.5)) == [[True, True, False, False]]
+    assert _kept(filter_logits(torch.zeros(1, 4), top_p=0.51)) == [[True, True, True, False]]
+    # Three tied favourites (p = 0.30 each) after a less likely token 0: tokens 1 and 2 reach 0.5.
+    lg = torch.tensor([[0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    assert _kept(filter_logits(lg, top_p=0.5)) == [
+        [False, True, True, False],
+        [True, True, False, False],
+    ]
+
+
 @pytest.mark.parametrize("kw", [dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)])
 def test_filter_rejects_invalid_settings(kw):
     with pytest.raises(ValueError):
         filter_logits(torch.zeros(1, 3), **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)])
+def test_temperature_zero_still_rejects_invalid_filters(model, kw):
+    with pytest.raises(ValueError, match="top_"):
+        sample_next(torch.zeros(2, 3), temperature=0, **kw)
+    with pytest.raises(ValueError, match="top_"):
+        generate(model, [1, 2], 3, temperature=0, **kw)
+
+
+def test_chat_sampling_is_the_originals():
+    assert CHAT_SAMPLING == {"temperature": 0.85, "top_p": 0.85, "repetition_penalty": 1.3}
 
 
 def test_sample_next_temperature_zero_is_argmax_and_sampling_matches_probabilities():
@@ -148,6 +172,16 @@ def test_repetition_penalty_inside_generate_matches_the_reference(model):
     assert plain != generate(model, PROMPTS[3], 12, temperature=0, repetition_penalty=1.8)[0]
 
 
+def test_padding_is_never_penalised_even_when_the_pad_id_is_a_prompt_token(model):
+    pad = generate(model, [9], 1, temperature=0)[0][0]  # the token the model wants first after [9]
+    prompts = [[9], [pad, 6, 7, 8, 10, 11], [4, pad, 3]]  # [9] gets 5 pads of that very token
+    kw = dict(temperature=0, repetition_penalty=1.8)
+    batched = generate(model, prompts, 10, pad_token_id=pad, **kw)
+    assert batched == [generate(model, p, 10, **kw)[0] for p in prompts]
+    assert batched == [reference_loop(model, p, 10, penalty=1.8) for p in prompts]
+    assert batched[0][0] == pad  # penalising the pads of row 0 would have changed this token
+
+
 # ---- generate -------------------------------------------------------------------------------
 
 
@@ -171,12 +205,38 @@ def test_batched_left_padded_generation_equals_one_by_one(model):
     assert batched == [generate(model, p, 12, temperature=0)[0] for p in PROMPTS]
     ids, valid = prepare_prompts(PROMPTS, pad_token_id=0)
     assert generate(model, ids, 12, attention_mask=valid.long(), temperature=0) == batched
-    # Sampled batches: each row uses the batch's random stream, but the row's output is a valid
-    # continuation of the same length.
-    sampled = generate(
-        model, PROMPTS, 12, **CHAT_SAMPLING, generator=torch.Generator().manual_seed(0)
-    )
-    assert [len(r) for r in sampled] == [12] * 4
+
+
+@torch.no_grad()
+def _nucleus(model, context, temperature, top_p, penalty):
+    """Token ids allowed by top-p after the penalty, from a full forward of one row (no cache)."""
+    logits = model(torch.tensor([context])).logits[0, -1].double()
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen[context] = True
+    logits = torch.where(seen & (logits > 0), logits / penalty, logits)
+    logits = torch.where(seen & (logits < 0), logits * penalty, logits)
+    probs = (logits / temperature).softmax(-1)
+    order = probs.argsort(descending=True)
+    before = probs[order].cumsum(0) - probs[order]
+    return set(order[before < top_p + 1e-4].tolist())  # tolerance: batched vs single-row rounding
+
+
+def test_sampled_batches_stay_in_each_rows_nucleus_and_repeat_with_a_seed(model):
+    c = CHAT_SAMPLING
+    sampled = generate(model, PROMPTS, 12, **c, generator=torch.Generator().manual_seed(0))
+    again = generate(model, PROMPTS, 12, **c, generator=torch.Generator().manual_seed(0))
+    assert again == sampled
+    sizes = []
+    for prompt, row in zip(PROMPTS, sampled):
+        assert len(row) == 12
+        for i, token in enumerate(row):
+            allowed = _nucleus(
+                model, prompt + row[:i], c["temperature"], c["top_p"], c["repetition_penalty"]
+            )
+            sizes.append(len(allowed))
+            assert token in allowed, (prompt, i, token)
+    assert max(sizes) < CFG.vocab_size / 2  # the nucleus really excludes tokens
+    assert len({tuple(r) for r in sampled}) == 4
 
 
 def test_pad_token_value_does_not_matter(model):
@@ -191,6 +251,11 @@ def test_max_new_tokens_counts_new_tokens_only(model):
         assert [len(r) for r in out] == [n] * len(PROMPTS)
     assert generate(model, PROMPTS, 0) == [[], [], [], []]
     assert list(stream_generate(model, PROMPTS[0], 0)) == []
+    too_long = list(range(1, CFG.max_seq_len + 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is generated, so nothing is cut: no warning
+        assert generate(model, too_long, 0) == [[]]
+        assert list(stream_generate(model, too_long, 0)) == []
     with pytest.raises(ValueError):
         generate(model, PROMPTS, -1)
 
@@ -277,6 +342,21 @@ def test_logits_processor_sees_the_tokens_so_far(model):
         assert out == free
 
 
+def test_logits_processor_sees_the_left_padding(model):
+    seen = []
+
+    def record(tokens, logits):
+        seen.append(tokens.clone())
+        return logits
+
+    out = generate(
+        model, [[5, 6, 7], [8, 9]], 3, temperature=0, pad_token_id=299, logits_processor=record
+    )
+    assert [t.shape for t in seen] == [(2, 3), (2, 4), (2, 5)]
+    assert seen[0].tolist() == [[5, 6, 7], [299, 8, 9]]  # the shorter prompt's pad column
+    assert seen[-1].tolist() == [[5, 6, 7] + out[0][:2], [299, 8, 9] + out[1][:2]]
+
+
 # ---- streaming --------------------------------------------------------------------------------
 
 
@@ -300,7 +380,7 @@ def _script(tokens):
     """A logits processor that forces the model to emit `tokens`, one per step."""
 
     def force(prefix, logits):
-        step = sum(1 for _ in range(len(force.calls)))
+        step = len(force.calls)
         force.calls.append(1)
         out = torch.full_like(logits, float("-inf"))
         out[:, tokens[min(step, len(tokens) - 1)]] = 0.0
@@ -323,6 +403,37 @@ def test_stream_text_never_splits_a_character(model):
     assert "\ufffd" not in "".join(pieces)
     assert "世" in pieces and "🙂" in pieces  # a 3-byte and a 4-byte character, each whole
     assert len(pieces) == len(text)
+
+
+def test_bfloat16_model_generates_the_fp32_greedy_tokens():
+    """A bf16 copy of the freshly initialised tiny model, batched with left padding, greedy.
+
+    That model echoes its last prompt token by a wide logit margin, so its greedy tokens are
+    decisive enough to compare exactly (checked first: margin far above the bf16 deviation).
+    """
+    torch.manual_seed(0)
+    fp32 = SpongeBob(ModelConfig.preset("tiny")).eval()
+    bf16 = SpongeBob(ModelConfig.preset("tiny")).eval()
+    bf16.load_state_dict(fp32.state_dict())
+    bf16.to(torch.bfloat16)
+    assert bf16.tok_embeddings.weight.dtype == torch.bfloat16 and bf16.cos.dtype == torch.float32
+    prompts = [[5, 17, 300, 42, 7], [1000, 3]]
+    want = generate(fp32, prompts, 8, temperature=0)
+    with torch.no_grad():
+        for p, row in zip(prompts, want):
+            ids = torch.tensor([p + row])
+            logits = fp32(ids).logits[0, len(p) - 1 : -1]  # (8, V): the steps' scores
+            deviation = (bf16(ids).logits[0, len(p) - 1 : -1].float() - logits).abs().max()
+            top2 = logits.topk(2, dim=-1).values
+            assert (top2[:, 0] - top2[:, 1]).min() > 10 * deviation
+    dtypes = []
+
+    def spy(tokens, logits):
+        dtypes.append(logits.dtype)
+        return logits
+
+    assert generate(bf16, prompts, 8, temperature=0, logits_processor=spy) == want
+    assert dtypes == [torch.float32] * 8  # sampling always sees float32 scores
 
 
 def test_decoding_runs_without_autograd_and_without_cache_in_batches(model):

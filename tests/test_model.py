@@ -256,6 +256,30 @@ def test_left_padding_mask_leaves_real_positions_unchanged(small):
     torch.testing.assert_close(out[:, 4:], ref, atol=1e-5, rtol=1e-4)
 
 
+def test_chunked_prefill_with_a_padding_mask_equals_the_full_forward(small):
+    torch.manual_seed(4)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 14))
+    keys = torch.ones(2, 14, dtype=torch.bool)
+    keys[0, :5] = False  # row 0: 5 left pads
+    mask = keys[:, None, None, :]  # (B, 1, 1, S)
+    with torch.no_grad():
+        full = small(ids, attn_mask=mask).logits
+        caches = small.make_caches(2, 14)
+        parts = [small(ids[:, :6], caches=caches, attn_mask=mask[..., :6]).logits]
+        parts.append(
+            small(ids[:, 6:11], caches=caches, start_pos=6, attn_mask=mask[..., :11]).logits
+        )
+        for t in range(11, 14):  # then single tokens, still masked
+            step = small(
+                ids[:, t : t + 1], caches=caches, start_pos=t, attn_mask=mask[..., : t + 1]
+            )
+            parts.append(step.logits)
+        alone = small(ids[:1, 5:]).logits  # row 0 without its pads
+    assert torch.isfinite(full).all()
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(full[:1, 5:], alone, atol=1e-5, rtol=1e-4)
+
+
 def test_make_caches(small):
     caches = small.make_caches(3, 10)
     assert len(caches) == SMALL.n_layers
