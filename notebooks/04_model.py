@@ -1715,9 +1715,9 @@ assert timings["idsTrue"] == timings["idsFalse"]
 # Once the cache is in place, what limits a decoding step at batch 1 is no longer arithmetic: every
 # step reads *every weight* once, to multiply it by a single vector. On a CPU that is a question of
 # memory bandwidth. For the seed model on the course's test machine, the weight reads alone take
-# about 7 to 8 of the 9 to 10 ms per token (`docs/benchmarks.md`). Two ways past that limit: decode several
-# prompts at once, so that they share each weight read (8 prompts: 3.4 to 3.9x the tokens/s), or
-# store the weights in bf16, so there are half as many bytes to read.
+# about 7 to 8 of the 9 to 10 ms per token (`docs/benchmarks.md`). Two ways past that limit:
+# decode several prompts at once, so that they share each weight read (8 prompts: 3.4 to 3.9x the
+# tokens/s), or store the weights in bf16, so there are half as many bytes to read.
 
 # %% [markdown]
 # ## Putting it together
