@@ -55,7 +55,11 @@ from spongebob.runtime import seed_everything
 
 seed_everything(1337)
 plt.rcParams["figure.dpi"] = 80
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA enable_gqa
 
 # %% [markdown]
 # ## 1. Dot-product attention, one head
@@ -650,8 +654,6 @@ def plot_attention_heads(weights, labels=None, title=None, ncols=4, size=2.4):
     Defined in 03_attention. ``weights``: ``(H, T, S)`` tensor or array (one sample of
     ``attention_weights``), rows = queries, columns = keys; ``labels``: optional token strings.
     """
-    import matplotlib.pyplot as plt  # imported here: the package loads without matplotlib
-
     w = weights.detach().float().cpu().numpy() if hasattr(weights, "detach") else weights
     n_heads = w.shape[0]
     ncols = min(ncols, n_heads)

@@ -58,7 +58,11 @@ from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.tokenizer import course_tokenizer
 
 seed_everything(1337)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA enable_gqa
 
 # %% [markdown]
 # ## 1. The configuration

@@ -62,8 +62,6 @@ def plot_attention_heads(weights, labels=None, title=None, ncols=4, size=2.4):
     Defined in 03_attention. ``weights``: ``(H, T, S)`` tensor or array (one sample of
     ``attention_weights``), rows = queries, columns = keys; ``labels``: optional token strings.
     """
-    import matplotlib.pyplot as plt  # imported here: the package loads without matplotlib
-
     w = weights.detach().float().cpu().numpy() if hasattr(weights, "detach") else weights
     n_heads = w.shape[0]
     ncols = min(ncols, n_heads)
