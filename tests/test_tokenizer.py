@@ -473,7 +473,9 @@ def test_cli_reports_a_bad_line(tmp_path):
 # ---- the course tokenizer cache ----------------------------------------------------------------
 
 
-def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_path, monkeypatch):
+@pytest.fixture
+def world_dir(tmp_path, monkeypatch):
+    """A stand-in world sample (600 generated lines) and an empty SPONGEBOB_HOME under tmp_path."""
     data_dir = tmp_path / "world"
     data_dir.mkdir()
     write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600))
@@ -481,6 +483,13 @@ def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_pa
     fake_world.sample_dir = lambda seed=0: data_dir
     monkeypatch.setitem(sys.modules, "spongebob.world", fake_world)
     monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path / "home"))
+    return data_dir
+
+
+def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(
+    tmp_path, monkeypatch, world_dir
+):
+    data_dir = world_dir
 
     first = T.course_tokenizer(vocab_size=400)
     assert first.vocab_size == 400 and first.encode("<think>") == [3]
@@ -504,14 +513,7 @@ def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(tmp_pa
     assert calls == [1, 1] and fourth.vocab_size == 400
 
 
-def test_course_tokenizer_keeps_vocab_sizes_in_separate_folders(tmp_path, monkeypatch):
-    data_dir = tmp_path / "world"
-    data_dir.mkdir()
-    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600))
-    fake_world = types.ModuleType("spongebob.world")
-    fake_world.sample_dir = lambda seed=0: data_dir
-    monkeypatch.setitem(sys.modules, "spongebob.world", fake_world)
-    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path / "home"))
+def test_course_tokenizer_keeps_vocab_sizes_in_separate_folders(tmp_path, world_dir):
 
     small, large = T.course_tokenizer(vocab_size=300), T.course_tokenizer(vocab_size=400)
     folder = tmp_path / "home" / "tokenizer"
