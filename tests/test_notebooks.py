@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
-import jupytext
 import pytest
-from jupytext.config import load_jupytext_config
 
 ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("check_pairs", ROOT / "tools" / "check_pairs.py")
+check_pairs = importlib.util.module_from_spec(_spec)
+sys.modules["check_pairs"] = check_pairs
+_spec.loader.exec_module(check_pairs)
+
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 NOTEBOOKS = CHAPTERS + SOLUTIONS
@@ -64,14 +69,46 @@ def test_outputs_hold_no_errors_or_absolute_paths(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_and_its_py_pair_agree(path):
-    pair = path.with_suffix(".py")
-    assert pair.exists(), f"{path.name}: no jupytext pair {pair.name}; run jupytext --sync"
-    config = load_jupytext_config(str(path))
-    nb = jupytext.read(path)
-    expected = jupytext.writes(nb, fmt="py:percent", config=config)
-    assert pair.read_text(encoding="utf-8") == expected, (
-        f"{pair.name} differs from {path.name}; run `jupytext --sync {path.relative_to(ROOT)}`"
+    assert check_pairs.pair_problem(path) is None
+
+
+def test_the_pair_check_lists_the_notebooks_tested_here_and_no_lone_py():
+    assert check_pairs.paired_notebooks() == NOTEBOOKS
+    assert check_pairs.lone_pairs() == []
+
+
+def test_the_pair_check_finds_drift_and_missing_files_and_writes_nothing(tmp_path, capsys):
+    nbs = tmp_path / "notebooks"
+    (nbs / "solutions").mkdir(parents=True)
+    (tmp_path / "jupytext.toml").write_bytes((ROOT / "jupytext.toml").read_bytes())
+    src = "# %% [markdown]\n# # Title\n\n# %%\nx = 1\nprint(x)\n"
+    for name in ("01_a", "02_b", "solutions/01_a_solutions"):
+        (nbs / f"{name}.py").write_text(src, encoding="utf-8")
+        nb = check_pairs.jupytext.read(nbs / f"{name}.py")
+        check_pairs.jupytext.write(nb, nbs / f"{name}.ipynb")
+        assert check_pairs.pair_problem(nbs / f"{name}.ipynb", tmp_path) is None
+    # drift: the .py was edited and not synced; a notebook lost its pair; a .py lost its notebook
+    (nbs / "01_a.py").write_text(src.replace("x = 1", "x = 2"), encoding="utf-8")
+    (nbs / "02_b.py").unlink()
+    (nbs / "solutions" / "01_a_solutions.ipynb").unlink()
+    (nbs / "03_c.py").write_text(src, encoding="utf-8")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()}
+
+    assert check_pairs.paired_notebooks(tmp_path) == [nbs / "01_a.ipynb", nbs / "02_b.ipynb"]
+    assert check_pairs.pair_problem(nbs / "01_a.ipynb", tmp_path) == (
+        "notebooks/01_a.ipynb: differs from 01_a.py; run `jupytext --sync notebooks/01_a.ipynb`"
     )
+    assert check_pairs.pair_problem(nbs / "02_b.ipynb", tmp_path).startswith(
+        "notebooks/02_b.ipynb: no jupytext pair 02_b.py"
+    )
+    assert [line.split(":")[0] for line in check_pairs.lone_pairs(tmp_path)] == [
+        "notebooks/03_c.py",
+        "notebooks/solutions/01_a_solutions.py",
+    ]
+    assert check_pairs.main([str(nbs / "01_a.ipynb")]) == 1
+    assert "differs from 01_a.py" in capsys.readouterr().err
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
