@@ -38,6 +38,7 @@
 
 # %%
 import re
+import tempfile
 from collections import Counter
 
 import tokenizers
@@ -146,6 +147,7 @@ prompt names this model, and a declared special token that is not in the vocabul
     tok = train_tokenizer("pretrain.jsonl", vocab_size=6400, out_dir="tokenizer")
     tok = load_tokenizer("tokenizer")          # also folders in the original's layout
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi!"}]))
+    tok = cached_tokenizer("pretrain.jsonl", 2048, name="mine")  # trained once, then loaded
 """
 
 import codecs
@@ -153,14 +155,13 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from spongebob.world import iter_jsonl
+from spongebob.files import atomic_write_text, iter_jsonl, sha256_file
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2: unk (also pad), bos, eos
 REASONING_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]  # ids 3..6 in our tokenizers
@@ -429,16 +430,16 @@ assert raw.decode(enc.ids) == "krabby patties 蟹黄堡"
 # and Chinese; the pretraining file has one `{"text": ...}` object per line, like the original's
 # 1.6 GB `pretrain.jsonl`. The original parsed such files whole into memory (SEED.md defect 4);
 # we stream them, one line at a time, and a broken line names its file and line number. The line
-# reader itself, `iter_jsonl`, lives in `spongebob.world` (every JSONL file of the course goes
-# through it: blank lines are skipped, anything else must be valid UTF-8 JSON); here we only pick
-# the text field.
+# reader itself, `iter_jsonl`, lives in `spongebob.files`, the package's home for file input and
+# output (every JSONL file of the course goes through it: blank lines are skipped, anything else
+# must be valid UTF-8 JSON); here we only pick the text field.
 
 # %%
 #| export
 def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
     """Stream the string ``field`` of each line of a JSONL file. Defined in 01_tokenizer.
 
-    Lines are read by `spongebob.world.iter_jsonl`, the package's one JSONL reader: one line in
+    Lines are read by `spongebob.files.iter_jsonl`, the package's one JSONL reader: one line in
     memory at a time (the real ``pretrain.jsonl`` is 1.6 GB), blank lines skipped, and a line that
     is not UTF-8 or not JSON raises ``ValueError("FILE:LINE: ...")``; so does a line that is not an
     object with a string ``field``. Other keys are ignored.
@@ -915,18 +916,11 @@ def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
 # A tokenizer folder, in the layout Hugging Face uses and the original released: `tokenizer.json`
 # (vocabulary, merges, pre-tokenizer, decoder, special tokens) and `tokenizer_config.json` (which
 # tokens are bos/eos/unk/pad, the tokenizer class for `transformers`, the chat template). Files are
-# written atomically, because several notebooks may load the shared course tokenizer at once.
+# written atomically (`spongebob.files.atomic_write_text`: a temporary file in the same folder,
+# renamed over the target), because several notebooks may load the shared course tokenizer at once.
 
 # %%
 #| export
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers never see half of it (another process may be loading it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
     """Save ``tokenizer.json`` + ``tokenizer_config.json``. Defined in 01_tokenizer.
 
@@ -949,8 +943,10 @@ def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
         "default_system_prompt": tok.default_system_prompt,
         "chat_template": tok.chat_template,
     }
-    _write_atomic(out / "tokenizer.json", tok.tokenizer.to_str(pretty=True))
-    _write_atomic(out / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
+    atomic_write_text(out / "tokenizer.json", tok.tokenizer.to_str(pretty=True))
+    atomic_write_text(
+        out / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2)
+    )
     return out
 
 
@@ -1159,10 +1155,10 @@ plt.show()
 # %% [markdown]
 # ## 9. Putting it together
 #
-# Every later chapter needs the same tokenizer without retraining it. `course_tokenizer` trains it
-# once on the embedded world's `pretrain.jsonl` and caches it under `$SPONGEBOB_HOME`, next to a
-# fingerprint of the data, the recipe and the `tokenizers` version; when any of them changes, it
-# retrains (a few seconds).
+# Every later chapter needs the same tokenizer without retraining it. `cached_tokenizer` trains a
+# tokenizer once on the `"text"` field of a JSONL file and caches it under `$SPONGEBOB_HOME`, next
+# to a fingerprint of the data's bytes, the recipe and the `tokenizers` version; when any of them
+# changes, it retrains (a few seconds).
 
 # %%
 #| export
@@ -1170,57 +1166,66 @@ TOKENIZER_RECIPE = "bytelevel-bpe-v1"  # bump when train_bpe changes, to retrain
 
 
 def _fingerprint(data_file: Path, vocab_size: int) -> str:
-    """sha256 of everything a cached course tokenizer depends on. Defined in 01_tokenizer.
+    """sha256 of everything a cached tokenizer depends on. Defined in 01_tokenizer.
 
     The recipe tag, the vocabulary size, the `tokenizers` version (a new release may learn other
-    merges from the same text) and the bytes of the training file.
+    merges from the same text) and the sha256 of the training file's bytes.
     """
     key = f"{TOKENIZER_RECIPE}|{vocab_size}|tokenizers {tokenizers.__version__}|"
-    h = hashlib.sha256(key.encode())
-    with data_file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hashlib.sha256((key + sha256_file(data_file)).encode()).hexdigest()
 
 
-def course_tokenizer(vocab_size: int = 2048, seed: int = 0) -> SpongeTokenizer:
-    """The tokenizer every later chapter uses, trained on the embedded world's ``pretrain.jsonl``.
+def cached_tokenizer(
+    data_file: str | os.PathLike, vocab_size: int, *, name: str | None = None
+) -> SpongeTokenizer:
+    """Train on the ``"text"`` field of a JSONL file once; later calls load it. Defined in 01_tokenizer.
 
-    Defined in 01_tokenizer. Cached in ``artifacts_dir("tokenizer", f"world{seed}-bpe{vocab_size}")``
-    next to a fingerprint of the data, the recipe and the `tokenizers` version (`_fingerprint`);
-    retrained (a few seconds) when missing or stale.
+    Cached in ``spongebob.runtime.artifacts_dir("tokenizer", name)`` (default name: the file's stem,
+    a hash of its absolute path and the vocabulary size) next to ``fingerprint.txt``
+    (`_fingerprint`: data bytes, recipe, `tokenizers` version); retrained when the folder is
+    missing or stale. The fingerprint is written last, so an interrupted training retrains.
     """
     from spongebob.runtime import artifacts_dir
-    from spongebob.world import sample_dir
 
-    data = Path(sample_dir(seed)) / "pretrain.jsonl"
-    folder = artifacts_dir("tokenizer", f"world{seed}-bpe{vocab_size}")
-    stamp = folder / "fingerprint.txt"
+    data = Path(data_file)
+    if name is None:
+        where = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8]
+        name = f"{data.stem}-{where}-bpe{vocab_size}"
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"cached_tokenizer: name must be a plain folder name, got {name!r}")
     fingerprint = _fingerprint(data, vocab_size)
-    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+    folder = artifacts_dir("tokenizer", name)
+    stamp = folder / "fingerprint.txt"
+    fresh = stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == fingerprint
+    if fresh and (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
     tok = train_tokenizer(data, vocab_size=vocab_size, out_dir=folder)
-    _write_atomic(stamp, fingerprint + "\n")
+    atomic_write_text(stamp, fingerprint + "\n")
     return tok
 
 
 # %% [markdown]
-# The first call trains and fills the cache folder; later calls (and later chapters) load it:
+# The first call trains and fills the cache folder; later calls (and later chapters) load it. The
+# course's own tokenizer is this call on the world's `pretrain.jsonl` with 2048 tokens:
 
 # %%
 from spongebob.runtime import artifacts_dir
 
-course_tokenizer()
+cached_tokenizer(pretrain, 2048, name="world0-bpe2048")
 folder = artifacts_dir("tokenizer", "world0-bpe2048")
 print(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
 
 # %% [markdown]
-# Now as a later chapter would use it, importing the exported names from the package:
+# Later chapters get it from `spongebob.world.course_tokenizer(vocab_size=2048, seed=0)`, which
+# makes exactly that call. It lives with the world, not here: `spongebob.tokenizer` works on any
+# JSONL file (the real 1.6 GB one too) and never imports the data generator. Now as a later
+# chapter would use it, importing the exported names from the package:
 
 # %%
-from spongebob.tokenizer import StreamDecoder, course_tokenizer, render_chat
+from spongebob.tokenizer import StreamDecoder, render_chat
+from spongebob.world import course_tokenizer
 
-course_tok = course_tokenizer()
+course_tok = course_tokenizer()  # loads the folder filled above
 print(course_tok)
 assert course_tok.tokenizer.to_str() == tok.tokenizer.to_str()  # the same recipe and data
 
@@ -1252,13 +1257,13 @@ print(repr("".join(decoder.put(i) for i in answer_ids) + decoder.flush()))
 # |---|---|
 # | `SPECIAL_TOKENS`, `REASONING_TOKENS`, `DEFAULT_SYSTEM_PROMPT` | ids 0–2, ids 3–6, our system prompt |
 # | `byte_to_unicode`, `token_byte_table` | the byte ↔ symbol table and each token's bytes |
-# | `iter_jsonl_texts` | stream a JSONL field (read by `world.iter_jsonl`), errors name file and line |
+# | `iter_jsonl_texts` | stream a JSONL field (read by `files.iter_jsonl`), errors name file and line |
 # | `train_bpe`, `train_tokenizer` | train the byte-level BPE (from strings / a JSONL file) |
 # | `SpongeTokenizer` | `encode`, `decode`, special ids, `apply_chat_template`, `save` |
 # | `render_chat`, `chat_template_jinja` | the chat format, in Python and as Jinja |
 # | `save_tokenizer`, `load_tokenizer` | Hugging Face folders (ours and the original's) |
 # | `StreamDecoder` | whole characters from a stream of ids |
-# | `course_tokenizer` | the cached 2048-token tokenizer of the later chapters |
+# | `cached_tokenizer` | train once on a JSONL file, cached; retrained when data or recipe change |
 # | `viz.show_tokens`, `viz.tokens_html`, `viz.flow_diagram` | plot helpers |
 #
 # Next: [02 · Rotary position embeddings](02_rope.ipynb) gives the token ids a position.

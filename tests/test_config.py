@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spongebob.config import PRESETS, ModelConfig, config_problems
-from spongebob.tokenizer import course_tokenizer
+from spongebob.world import course_tokenizer
 
 
 def test_defaults_are_the_originals():

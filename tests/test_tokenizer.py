@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -470,61 +469,107 @@ def test_cli_reports_a_bad_line(tmp_path):
     assert res.returncode == 2 and "bad.jsonl:2: not valid JSON" in res.stderr
 
 
-# ---- the course tokenizer cache ----------------------------------------------------------------
+# ---- the tokenizer cache ----------------------------------------------------------------------
 
 
 @pytest.fixture
-def world_dir(tmp_path, monkeypatch):
-    """A stand-in world sample (600 generated lines) and an empty SPONGEBOB_HOME under tmp_path."""
-    data_dir = tmp_path / "world"
-    data_dir.mkdir()
-    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600))
-    fake_world = types.ModuleType("spongebob.world")
-    fake_world.sample_dir = lambda seed=0: data_dir
-    monkeypatch.setitem(sys.modules, "spongebob.world", fake_world)
+def data_file(tmp_path, monkeypatch):
+    """A small pretraining file (600 generated lines) and an empty SPONGEBOB_HOME under tmp_path."""
     monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path / "home"))
-    return data_dir
+    (tmp_path / "data").mkdir()
+    return write_jsonl(tmp_path / "data" / "pretrain.jsonl", make_corpus(600))
 
 
-def test_course_tokenizer_trains_once_then_loads_and_retrains_on_new_data(
-    tmp_path, monkeypatch, world_dir
+def test_cached_tokenizer_trains_once_then_loads_and_retrains_when_stale(
+    tmp_path, monkeypatch, data_file
 ):
-    data_dir = world_dir
-
-    first = T.course_tokenizer(vocab_size=400)
+    first = T.cached_tokenizer(data_file, 400, name="mini")
     assert first.vocab_size == 400 and first.encode("<think>") == [3]
-    folder = tmp_path / "home" / "tokenizer"
-    assert len(list(folder.iterdir())) == 1
+    folder = tmp_path / "home" / "tokenizer" / "mini"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "fingerprint.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert first.tokenizer.to_str() == train_tokenizer(data_file, 400).tokenizer.to_str()
 
     calls = []
     real_train = T.train_tokenizer
     monkeypatch.setattr(
         T, "train_tokenizer", lambda *a, **k: calls.append(1) or real_train(*a, **k)
     )
-    second = T.course_tokenizer(vocab_size=400)
+    second = T.cached_tokenizer(data_file, 400, name="mini")
     assert calls == [] and second.tokenizer.to_str() == first.tokenizer.to_str()
 
-    write_jsonl(data_dir / "pretrain.jsonl", make_corpus(600, seed=5))  # the data changed
-    third = T.course_tokenizer(vocab_size=400)
-    assert calls == [1] and third.vocab_size == 400
+    write_jsonl(data_file, make_corpus(600, seed=5))  # the data changed
+    third = T.cached_tokenizer(data_file, 400, name="mini")
+    assert calls == [1] and third.tokenizer.to_str() != first.tokenizer.to_str()
 
     monkeypatch.setattr(T.tokenizers, "__version__", "99.0.0")  # a new tokenizers release
-    fourth = T.course_tokenizer(vocab_size=400)
-    assert calls == [1, 1] and fourth.vocab_size == 400
+    T.cached_tokenizer(data_file, 400, name="mini")
+    assert calls == [1, 1]
+
+    monkeypatch.setattr(T, "TOKENIZER_RECIPE", "bytelevel-bpe-v2")  # the recipe changed
+    T.cached_tokenizer(data_file, 400, name="mini")
+    assert calls == [1, 1, 1]
+
+    (folder / "tokenizer.json").unlink()  # a damaged cache folder is retrained, not loaded
+    assert T.cached_tokenizer(data_file, 400, name="mini").vocab_size == 400
+    assert calls == [1, 1, 1, 1] and (folder / "tokenizer.json").is_file()
 
 
-def test_course_tokenizer_keeps_vocab_sizes_in_separate_folders(tmp_path, world_dir):
+def test_cached_tokenizer_fingerprint_is_data_recipe_and_version(data_file):
+    # written independently: sha256 over the key and the data file's own sha256
+    import hashlib
 
-    small, large = T.course_tokenizer(vocab_size=300), T.course_tokenizer(vocab_size=400)
+    import tokenizers
+
+    tok = T.cached_tokenizer(data_file, 300, name="fp")
+    digest = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    key = f"{T.TOKENIZER_RECIPE}|300|tokenizers {tokenizers.__version__}|{digest}"
+    stamp = Path(os.environ["SPONGEBOB_HOME"]) / "tokenizer" / "fp" / "fingerprint.txt"
+    assert stamp.read_text() == hashlib.sha256(key.encode()).hexdigest() + "\n"
+    assert tok.vocab_size == 300
+
+
+def test_cached_tokenizer_keeps_names_and_vocab_sizes_apart(tmp_path, data_file):
+    small, large = T.cached_tokenizer(data_file, 300), T.cached_tokenizer(data_file, 400)
     folder = tmp_path / "home" / "tokenizer"
-    assert sorted(p.name for p in folder.iterdir()) == ["world0-bpe300", "world0-bpe400"]
-    assert load_tokenizer(folder / "world0-bpe300").vocab_size == small.vocab_size == 300
-    assert load_tokenizer(folder / "world0-bpe400").vocab_size == large.vocab_size == 400
-    stamps = {
-        (folder / n / "fingerprint.txt").read_text() for n in ("world0-bpe300", "world0-bpe400")
-    }
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 2 and all(n.startswith("pretrain-") for n in names)
+    assert [n.rsplit("-", 1)[1] for n in names] == ["bpe300", "bpe400"]
+    assert load_tokenizer(folder / names[0]).vocab_size == small.vocab_size == 300
+    assert load_tokenizer(folder / names[1]).vocab_size == large.vocab_size == 400
+    stamps = {(folder / n / "fingerprint.txt").read_text() for n in names}
     assert len(stamps) == 2
-    assert T.course_tokenizer(vocab_size=300).vocab_size == 300  # loads its own folder again
+    assert T.cached_tokenizer(data_file, 300).vocab_size == 300  # loads its own folder again
+    # another file with the same stem gets its own default folder
+    (tmp_path / "other").mkdir()
+    other = write_jsonl(tmp_path / "other" / "pretrain.jsonl", make_corpus(600, seed=2))
+    T.cached_tokenizer(other, 300)
+    assert len(list(folder.iterdir())) == 3
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../escape"])
+def test_cached_tokenizer_rejects_a_name_that_is_not_a_folder_name(data_file, name):
+    with pytest.raises(ValueError, match="plain folder name"):
+        T.cached_tokenizer(data_file, 300, name=name)
+
+
+def test_cached_tokenizer_names_a_missing_file(tmp_path, data_file):
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        T.cached_tokenizer(tmp_path / "missing.jsonl", 300, name="x")
+
+
+def test_tokenizer_module_does_not_import_the_data_generator():
+    code = "import sys, spongebob.tokenizer; print(sorted(m for m in sys.modules if 'world' in m))"
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+    source = (ROOT / "spongebob" / "tokenizer.py").read_text("utf-8")
+    assert "spongebob.world" not in source and not hasattr(T, "course_tokenizer")
 
 
 # ---- the plot helpers this chapter exports (spongebob.viz) -------------------------------------

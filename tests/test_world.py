@@ -7,6 +7,7 @@ the reasoning; leaks between training and evaluation files are searched for in t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,9 +18,12 @@ from pathlib import Path
 import pytest
 
 from spongebob import world as W
+from spongebob.tokenizer import REASONING_TOKENS, render_chat
+from spongebob.world import sample as S
 
 SEED_FORMAT_ROLES = {"system", "user", "assistant"}
-R1_LAYOUT = re.compile(r"<think>\n(.+)\n</think>\n<answer>\n(-?\d+)\n</answer>", re.DOTALL)
+THINK, THINK_END, ANSWER, ANSWER_END = (re.escape(t) for t in REASONING_TOKENS)
+R1_LAYOUT = re.compile(rf"{THINK}\n(.+)\n{THINK_END}\n{ANSWER}\n(-?\d+)\n{ANSWER_END}", re.DOTALL)
 CJK = re.compile(r"[\u4e00-\u9fff]")
 OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
 FORMULAS = {  # written independently of world.PROBLEM_KINDS
@@ -62,8 +66,8 @@ def user_turns(records: list[dict], key: str = "conversations") -> list[str]:
 
 
 def render(messages: list[dict]) -> str:
-    """The SEED.md chat rendering (without the template's default system prompt)."""
-    return "".join(f"<s>{m['role']}\n{m['content']}</s>\n" for m in messages)
+    """The chat rendering of `spongebob.tokenizer.render_chat`, with an empty system prompt."""
+    return render_chat(messages, system_prompt="")
 
 
 def check_seed_chat(turns, last_role: str) -> None:
@@ -103,7 +107,7 @@ def test_independent_of_string_hash_randomisation(sample, tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     code = f"from spongebob.world import write_sample; write_sample({str(tmp_path)!r}, seed=0)"
     subprocess.run(
-        [sys.executable, "-c", code], check=True, env=env, cwd=Path(W.__file__).parents[1]
+        [sys.executable, "-c", code], check=True, env=env, cwd=Path(W.__file__).parents[2]
     )
     for name, path in sample.items():
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), name
@@ -421,17 +425,28 @@ def test_parse_r1_examples():
 
 def test_grade_file(sample, data):
     perfect = [f"The answer is {r['expected']}." for r in data["eval_facts"]]
-    assert W.grade_file(sample["eval_facts"], perfect) == 1.0
+    assert W.grade_file(sample["eval_facts"], perfect, "fact") == 1.0
     half = [a if i % 2 else "I do not know." for i, a in enumerate(perfect)]
-    assert W.grade_file(sample["eval_facts"], half) == pytest.approx(
+    assert W.grade_file(sample["eval_facts"], half, grader="fact") == pytest.approx(
         sum(1 for i in range(len(perfect)) if i % 2) / len(perfect)
     )
     arith = [W.r1_content("...", r["expected"]) for r in data["eval_arith"]]
-    assert W.grade_file(sample["eval_arith"], arith) == 1.0
+    assert W.grade_file(sample["eval_arith"], arith, "number") == 1.0
     wrong = [W.r1_content(r["expected"], int(r["expected"]) + 1) for r in data["eval_arith"]]
-    assert W.grade_file(sample["eval_arith"], wrong) == 0.0
+    assert W.grade_file(sample["eval_arith"], wrong, "number") == 0.0
     with pytest.raises(ValueError, match="records"):
-        W.grade_file(sample["eval_facts"], perfect[:-1])
+        W.grade_file(sample["eval_facts"], perfect[:-1], "fact")
+
+
+def test_grade_file_needs_an_explicit_known_grader(sample, data):
+    perfect = [f"The answer is {r['expected']}." for r in data["eval_arith"]]
+    with pytest.raises(TypeError):
+        W.grade_file(sample["eval_arith"], perfect)  # no guessing from the file name
+    for wrong in ("numbers", "arith", "", None):
+        with pytest.raises(ValueError, match=r"grader must be one of \['fact', 'number'\]"):
+            W.grade_file(sample["eval_arith"], perfect, wrong)
+    # the fact grader on arithmetic: "7" is found in "The answer is 7." as a whole word
+    assert W.grade_file(sample["eval_arith"], perfect, "fact") == 1.0
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -489,15 +504,6 @@ def test_read_jsonl_reports_invalid_utf8_with_file_and_line(tmp_path):
         next(reader)
 
 
-def test_iter_jsonl_leaves_shapes_to_the_caller(tmp_path):
-    path = tmp_path / "any.jsonl"
-    path.write_text('[1, 2]\n"s"\n\n{"x": null}\n', "utf-8")
-    assert list(W.iter_jsonl(path)) == [(1, [1, 2]), (2, "s"), (4, {"x": None})]
-    path.write_text('{"x": 1}\n{"x": \n', "utf-8")
-    with pytest.raises(ValueError, match=r"any\.jsonl:2: not valid JSON"):
-        list(W.iter_jsonl(path))
-
-
 # ----------------------------------------------------------------------------------- sample_dir, CLI
 def test_sample_dir_caches_and_repairs(tmp_path, monkeypatch):
     monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
@@ -522,3 +528,134 @@ def test_cli_data_sample(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "pretrain:" in printed and (tmp_path / "r1_1024.jsonl").is_file()
     assert json.loads((tmp_path / "world.json").read_text("utf-8"))["seed"] == 3
+
+
+# ----------------------------------------------------------------------------------- golden bytes
+# sha256 of each file's bytes for seed 0, measured on the single-module generator before it was
+# split into a package: the split (and any refactoring) must not change one byte.
+GOLDEN_SEED0 = {
+    "world.json": "f8994d7292cc1cfeecc3f8a8f1fc85033bdda4a95d367051deb930032f5fc137",
+    "pretrain.jsonl": "17b017c43dc181387d74db53654184c58fe5437d2102338196965700b6a47d4a",
+    "sft_512.jsonl": "23c46acdc0477115a016564930ae2ec12113297ff6894acaa5107d47404d4ab1",
+    "sft_1024.jsonl": "f084359083226780c507d893f5e688e85527c285c4b07e83b537baf6c916fd7f",
+    "r1_1024.jsonl": "73a65110af929de9d82f351b32d528c41d9b0bab78661f4b93101b6bd92db553",
+    "eval_facts.jsonl": "f04b87907da259259414b5308677e54aee0c41e80fd729b1a5887f99eac3d486",
+    "eval_facts_train.jsonl": "103a3982f99df86067f28b8ce129d00221fabe68150469b777e66e17d542d2a7",
+    "eval_single_facts.jsonl": "2fd5c023e38f4b777fe8e47074e9023a2c492242a93a4e059310238d8cbd57c8",
+    "eval_arith.jsonl": "a99dee92068a484eea745c41f36663dc86f71414d49c6c1b178b8b6cf209ae6c",
+    "eval_long.jsonl": "0e474235865b13144346bdfcd92716feccfafc6f2f03e9a9919930b2f47f2ce4",
+    "eval_completion.jsonl": "e3b6bd74fc751661f4b8fda826c6cf8fe2473df69790488057c057474cb8ce4e",
+    "eval_single_completion.jsonl": (
+        "7510fc465ba9a020e3a8ed421e24a79e899fd624c0fc7acacdcfe606faf9e566"
+    ),
+}
+GOLDEN_SEED1_ALL = "0a664ad5b619ea98b806438d612996481a7d386de1bf3dd87f312bff876df34b"
+
+
+def test_generated_bytes_equal_the_golden_hashes():
+    got = {n: hashlib.sha256(S._serialise(n, c)).hexdigest() for n, c in W.generate(0).items()}
+    assert list(got) == list(W.FILES)
+    assert got == GOLDEN_SEED0
+    everything = hashlib.sha256()
+    for name, content in W.generate(1).items():
+        everything.update(S._serialise(name, content))
+    assert everything.hexdigest() == GOLDEN_SEED1_ALL
+
+
+def test_written_files_are_the_serialised_bytes(sample):
+    manifest = json.loads((sample["world"].parent / W.MANIFEST).read_text())
+    assert manifest["files"] == GOLDEN_SEED0
+    for name, path in sample.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == GOLDEN_SEED0[path.name], name
+
+
+# ----------------------------------------------------------------------------------- one home
+def test_chat_lengths_are_measured_with_render_chat():
+    from spongebob.world import chats
+
+    rng = __import__("random").Random(7)
+    for _ in range(20):
+        conv, _, _ = W.long_conversation(rng)
+        # whole exchanges add exactly their own turns to the rendering of an empty chat
+        assert chats._chat_chars(conv) == len(render(conv)) - len(render([]))
+        turns = "".join(
+            f"<s>user\n{u['content']}</s>\n<s>assistant\n{a['content']}</s>\n"
+            for u, a in zip(conv[::2], conv[1::2])
+        )  # the SEED.md layout, written out once here as an independent check
+        assert chats._chat_chars(conv) == len(turns)
+        assert W.LONG_MIN_CHARS_AFTER < chats._chat_chars(conv) <= W.LONG_MAX_CHARS
+
+
+def test_reasoning_tags_are_the_tokenizers():
+    assert list(W.R1_TAGS) == REASONING_TOKENS
+    t, te, a, ae = REASONING_TOKENS
+    assert W.parse_r1(W.r1_content("x", 1)) == ("x", "1")
+    assert W.r1_content("x", 1) == f"{t}\nx\n{te}\n{a}\n1\n{ae}"
+
+
+# ----------------------------------------------------------------------------------- package, cache
+def test_world_package_modules_are_small_and_hand_written():
+    folder = Path(W.__file__).parent
+    modules = sorted(p.name for p in folder.glob("*.py"))
+    assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
+        modules
+    )
+    assert {"records.py", "grading.py", "course.py", "__init__.py"} <= set(modules)
+    for name in modules:
+        lines = (folder / name).read_text("utf-8").splitlines()
+        assert lines[0] == "# Hand-written module (not generated from a notebook).", name
+        assert lines[1].startswith('"""'), name
+        assert len(lines) <= 620, (name, len(lines))
+
+
+def test_fingerprint_covers_the_generator_only():
+    names = [p.name for p in S._source_files()]
+    assert [f"{m}.py" for m in W.GENERATOR_MODULES] == names[:-1] and names[-1] == "files.py"
+    assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
+        names
+    )
+    assert not {"grading.py", "records.py", "course.py", "__init__.py"} & set(names)
+    assert all(p.is_file() for p in S._source_files())
+
+
+def test_fingerprint_changes_with_a_generator_module_not_with_a_grader(tmp_path, monkeypatch):
+    copies = []
+    for path in S._source_files():
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
+    real = S._generator_fingerprint()
+    monkeypatch.setattr(S, "_source_files", lambda: list(copies))
+    assert S._generator_fingerprint() == real  # by name and content, not by folder
+    (tmp_path / "grading.py").write_text("# an edited grader\n", "utf-8")  # not in the list
+    assert S._generator_fingerprint() == real
+    corpus = tmp_path / "corpus.py"
+    corpus.write_bytes(corpus.read_bytes() + b"\n# an edit\n")
+    assert S._generator_fingerprint() != real
+
+
+def test_sample_dir_regenerates_when_the_generator_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
+    folder = W.sample_dir(seed=4)
+    stamp = (folder / "pretrain.jsonl").stat().st_mtime_ns
+    W.sample_dir(seed=4)
+    assert (folder / "pretrain.jsonl").stat().st_mtime_ns == stamp  # cached
+    monkeypatch.setattr(S, "_generator_fingerprint", lambda: "another generator")
+    W.sample_dir(seed=4)
+    assert (folder / "pretrain.jsonl").stat().st_mtime_ns != stamp  # regenerated
+    manifest = json.loads((folder / W.MANIFEST).read_text())
+    assert manifest["generator_sha256"] == "another generator"
+
+
+def test_course_tokenizer_is_the_cached_tokenizer_on_the_sample(tmp_path, monkeypatch):
+    from spongebob.world import course
+
+    monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(course, "cached_tokenizer", lambda *a, **k: calls.append((a, k)) or "tok")
+    assert W.course_tokenizer() == "tok"
+    assert W.course_tokenizer(vocab_size=300, seed=5) == "tok"
+    assert calls == [
+        ((tmp_path / "data" / "world-seed0" / "pretrain.jsonl", 2048), {"name": "world0-bpe2048"}),
+        ((tmp_path / "data" / "world-seed5" / "pretrain.jsonl", 300), {"name": "world5-bpe300"}),
+    ]

@@ -17,8 +17,8 @@
 import re
 from collections import Counter
 
-from spongebob.tokenizer import course_tokenizer, iter_jsonl_texts, train_bpe
-from spongebob.world import sample_dir
+from spongebob.tokenizer import iter_jsonl_texts, train_bpe
+from spongebob.world import course_tokenizer, sample_dir
 
 toy = "krabby patty, krabby patties, crabby patrons pat the patty"
 tok = course_tokenizer()
