@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -63,3 +66,37 @@ def test_project_installs_with_the_same_extras_as_the_makefile():
 def test_conda_adds_nothing_outside_pyproject():
     conda_only = [d for d in ENV["dependencies"] if isinstance(d, str)]
     assert sorted(re.split(r"[=<>]", d)[0] for d in conda_only) == ["pip", "python"]
+
+
+def test_the_dev_extra_brings_tomli_where_tomllib_is_missing():
+    # This file imports tomli on Python 3.10; the dev extra (installed by make and by conda's
+    # `-e .[dev,...]` line) must bring it there, and only there.
+    dev = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]]
+    tomli = [r for r in dev if r.name == "tomli"]
+    assert len(tomli) == 1 and tomli[0].marker is not None
+    assert tomli[0].marker.evaluate({"python_version": "3.10"})
+    assert not tomli[0].marker.evaluate({"python_version": "3.11"})
+    assert "dev" in re.search(r'-e "?\.\[(.*?)\]', MAKEFILE).group(1).split(",")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("index", ["", "https://download.pytorch.org/whl/cpu"])
+def test_the_torch_index_reaches_pip_for_torch_only(index):
+    # `make -n -B` prints the install recipe without running it.
+    out = subprocess.run(
+        ["make", "-n", "-B", "-C", str(ROOT), ".venv/.installed", f"TORCH_INDEX={index}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installs = [
+        line for line in out.splitlines() if "pip install" in line and "--upgrade" not in line
+    ]
+    assert len(installs) == 2, out
+    torch_line, project_line = installs
+    assert '"torch==' in torch_line and "-e " in project_line
+    if index:
+        assert f'--index-url "{index}"' in torch_line
+    else:
+        assert "--index-url" not in torch_line
+    assert "--index-url" not in project_line
