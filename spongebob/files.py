@@ -12,7 +12,8 @@ Standard library only, so that every other module (generated or hand-written) ma
   file, and a write that fails must leave the old file as it was. :func:`atomic_open` writes into
   a private temporary file in the same folder, flushes and fsyncs it, then renames it over the
   target with ``os.replace`` (atomic on POSIX and Windows); on any error the temporary file is
-  removed. :func:`atomic_write_bytes`, :func:`atomic_write_text` and :func:`write_jsonl` build on it.
+  removed. :func:`atomic_write_bytes`, :func:`atomic_write_text` and :func:`write_jsonl` build on
+  it.
 - **Hashing.** :func:`sha256_file` hashes a file in blocks (the real data is gigabytes).
 
     from spongebob.files import iter_jsonl, write_jsonl, sha256_file
@@ -27,33 +28,46 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 BLOCK_SIZE = 1 << 20  # bytes read at a time when hashing
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+def iter_jsonl(
+    path: str | os.PathLike, on_error: Callable[[int, str], None] | None = None
+) -> Iterator[tuple[int, object]]:
     """Stream ``(line number, parsed JSON value)`` for each record of a JSONL file.
 
     One line is in memory at a time (the real ``pretrain.jsonl`` is 1.6 GB). Line numbers start
     at 1. A blank line (only whitespace) holds no record and is skipped; a line that is not valid
     UTF-8 or not valid JSON raises ``ValueError("<file>:<line>: not valid UTF-8 (...)")`` /
     ``"... not valid JSON (...)"``. Checking the shape of each value is up to the caller.
+
+    With ``on_error``, a bad line is not raised: ``on_error(line number, problem)`` is called
+    (it may raise, or record the line) and reading goes on with the next line.
     """
+
+    def bad(lineno: int, problem: str) -> None:
+        if on_error is None:
+            raise ValueError(f"{path}:{lineno}: {problem}")
+        on_error(lineno, problem)
+
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
+                bad(lineno, f"not valid UTF-8 ({e.reason})")
+                continue
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                bad(lineno, f"not valid JSON ({e.msg})")
+                continue
             yield lineno, value
 
 
@@ -106,10 +120,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[object]) -> int:
-    """Write ``records`` to ``path`` as JSONL (:func:`jsonl_line` each), atomically; returns the count.
+    """Write ``records`` to ``path`` as JSONL, one :func:`jsonl_line` each, atomically.
 
-    Streams: ``records`` may be a generator, one line is built at a time. If a record cannot be
-    serialised (or the generator raises), the old file stays as it was.
+    Returns the number of records written. Streams: ``records`` may be a generator, one line is
+    built at a time. If a record cannot be serialised (or the generator raises), the old file
+    stays as it was.
     """
     n = 0
     with atomic_open(path, "w") as fh:

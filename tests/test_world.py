@@ -593,7 +593,7 @@ def test_reasoning_tags_are_the_tokenizers():
     assert W.r1_content("x", 1) == f"{t}\nx\n{te}\n{a}\n1\n{ae}"
 
 
-# ----------------------------------------------------------------------------------- package, cache
+# ------------------------------------------------------------------------------ package, cache
 def test_world_package_modules_are_small_and_hand_written():
     folder = Path(W.__file__).parent
     modules = sorted(p.name for p in folder.glob("*.py"))

@@ -74,7 +74,7 @@ The package, one concern per module (all hand-written):
 ``chats``              short SFT chats and long-context chats
 ``sample``             :func:`generate`, :func:`write_sample`, the cache :func:`sample_dir`
 ``records``            record-shape validation and :func:`read_jsonl`
-``grading``            :func:`grade_fact`, :func:`grade_number`, :func:`parse_r1`, :func:`grade_file`
+``grading``            the graders, :func:`parse_r1` and :func:`grade_file`
 ``course``             :func:`course_tokenizer`, the cached tokenizer trained on the sample
 =====================  ====================================================================
 

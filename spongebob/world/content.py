@@ -29,7 +29,7 @@ EVAL_ARITH_PER_KIND = {"add": 50, "sub": 50, "mul": 16, "add_sub": 50, "mul_add"
 N_EVAL_FACTS_TRAIN = 120
 MAX_PRETRAIN_CHARS = 511  # every pretraining line is shorter than 512 characters
 
-# Long conversations (rendered characters): see "Long context" in the module docstring.
+# Long conversations (rendered characters): see "Long context" in the docstring of spongebob.world.
 LONG_MIN_CHARS_AFTER = 1600
 LONG_MAX_CHARS = 2250
 
