@@ -100,3 +100,21 @@ def test_the_torch_index_reaches_pip_for_torch_only(index):
     else:
         assert "--index-url" not in torch_line
     assert "--index-url" not in project_line
+
+
+def test_the_ci_workflow_runs_make_test_with_pinned_actions():
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text(encoding="utf-8"))
+    assert flow["permissions"] == {"contents": "read"}
+    (job,) = flow["jobs"].values()
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert runs == ["make test"]  # the workflow is the README's command, nothing else
+    assert job["env"]["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    for step in job["steps"]:
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["persist-credentials"] is False
+    pythons = [Version(v) for v in job["strategy"]["matrix"]["python"]]
+    requires = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert all(v in requires for v in pythons) and _conda_python() in pythons
+    assert min(pythons) == Version("3.10")
