@@ -182,3 +182,12 @@ def test_no_second_copy_of_atomic_writes_or_hashing_in_the_package():
         for needle in ("os.replace(", "mkstemp(", "def _atomic_write", "def _write_atomic"):
             assert needle not in source, (path.name, needle)
         assert "iter(lambda" not in source, path.name  # a block-hashing loop
+
+
+def test_iter_jsonl_on_error_reports_bad_lines_and_reads_on(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b'{"a": 1}\n\xff\n{oops\n\n{"a": 2}\n')
+    seen = []
+    got = list(iter_jsonl(f, on_error=lambda n, p: seen.append((n, p.split(" (")[0]))))
+    assert got == [(1, {"a": 1}), (5, {"a": 2})]
+    assert seen == [(2, "not valid UTF-8"), (3, "not valid JSON")]

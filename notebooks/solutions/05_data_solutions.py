@@ -1,0 +1,169 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Data: solutions to the exercises
+#
+# Each solution fills a stub of [the chapter](../05_data.ipynb) and runs the same self-check. The
+# setup rebuilds what the checks use: the course tokenizer and the lengths of the world's SFT
+# conversations (`chat_lens`).
+
+# %%
+import numpy as np
+import torch
+
+from spongebob.data import ChatEncoder, PreparedData, prepare
+from spongebob.runtime import artifacts_dir
+from spongebob.world import course_tokenizer, sample_dir
+
+tok = course_tokenizer()
+folder = artifacts_dir("prepared", "world0-bpe2048", "sft_512")
+prepare(sample_dir() / "sft_512.jsonl", tok, folder, max_seq_len=256)
+chat_lens = np.diff(PreparedData(folder).offsets.astype(np.int64))
+
+# %% [markdown]
+# **Exercise 1.** Ours trains each reply and its `</s>`: $(6 + 1) + (9 + 1) = 17$. The original
+# skips each reply's first token but trains the two tokens after the reply's `</s>`: the `\n` and,
+# except after the last reply where the chat ends, the next turn's `<s>`: $(5 + 3) + (8 + 2) = 18$.
+# Verified on a real chat built with replies of exactly 6 and 9 tokens:
+
+
+# %%
+def trained_counts(answer_token_counts: list[int]) -> tuple[int, int]:
+    ours = sum(n + 1 for n in answer_token_counts)
+    original = sum(n - 1 + 3 for n in answer_token_counts) - 1  # no <s> after the last reply
+    return ours, original
+
+
+def original_style_kinds(ids, tok):
+    start_pat, end_pat = tok.encode("<s>assistant\n"), tok.encode("</s>\n")
+    kinds, i = [0] * len(ids), 0
+    while i < len(ids):
+        if ids[i : i + len(start_pat)] == start_pat:
+            start = end = i + len(start_pat)
+            while end < len(ids) and ids[end : end + len(end_pat)] != end_pat:
+                end += 1
+            for j in range(start + 1, min(end + len(end_pat) + 1, len(ids))):
+                kinds[j] = 1
+            i = end + len(end_pat)
+        else:
+            i += 1
+    return kinds
+
+
+def reply_of(n_tokens: int) -> str:
+    """A reply of exactly n tokens: repeat a word until the encoder agrees."""
+    text = ""
+    while len(tok.encode(text)) < n_tokens:
+        text += " Gary"
+    assert len(tok.encode(text)) == n_tokens
+    return text
+
+
+chat = [
+    {"role": "user", "content": "Who?"},
+    {"role": "assistant", "content": reply_of(6)},
+    {"role": "user", "content": "And?"},
+    {"role": "assistant", "content": reply_of(9)},
+]
+ids, kinds = ChatEncoder(tok).encode(chat)
+measured = (sum(k > 0 for k in kinds[1:]), sum(original_style_kinds(ids, tok)[1:]))
+print("measured (ours, original):", measured)
+assert measured == trained_counts([6, 9])
+
+# %%
+try:
+    assert trained_counts([6, 9]) == (17, 18), (
+        "hint: count each reply's </s>; the original \
+skips each first answer token but trains the '\\n' after </s> and, mid-chat, the next <s>"
+    )
+except NotImplementedError:
+    print("exercise 1: not attempted yet")
+else:
+    print("exercise 1: correct")
+
+# %% [markdown]
+# **Exercise 2.** Cut into full batches, pad each to its longest row, count.
+
+
+# %%
+def padding_waste(lengths: list[int], batch_size: int) -> float:
+    n = len(lengths) // batch_size * batch_size
+    batches = [lengths[i : i + batch_size] for i in range(0, n, batch_size)]
+    padded = sum(batch_size * max(b) for b in batches)
+    return 1 - sum(sum(b) for b in batches) / padded
+
+
+# %%
+try:
+    got = padding_waste([2, 4, 3, 3, 5], 2)
+    assert abs(got - 2 / 14) < 1e-9, f"{got}: batches [2, 4] and [3, 3] hold 2 pads in 14 slots"
+    assert padding_waste([7, 7, 7], 3) == 0.0
+except NotImplementedError:
+    print("exercise 2: not attempted yet")
+else:
+    print("exercise 2: correct")
+
+# %% [markdown]
+# **Exercise 3.** Shuffle, sort inside large blocks (so neighbours have similar lengths), cut into
+# batches, and shuffle the batches (so the order of lengths is random again).
+
+
+# %%
+def bucketed_order(lengths, batch_size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths)
+    perm = rng.permutation(len(lengths))
+    block = 50 * batch_size
+    blocks = [perm[i : i + block] for i in range(0, len(perm), block)]
+    ordered = np.concatenate([b[np.argsort(lengths[b], kind="stable")] for b in blocks])
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+# %%
+try:
+    order_b = bucketed_order(chat_lens, 16, seed=0)
+    assert sorted(order_b.tolist()) == list(range(len(chat_lens))), "not a permutation"
+    plain_order = np.random.default_rng(0).permutation(len(chat_lens))
+
+    def waste(o):
+        bs = [chat_lens[o[i : i + 16]] for i in range(0, len(o) - 15, 16)]
+        return 1 - sum(b.sum() for b in bs) / sum(16 * b.max() for b in bs)
+
+    assert waste(order_b) < waste(plain_order) / 2, (waste(order_b), waste(plain_order))
+except NotImplementedError:
+    print("exercise 3: not attempted yet")
+else:
+    print("exercise 3: correct")
+print(f"padding: plain shuffle {waste(plain_order):.1%}, bucketed {waste(order_b):.1%}")
+
+# %% [markdown]
+# **Exercise 4.** Number the documents in each row with a running count of `<s>` tokens; query $i$
+# may attend key $j$ when $j \le i$ and both lie in the same document.
+
+
+# %%
+def document_mask(x: torch.Tensor, bos_id: int) -> torch.Tensor:
+    doc = (x == bos_id).long().cumsum(dim=1)  # (B, T): document number of each position
+    T = x.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    same = doc[:, :, None] == doc[:, None, :]  # (B, T, T)
+    return (same & causal)[:, None]  # (B, 1, T, T)
+
+
+# %%
+try:
+    xs = torch.tensor([[5, 1, 7, 8, 1, 9]])
+    m = document_mask(xs, bos_id=1)[0, 0]
+    assert m.shape == (6, 6) and m[3].tolist() == [False, True, True, True, False, False]
+    assert m[5].tolist() == [False] * 4 + [True, True] and m[0, 0]
+except NotImplementedError:
+    print("exercise 4: not attempted yet")
+else:
+    print("exercise 4: correct")

@@ -1,0 +1,413 @@
+"""spongebob.data: validation of the four formats, chat ids and masks, prepare, and the loaders.
+
+Everything runs on the generated world (written to a temporary folder) with small tokenizers trained
+in about a second: one with the course's special tokens (reasoning tags as single ids) and one with
+only the original's three specials, saved and reloaded as a folder, as the original's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spongebob.data import (
+    CONTEXT,
+    TAG,
+    TRAINED,
+    BadLines,
+    ChatEncoder,
+    ChatLoader,
+    PackedLoader,
+    PreparedData,
+    iter_records,
+    prepare,
+    read_jsonl,
+    record_problem,
+)
+from spongebob.model import IGNORE_INDEX
+from spongebob.tokenizer import REASONING_TOKENS, load_tokenizer, render_chat, train_bpe
+from spongebob.world import write_sample
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    write_sample(out, seed=0)
+    return out
+
+
+def _texts(world: Path) -> list[str]:
+    return [r["text"] for r in read_jsonl(world / "pretrain.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def tok(world):
+    return train_bpe(_texts(world), vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def orig_tok(world, tmp_path_factory):
+    """A tokenizer folder in the original's layout: three specials, no reasoning tags."""
+    t = train_bpe(_texts(world), vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"])
+    folder = tmp_path_factory.mktemp("orig_tok")
+    t.save(folder)
+    return load_tokenizer(folder)
+
+
+def _write(path: Path, lines: list) -> Path:
+    with path.open("wb") as f:
+        for line in lines:
+            f.write(line if isinstance(line, bytes) else (json.dumps(line) + "\n").encode())
+    return path
+
+
+def _chat(*turns: str, system: str | None = None) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system is not None else []
+    return msgs + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
+    ]
+
+
+def _runs(tok, ids, kinds) -> list[str]:
+    """Decoded maximal runs of trained tokens."""
+    runs, cur = [], []
+    for i, k in zip(ids, kinds):
+        if k:
+            cur.append(i)
+        elif cur:
+            runs.append(tok.decode(cur))
+            cur = []
+    if cur:
+        runs.append(tok.decode(cur))
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"conversations": []}, "empty conversation"),
+        ({"conversations": [{"role": "bot", "content": "x"}]}, "unknown role 'bot'"),
+        ({"conversations": [{"role": "user", "content": 3}]}, "content must be a string"),
+        ({"conversations": [{"role": "user"}]}, "exactly 'role' and 'content'"),
+        ({"conversations": _chat("hi")}, "must end with the assistant's turn"),
+        ({"conversations": _chat("hi", "yo", "hi", "yo")[1:]}, "alternate"),
+        ({"conversations": "hello"}, "must be a list of turns"),
+        ({"text": 5}, "'text' must be a string"),
+        ({"text": "a", "extra": 1}, "got keys ['extra', 'text']"),
+        ({"messages": _chat("q"), "expected": 1}, "'expected' must be a string"),
+        ({"messages": _chat("q", "a"), "expected": "a"}, "must end with the user's turn"),
+        ({"txt": "a"}, "not one of the formats"),
+        ([1, 2], "not one of the formats"),
+    ],
+)
+def test_record_problem_names_each_defect(record, problem):
+    found = record_problem(record)
+    assert found is not None and problem in found, found
+
+
+def test_valid_records_of_each_format_pass():
+    assert record_problem({"text": "hi"}) is None
+    assert record_problem({"conversations": _chat("q", "a", system="s")}) is None
+    assert record_problem({"messages": _chat("q"), "expected": "a", "id": "x"}) is None
+    assert record_problem({"prompt": "p", "expected": "e"}) is None
+    assert record_problem({"text": "hi"}, "chat") is not None  # the asked format wins
+
+
+def test_iter_records_strict_names_file_and_line(tmp_path):
+    f = _write(tmp_path / "d.jsonl", [{"text": "a"}, b"\n", {"text": "b"}, {"conversations": []}])
+    with pytest.raises(ValueError, match=r"d\.jsonl:4: expected a pretrain line"):
+        list(iter_records(f))
+    with pytest.raises(ValueError, match="unknown format"):
+        list(iter_records(f, "poem"))
+
+
+def test_iter_records_skips_counts_and_lists_every_bad_line(tmp_path):
+    good = {"conversations": _chat("q", "a")}
+    f = _write(
+        tmp_path / "d.jsonl",
+        [good, b"\xff\xfe\n", b"{not json\n", {"conversations": []}, good, {"text": "x"}],
+    )
+    bad = BadLines(str(f))
+    kept = [n for n, _ in iter_records(f, skip_bad_lines=True, bad=bad)]
+    assert kept == [1, 5]
+    assert bad.count == 4 and [n for n, _ in bad.lines] == [2, 3, 4, 6]
+    problems = [p for _, p in bad.lines]
+    assert "UTF-8" in problems[0] and "JSON" in problems[1] and "empty" in problems[2]
+    assert "skipped 4 bad line(s)" in bad.summary()
+
+
+# ----------------------------------------------------------------------------------------------
+# ChatEncoder
+# ----------------------------------------------------------------------------------------------
+def test_mask_covers_exactly_each_reply_and_its_eos(tok):
+    ids, kinds = ChatEncoder(tok).encode(_chat("Where?", "In a pineapple.", "Who?", "Gary."))
+    assert _runs(tok, ids, kinds) == ["In a pineapple.</s>", "Gary.</s>"]
+    first = kinds.index(TRAINED)
+    assert ids[first - 1] != tok.bos_id and tok.decode(ids[:first]).endswith("<s>assistant\n")
+    # the token after a reply's </s> is "\n", then the next turn's <s>: neither is trained
+    eos = first + ids[first:].index(tok.eos_id)
+    assert kinds[eos] == TRAINED and kinds[eos + 1] == CONTEXT and ids[eos + 2] == tok.bos_id
+    assert kinds[eos + 2] == CONTEXT
+    assert set(kinds) == {CONTEXT, TRAINED}
+
+
+def test_ids_equal_tokenized_render_chat_on_the_world(tok, world):
+    enc = ChatEncoder(tok)
+    chats = [r["conversations"] for r in read_jsonl(world / "sft_512.jsonl")][:300]
+    for chat, (ids, kinds) in zip(chats, enc.encode_many(chats)):
+        assert ids == tok.encode(render_chat(chat, tok.default_system_prompt))
+        replies = [m["content"] + "</s>" for m in chat if m["role"] == "assistant"]
+        assert _runs(tok, ids, kinds) == replies
+
+
+def test_system_prompt_given_default_and_override(tok):
+    enc = ChatEncoder(tok)
+    ids, kinds = enc.encode(_chat("q", "a", system="You are a crab."))
+    assert tok.decode(ids).startswith("<s>system\nYou are a crab.</s>\n")
+    assert kinds[: ids.index(tok.eos_id) + 1] == [CONTEXT] * (ids.index(tok.eos_id) + 1)
+    ids, _ = enc.encode(_chat("q", "a"))
+    assert tok.decode(ids).startswith(f"<s>system\n{tok.default_system_prompt}</s>")
+    ids, _ = ChatEncoder(tok, system_prompt="Be brief.").encode(_chat("q", "a"))
+    assert tok.decode(ids).startswith("<s>system\nBe brief.</s>")
+
+
+def test_control_tokens_typed_in_messages_stay_text(tok):
+    enc = ChatEncoder(tok)
+    user = "I type </s> and <s> and <think> here"
+    ids, kinds = enc.encode(_chat(user, "ok"))
+    # 1 system eos + 1 user eos + 1 reply eos; bos: system, user, assistant
+    assert ids.count(tok.eos_id) == 3 and ids.count(tok.bos_id) == 3
+    assert not set(tok.reasoning_ids.values()) & set(ids)
+    assert user in tok.decode(ids) and TAG not in kinds
+    # the same text rendered and tokenized whole would have become control tokens
+    assert tok.encode(render_chat(_chat(user, "ok"))).count(tok.eos_id) == 4
+
+
+@pytest.mark.parametrize("which", ["course", "original"])
+def test_reasoning_tags_marked_in_replies_only_with_either_tokenizer(which, tok, orig_tok):
+    t = tok if which == "course" else orig_tok
+    reply = "<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>"
+    ids, kinds = ChatEncoder(t).encode(_chat("What is <think>3 + 4</think>?", reply))
+    tags = [t.decode([i]) for i, k in zip(ids, kinds) if k == TAG]
+    assert "".join(tags) == "".join(REASONING_TOKENS)
+    if which == "course":
+        assert tags == REASONING_TOKENS  # one id each
+    else:
+        assert len(tags) > 4 and not t.reasoning_ids  # several text tokens each
+    assert "".join(_runs(t, ids, kinds)) == reply + "</s>"
+
+
+def test_original_layout_folder_chat_equals_its_rendering(orig_tok):
+    chat = _chat("Who lives in a pineapple?", "SpongeBob.")
+    ids, _ = ChatEncoder(orig_tok).encode(chat)
+    assert ids == orig_tok.encode(render_chat(chat, orig_tok.default_system_prompt))
+    assert (orig_tok.bos_id, orig_tok.eos_id) == (1, 2)
+
+
+def test_encode_texts_wraps_documents_in_bos_eos(tok):
+    out = ChatEncoder(tok).encode_texts(["hello </s> world", "海绵宝宝"])
+    assert out[0][0] == tok.bos_id and out[0][-1] == tok.eos_id
+    assert out[0].count(tok.eos_id) == 1 and tok.decode(out[0][1:-1]) == "hello </s> world"
+    assert tok.decode(out[1][1:-1]) == "海绵宝宝"
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare and PreparedData
+# ----------------------------------------------------------------------------------------------
+def test_prepare_pretrain_round_trips_every_document(tok, world, tmp_path):
+    meta = prepare(world / "pretrain.jsonl", tok, tmp_path / "p", chunk=500)
+    data = PreparedData(tmp_path / "p")
+    texts = _texts(world)
+    assert meta["kind"] == "pretrain" and len(data) == len(texts) == meta["documents"]
+    assert data.kinds is None and data.ids.dtype == np.uint16
+    for i in (0, 1, len(texts) // 2, len(texts) - 1):
+        ids, _ = data.doc(i)
+        assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+        assert tok.decode(ids[1:-1]) == texts[i]
+    assert meta["tokens"] == len(data.ids) == int(data.offsets[-1])
+    assert meta["trained_tokens"] == meta["tokens"] - meta["documents"]
+
+
+def test_prepare_chat_matches_the_encoder_and_chunking_does_not_matter(tok, world, tmp_path):
+    a = prepare(world / "sft_512.jsonl", tok, tmp_path / "a", chunk=7)
+    b = prepare(world / "sft_512.jsonl", tok, tmp_path / "b")
+    for name in ("ids.bin", "offsets.bin", "kinds.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert a == b
+    data = PreparedData(tmp_path / "a")
+    chats = [r["conversations"] for r in read_jsonl(world / "sft_512.jsonl")]
+    for i in (0, 5, len(chats) - 1):
+        ids, kinds = ChatEncoder(tok).encode(chats[i])
+        got_ids, got_kinds = data.doc(i)
+        assert got_ids.tolist() == ids and got_kinds.tolist() == kinds
+    assert a["truncated"] == 0 and a["trained_tokens"] == int((data.kinds[1:] > 0).sum())
+
+
+def test_prepare_truncates_and_drops_untrainable_chats_and_counts_both(tok, tmp_path):
+    long_q = "word " * 300
+    src = _write(
+        tmp_path / "c.jsonl",
+        [
+            {"conversations": _chat("short?", "yes")},
+            {"conversations": _chat("q", "answer " * 200)},  # truncated, still trained
+            {"conversations": _chat(long_q, "lost")},  # the reply is cut away: dropped
+        ],
+    )
+    meta = prepare(src, tok, tmp_path / "o", max_seq_len=128)
+    data = PreparedData(tmp_path / "o")
+    assert meta["truncated"] == 2 and meta["dropped_untrained"] == 1 and len(data) == 2
+    assert max(np.diff(data.offsets.astype(np.int64))) == 129
+
+
+def test_prepare_reuses_a_current_folder_and_redoes_a_stale_one(tok, world, tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_bytes((world / "pretrain.jsonl").read_bytes()[:20000].rsplit(b"\n", 1)[0] + b"\n")
+    first = prepare(src, tok, tmp_path / "o")
+    stamp = (tmp_path / "o" / "ids.bin").stat().st_mtime_ns
+    assert prepare(src, tok, tmp_path / "o") == first
+    assert (tmp_path / "o" / "ids.bin").stat().st_mtime_ns == stamp  # not rewritten
+    with src.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "one more line"}) + "\n")
+    second = prepare(src, tok, tmp_path / "o")
+    assert second["documents"] == first["documents"] + 1
+    (tmp_path / "o" / "ids.bin").write_bytes(b"\0\0")  # damaged: no longer current
+    assert prepare(src, tok, tmp_path / "o") == second
+    assert len(PreparedData(tmp_path / "o").ids) == second["tokens"]
+
+
+def test_prepare_bad_lines_stop_or_are_listed_in_the_meta(tok, tmp_path):
+    src = _write(tmp_path / "b.jsonl", [{"text": "a"}, b"oops\n", {"text": "b"}])
+    with pytest.raises(ValueError, match=r"b\.jsonl:2: not valid JSON"):
+        prepare(src, tok, tmp_path / "o")
+    assert not (tmp_path / "o" / "meta.json").exists()
+    meta = prepare(src, tok, tmp_path / "o", skip_bad_lines=True)
+    assert meta["documents"] == 2 and meta["bad_lines"]["count"] == 1
+    assert meta["bad_lines"]["lines"][0][0] == 2
+
+
+def test_prepare_refuses_eval_files_missing_sources_and_empty_files(tok, tmp_path):
+    ev = _write(tmp_path / "e.jsonl", [{"prompt": "p", "expected": "e"}])
+    with pytest.raises(ValueError, match="pretraining or chat lines, not completion"):
+        prepare(ev, tok, tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        prepare(tmp_path / "missing.jsonl", tok, tmp_path / "o")
+    empty = _write(tmp_path / "empty.jsonl", [b"\n"])
+    with pytest.raises(ValueError, match="no valid records"):
+        prepare(empty, tok, tmp_path / "o")
+
+
+def test_prepared_data_errors_name_the_folder(tmp_path, tok, world):
+    with pytest.raises(FileNotFoundError, match="prepare the data first"):
+        PreparedData(tmp_path)
+    prepare(world / "sft_1024.jsonl", tok, tmp_path / "o")
+    os.truncate(tmp_path / "o" / "kinds.bin", 10)
+    with pytest.raises(ValueError, match=r"kinds\.bin: 10 bytes"):
+        PreparedData(tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pre(tok, world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    prepare(world / "pretrain.jsonl", tok, out)
+    return PreparedData(out)
+
+
+@pytest.fixture(scope="module")
+def r1(tok, world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("r1")
+    prepare(world / "r1_1024.jsonl", tok, out, max_seq_len=512)
+    return PreparedData(out)
+
+
+def test_packed_batches_are_consecutive_windows_of_the_stream(pre):
+    T = 32
+    loader = PackedLoader(pre, T, 4, seed=1, shuffle=False)
+    x, y, w = next(iter(loader))
+    ids = torch.from_numpy(pre.ids[: 4 * T + 1].astype(np.int64))
+    assert w is None and x.dtype == torch.int64 and x.shape == (4, T)
+    for r in range(4):
+        assert torch.equal(x[r], ids[r * T : r * T + T])
+        assert torch.equal(y[r], ids[r * T + 1 : r * T + T + 1])
+
+
+def test_an_epoch_visits_every_window_once_then_reshuffles(pre):
+    loader = PackedLoader(pre.ids[:2001], 10, 8, seed=0)  # 200 windows, 25 batches
+    it = iter(loader)
+    starts = []
+    for _ in range(loader.batches_per_epoch):
+        x, _, _ = next(it)
+        starts += x[:, 0].tolist()
+    ids = pre.ids[:2001].astype(np.int64)
+    assert sorted(starts) == sorted(ids[np.arange(200) * 10].tolist())
+    epoch0 = starts[:8]
+    x, _, _ = next(it)
+    assert loader.state_dict()["epoch"] == 1 and x[:, 0].tolist() != epoch0
+
+
+def test_resume_continues_with_the_same_batches(r1):
+    a = ChatLoader(r1, 4, seed=7, tag_weight=10.0)
+    it = iter(a)
+    for _ in range(a.batches_per_epoch + 3):  # into the second epoch
+        next(it)
+    state = a.state_dict()
+    want = [next(it) for _ in range(4)]
+    b = ChatLoader(r1, 4, seed=7, tag_weight=10.0)
+    b.load_state_dict(json.loads(json.dumps(state)))  # survives a JSON/checkpoint round trip
+    got = [next(iter(b)) for _ in range(4)]
+    for (x1, y1, w1), (x2, y2, w2) in zip(want, got):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(w1, w2)
+    with pytest.raises(ValueError, match="seed 7"):
+        ChatLoader(r1, 4, seed=8).load_state_dict(state)
+
+
+def test_ranks_read_disjoint_equal_shards(pre):
+    loaders = [PackedLoader(pre, 16, 4, seed=2, rank=r, world_size=3) for r in range(3)]
+    shards = [set(ld.order._epoch_items().tolist()) for ld in loaders]
+    assert len({len(s) for s in shards}) == 1
+    assert not (shards[0] & shards[1]) and not (shards[1] & shards[2])
+    assert len({ld.batches_per_epoch for ld in loaders}) == 1
+    with pytest.raises(ValueError, match="rank"):
+        PackedLoader(pre, 16, 4, rank=3, world_size=3)
+
+
+def test_validation_split_is_disjoint_from_training(pre):
+    train = PackedLoader(pre, 16, 4, split="train", val_fraction=0.1)
+    val = PackedLoader(pre, 16, 4, split="val", val_fraction=0.1, shuffle=False)
+    t, v = set(train.order.items.tolist()), set(val.order.items.tolist())
+    assert not (t & v) and len(t) + len(v) == (len(pre.ids) - 1) // 16
+    with pytest.raises(ValueError, match="val_fraction"):
+        PackedLoader(pre, 16, 4, split="val")
+
+
+def test_chat_batches_pad_right_and_train_exactly_the_kinds(r1, tok):
+    loader = ChatLoader(r1, 6, seed=0, tag_weight=10.0)
+    x, y, w = next(iter(loader))
+    docs = loader.order._epoch_items()[:6]
+    assert x.shape[1] == max(len(r1.doc(int(d))[0]) for d in docs) - 1
+    for r, d in enumerate(docs):
+        ids, kinds = (torch.from_numpy(a.astype(np.int64)) for a in r1.doc(int(d)))
+        n = len(ids) - 1
+        assert torch.equal(x[r, :n], ids[:-1]) and (x[r, n:] == tok.pad_id).all()
+        assert torch.equal(y[r, :n], torch.where(kinds[1:] > 0, ids[1:], IGNORE_INDEX))
+        assert (y[r, n:] == IGNORE_INDEX).all()
+        assert torch.equal(w[r, :n] == 10, kinds[1:] == TAG)
+        assert [int(t) for t in y[r][w[r] == 10]] == list(tok.reasoning_ids.values())
+    assert ChatLoader(r1, 6).batch_of(docs)[2] is None  # weight 1: no weights at all
+
+
+def test_loader_errors_are_clear(pre, tmp_path):
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        PackedLoader(pre.ids[:50], 16, 8)
+    with pytest.raises(ValueError, match="needs chat data"):
+        ChatLoader(pre, 4)
