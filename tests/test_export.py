@@ -109,11 +109,14 @@ def test_check_finds_drift_orphans_and_unlisted_modules(repo):
     orphan = nbexport.Module("gone", ["notebooks/09_gone.ipynb"], ["Z = 0"]).render()
     (repo / "spongebob" / "gone.py").write_text(orphan)
     (repo / "spongebob" / "stray.py").write_text("X = 1\n")
-    (repo / "spongebob" / "world.py").write_text("X = 1\n")
+    (repo / "spongebob" / "files.py").write_text("X = 1\n")
+    # world is a package now; a single-file world.py beside it is not on the allowlist
+    (repo / "spongebob" / "world.py").write_text("# Hand-written module.\nX = 1\n")
     found = nbexport.problems(repo)
     assert any(p.startswith("spongebob/gone.py: generated module whose notebook") for p in found)
     assert any(p.startswith("spongebob/stray.py: neither generated nor") for p in found)
-    assert any(p.startswith("spongebob/world.py: hand-written module without") for p in found)
+    assert any(p.startswith("spongebob/files.py: hand-written module without") for p in found)
+    assert any(p.startswith("spongebob/world.py: neither generated nor") for p in found)
 
     nbexport.write(repo)  # removes the orphan, leaves hand-written files alone
     assert not (repo / "spongebob" / "gone.py").exists()

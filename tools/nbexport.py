@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Top-level hand-written modules. "world" is the single-file form of the world package (kept while
-# both forms may exist in a checkout).
-HAND_WRITTEN = {"__init__", "__main__", "cli", "files", "download", "runtime", "world"}
+# Top-level hand-written modules (spongebob/<name>.py).
+HAND_WRITTEN = {"__init__", "__main__", "cli", "files", "download", "runtime"}
 # Sub-packages of spongebob/ whose every module is hand-written.
 HAND_WRITTEN_PACKAGES = {"world"}
 HAND_WRITTEN_MARK = "Hand-written module"
