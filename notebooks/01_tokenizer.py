@@ -44,7 +44,8 @@ from collections import Counter
 import tokenizers
 import transformers
 
-from spongebob.world import read_jsonl, sample_dir
+from spongebob.data import read_jsonl  # the validating reader of chapter 05
+from spongebob.world import sample_dir
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -6,7 +6,7 @@ Standard library only, so that every other module (generated or hand-written) ma
 - **Reading JSONL.** :func:`iter_jsonl` is the one JSONL reader of the package: every JSONL file of
   the course (the generated world and the real data) goes through it, one line at a time. A line
   that is not UTF-8 or not JSON raises ``ValueError("<file>:<line>: <problem>")``; checking the
-  shape of each value is the caller's job (``spongebob.world.read_jsonl``,
+  shape of each value is the caller's job (``spongebob.data.read_jsonl``,
   ``spongebob.tokenizer.iter_jsonl_texts``).
 - **Writing atomically.** A reader (another process, a notebook kernel) must never see half a
   file, and a write that fails must leave the old file as it was. :func:`atomic_open` writes into

@@ -411,3 +411,57 @@ def test_loader_errors_are_clear(pre, tmp_path):
         PackedLoader(pre.ids[:50], 16, 8)
     with pytest.raises(ValueError, match="needs chat data"):
         ChatLoader(pre, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# read_jsonl on every file of the world, and its errors (moved here from the world's tests)
+# ----------------------------------------------------------------------------------------------
+def test_read_jsonl_streams_every_file_of_the_world(world):
+    for path in sorted(world.glob("*.jsonl")):
+        n_lines = sum(1 for line in path.read_text("utf-8").splitlines() if line.strip())
+        assert sum(1 for _ in read_jsonl(path)) == n_lines, path.name
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ('{"text": "ok"', "not valid JSON"),
+        ("nan", "not valid JSON"),
+        ('["text"]', "not one of the formats"),
+        ('{"text": 3}', "'text' must be a string"),
+        ('{"text": "a", "extra": 1}', "expected a pretrain line"),
+        ('{"conversations": [{"role": "user", "content": "hi"}]}', "end with the assistant"),
+        ('{"conversations": [{"role": "bot", "content": "hi"}]}', "unknown role 'bot'"),
+        ('{"conversations": [{"role": "user", "text": "hi"}]}', "exactly 'role' and 'content'"),
+        ('{"conversations": [{"role": "assistant", "content": "a"}]}', "alternate"),
+        ('{"conversations": []}', "empty conversation"),
+        ('{"messages": [{"role": "user", "content": "q"}]}', "'expected' must be a string"),
+        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],'
+         ' "expected": "x"}', "end with the user"),
+        ('{"prompt": "p"}', "'expected' must be a string"),
+        ('{"question": "q"}', "not one of the formats"),
+    ],
+)  # fmt: skip
+def test_read_jsonl_names_file_and_line(tmp_path, bad, problem):
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n" + bad + '\n{"text": "never reached"}\n', "utf-8")
+    with pytest.raises(ValueError, match=rf"broken\.jsonl:2: .*{problem}"):
+        next(read_jsonl(path))
+
+
+def test_read_jsonl_keeps_one_format_per_file_and_counts_blank_lines(tmp_path):
+    path = tmp_path / "gaps.jsonl"
+    path.write_text('\n{"text": "a"}\n  \t\n\n{"text": "b"}\n{"prompt": "p", "expected": "e"}\n')
+    reader = read_jsonl(path)
+    assert [next(reader), next(reader)] == [{"text": "a"}, {"text": "b"}]
+    with pytest.raises(ValueError, match=r"gaps\.jsonl:6: expected a pretrain line"):
+        next(reader)
+
+
+def test_read_jsonl_reports_invalid_utf8_with_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    reader = read_jsonl(path)
+    assert next(reader) == {"text": "fine"}
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not valid UTF-8"):
+        next(reader)

@@ -427,8 +427,8 @@ def test_jsonl_reader_reads_any_string_field(tmp_path):
 
 
 def test_jsonl_reader_is_the_world_reader(tmp_path):
-    # one policy for every JSONL file: the tokenizer's reader and world.read_jsonl agree
-    from spongebob.world import read_jsonl
+    # one policy for every JSONL file: the tokenizer's reader and data.read_jsonl agree
+    from spongebob.data import read_jsonl
 
     path = tmp_path / "same.jsonl"
     path.write_bytes(b'{"text": "a"}\n   \n{"text": "b"}\n{"text": "\xc3"}\n')

@@ -42,7 +42,7 @@ def sample(tmp_path_factory) -> dict[str, Path]:
 
 
 def lines(path: Path) -> list[dict]:
-    """Plain json.loads per line (independent of world.read_jsonl)."""
+    """Plain json.loads per line (independent of data.read_jsonl)."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 
@@ -449,61 +449,6 @@ def test_grade_file_needs_an_explicit_known_grader(sample, data):
     assert W.grade_file(sample["eval_arith"], perfect, "fact") == 1.0
 
 
-# ----------------------------------------------------------------------------------- reading
-def test_read_jsonl_streams_every_file(sample):
-    for name, path in sample.items():
-        if path.suffix == ".jsonl":
-            assert sum(1 for _ in W.read_jsonl(path)) == len(lines(path)), name
-
-
-@pytest.mark.parametrize(
-    "bad, problem",
-    [
-        ('{"text": "ok"', "not valid JSON"),
-        ("nan", "not valid JSON"),
-        ('["text"]', "JSON object"),
-        ('{"text": 3}', "text"),
-        ('{"text": "a", "extra": 1}', "text"),
-        ('{"conversations": [{"role": "user", "content": "hi"}]}', "assistant"),
-        ('{"conversations": [{"role": "bot", "content": "hi"}]}', "role"),
-        ('{"conversations": [{"role": "user", "text": "hi"}]}', "content"),
-        ('{"conversations": [{"role": "assistant", "content": "a"}]}', "alternate"),
-        ('{"conversations": []}', "non-empty"),
-        ('{"messages": [{"role": "user", "content": "q"}]}', "expected"),
-        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],'
-         ' "expected": "x"}', "user"),
-        ('{"prompt": "p"}', "expected"),
-        ('{"question": "q"}', "unknown"),
-    ],
-)  # fmt: skip
-def test_read_jsonl_names_file_and_line(tmp_path, bad, problem):
-    path = tmp_path / "broken.jsonl"
-    path.write_text('{"text": "fine"}\n' + bad + '\n{"text": "never reached"}\n', "utf-8")
-    reader = W.read_jsonl(path)
-    assert next(reader) == {"text": "fine"}
-    with pytest.raises(ValueError, match=rf"broken\.jsonl:2: .*{problem}"):
-        next(reader)
-
-
-def test_read_jsonl_skips_blank_lines_and_counts_them(tmp_path):
-    path = tmp_path / "gaps.jsonl"
-    path.write_text('\n{"text": "a"}\n  \t\n\n{"text": "b"}\n{"text": 1}\n', "utf-8")
-    reader = W.read_jsonl(path)
-    assert [next(reader), next(reader)] == [{"text": "a"}, {"text": "b"}]
-    with pytest.raises(ValueError, match=r"gaps\.jsonl:6: "):  # blank lines still count
-        next(reader)
-    assert [n for n, _ in W.iter_jsonl(path)] == [2, 5, 6]
-
-
-def test_read_jsonl_reports_invalid_utf8_with_file_and_line(tmp_path):
-    path = tmp_path / "latin1.jsonl"
-    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
-    reader = W.read_jsonl(path)
-    assert next(reader) == {"text": "fine"}
-    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not valid UTF-8"):
-        next(reader)
-
-
 # ----------------------------------------------------------------------------------- sample_dir, CLI
 def test_sample_dir_caches_and_repairs(tmp_path, monkeypatch):
     monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
@@ -600,7 +545,8 @@ def test_world_package_modules_are_small_and_hand_written():
     assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
         modules
     )
-    assert {"records.py", "grading.py", "course.py", "__init__.py"} <= set(modules)
+    assert {"grading.py", "course.py", "__init__.py"} <= set(modules)
+    assert "records.py" not in modules  # record validation lives in spongebob.data (chapter 05)
     for name in modules:
         lines = (folder / name).read_text("utf-8").splitlines()
         assert lines[0] == "# Hand-written module (not generated from a notebook).", name
@@ -614,7 +560,7 @@ def test_fingerprint_covers_the_generator_only():
     assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
         names
     )
-    assert not {"grading.py", "records.py", "course.py", "__init__.py"} & set(names)
+    assert not {"grading.py", "course.py", "__init__.py"} & set(names)
     assert all(p.is_file() for p in S._source_files())
 
 

@@ -60,9 +60,9 @@ format; the reasoning tags are the tokenizer's ``REASONING_TOKENS``.
 
 Every JSONL file of the course (these and the real data) is read by
 :func:`spongebob.files.iter_jsonl`, one line at a time: blank lines are skipped, and a line that is
-not UTF-8 or not JSON raises ``ValueError("<file>:<line>: <problem>")``. :func:`read_jsonl` adds the
-record-shape checks of the four formats; ``spongebob.tokenizer.iter_jsonl_texts`` builds on
-:func:`~spongebob.files.iter_jsonl` too. Files are written atomically by :mod:`spongebob.files`.
+not UTF-8 or not JSON raises ``ValueError("<file>:<line>: <problem>")``.
+``spongebob.data.read_jsonl`` (chapter 05) adds the record-shape checks of the four formats;
+``spongebob.tokenizer.iter_jsonl_texts`` builds on :func:`~spongebob.files.iter_jsonl` too. Files are written atomically by :mod:`spongebob.files`.
 
 The package, one concern per module (all hand-written):
 
@@ -73,17 +73,17 @@ The package, one concern per module (all hand-written):
 ``corpus``             the pretraining lines (:func:`pretrain_texts`)
 ``chats``              short SFT chats and long-context chats
 ``sample``             :func:`generate`, :func:`write_sample`, the cache :func:`sample_dir`
-``records``            record-shape validation and :func:`read_jsonl`
 ``grading``            the graders, :func:`parse_r1` and :func:`grade_file`
 ``course``             :func:`course_tokenizer`, the cached tokenizer trained on the sample
 =====================  ====================================================================
 
 The cache of :func:`sample_dir` is keyed by the code of the first six (and ``spongebob.files``):
-editing a grader, the record checks or the course tokenizer keeps the cached data.
+editing a grader or the course tokenizer keeps the cached data.
 
 Usage::
 
-    from spongebob.world import sample_dir, read_jsonl, grade_file
+    from spongebob.data import read_jsonl
+    from spongebob.world import sample_dir, grade_file
     d = sample_dir()                      # generated once into $SPONGEBOB_HOME/data/world-seed0
     for rec in read_jsonl(d / "pretrain.jsonl"): ...
     grade_file(d / "eval_arith.jsonl", outputs, grader="number")
@@ -124,7 +124,6 @@ from spongebob.world.grading import (
     is_well_formed_r1,
     parse_r1,
 )
-from spongebob.world.records import ROLES, read_jsonl
 from spongebob.world.sample import (
     FILES,
     GENERATOR_MODULES,
@@ -157,7 +156,6 @@ __all__ = [
     "N_SINGLE",
     "PROBLEM_KINDS",
     "R1_TAGS",
-    "ROLES",
     "VALUES",
     "build_world",
     "completion_prompt",
@@ -173,7 +171,6 @@ __all__ = [
     "parse_r1",
     "pretrain_texts",
     "r1_content",
-    "read_jsonl",
     "sample_dir",
     "sft_conversations",
     "state_fact",

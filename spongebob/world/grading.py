@@ -13,7 +13,6 @@ import re
 import unicodedata
 
 from spongebob.tokenizer import REASONING_TOKENS
-from spongebob.world.records import read_jsonl
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -74,8 +73,11 @@ def grade_file(path: str | os.PathLike, answers: list[str], grader: str) -> floa
     ``grader`` names the grader, always explicitly: ``"fact"`` (:func:`grade_fact`, for the fact,
     long-context and completion files) or ``"number"`` (:func:`grade_number`, for
     ``eval_arith.jsonl``); any other name raises ``ValueError`` listing the choices. The file is
-    read with :func:`read_jsonl`; a different number of answers than records raises ``ValueError``.
+    read with ``spongebob.data.read_jsonl``; a different number of answers than records raises
+    ``ValueError``.
     """
+    from spongebob.data import read_jsonl  # here, so that `import spongebob.world` needs no torch
+
     if grader not in GRADERS:
         raise ValueError(f"grade_file: grader must be one of {sorted(GRADERS)}, got {grader!r}")
     fn = GRADERS[grader]
