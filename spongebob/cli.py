@@ -2,6 +2,7 @@
 """The `spongebob` command line: thin wrappers around the package's functions.
 
     spongebob data sample --out DIR [--seed N]
+    spongebob data prepare --input FILE.jsonl [--tokenizer DIR] [--out DIR] [--max-seq-len N]
     spongebob tokenizer train --input FILE.jsonl --vocab-size N --out DIR
 
 Heavy imports happen inside each command, so `spongebob --help` is instant.
@@ -20,6 +21,43 @@ def _data_sample(args: argparse.Namespace) -> int:
     files = write_sample(args.out, seed=args.seed)
     for name, path in files.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from spongebob.data import prepare
+    from spongebob.runtime import artifacts_dir
+    from spongebob.tokenizer import load_tokenizer
+
+    if args.tokenizer is None:
+        from spongebob.world import course_tokenizer
+
+        tok, tok_name = course_tokenizer(), "course tokenizer"
+    else:
+        tok, tok_name = load_tokenizer(args.tokenizer), str(args.tokenizer)
+    out = args.out or artifacts_dir("prepared", args.input.stem)
+    meta_file = Path(out) / "meta.json"
+    before = meta_file.stat().st_mtime_ns if meta_file.exists() else None
+    start = time.perf_counter()
+    meta = prepare(
+        args.input, tok, out, max_seq_len=args.max_seq_len, skip_bad_lines=args.skip_bad_lines
+    )
+    secs = time.perf_counter() - start
+    mb = args.input.stat().st_size / 1e6
+    print(f"{args.input.name} ({mb:.1f} MB, {meta['kind']}) with the {tok_name} -> {out}")
+    print(
+        f"  {meta['documents']:,} documents, {meta['tokens']:,} tokens, "
+        f"{meta['trained_tokens']:,} trained; truncated {meta['truncated']}, "
+        f"dropped (nothing trained left) {meta['dropped_untrained']}"
+    )
+    reused = before is not None and meta_file.stat().st_mtime_ns == before
+    print("  already prepared: reused" if reused else f"  {secs:.1f} s, {mb / secs:.1f} MB/s")
+    bad = meta["bad_lines"]
+    if bad["count"]:
+        shown = "; ".join(f"line {n}: {p}" for n, p in bad["lines"][:10])
+        print(f"  skipped {bad['count']} bad line(s) (all listed in {out}/meta.json): {shown}")
     return 0
 
 
@@ -43,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     s.set_defaults(func=_data_sample)
+
+    pr = data_cmds.add_parser(
+        "prepare", help="pre-tokenise a pretraining or chat JSONL file into uint16 memmaps"
+    )
+    pr.add_argument("--input", type=Path, required=True, help="pretrain/sft/r1 JSONL file")
+    pr.add_argument(
+        "--tokenizer", type=Path, default=None, help="tokenizer folder (default: the course's)"
+    )
+    pr.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: $SPONGEBOB_HOME/prepared/NAME)",
+    )
+    pr.add_argument(
+        "--max-seq-len", type=int, default=512, help="chats longer than this + 1 are truncated"
+    )
+    pr.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed lines (counted and listed in meta.json) instead of stopping",
+    )
+    pr.set_defaults(func=_data_prepare)
 
     tok = groups.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
     tok_cmds = tok.add_subparsers(dest="cmd", required=True)

@@ -465,3 +465,23 @@ def test_read_jsonl_reports_invalid_utf8_with_file_and_line(tmp_path):
     assert next(reader) == {"text": "fine"}
     with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not valid UTF-8"):
         next(reader)
+
+
+def test_cli_data_prepare_prepares_then_reuses_and_reports_bad_lines(world, tmp_path, capsys):
+    from spongebob.cli import main
+
+    tok_dir = tmp_path / "tok"
+    train_bpe(_texts(world), vocab_size=600).save(tok_dir)
+    args = ["data", "prepare", "--input", str(world / "sft_1024.jsonl"), "--tokenizer",
+            str(tok_dir), "--out", str(tmp_path / "o"), "--max-seq-len", "1024"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    meta = PreparedData(tmp_path / "o").meta
+    assert f"{meta['documents']:,} documents" in out and "MB/s" in out and meta["kind"] == "chat"
+    assert main(args) == 0 and "already prepared: reused" in capsys.readouterr().out
+    bad = _write(tmp_path / "bad.jsonl", [{"text": "a"}, b"oops\n"])
+    args = ["data", "prepare", "--input", str(bad), "--tokenizer", str(tok_dir), "--out",
+            str(tmp_path / "b")]  # fmt: skip
+    assert main(args) == 2 and "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert main([*args, "--skip-bad-lines"]) == 0
+    assert "skipped 1 bad line(s)" in capsys.readouterr().out
