@@ -278,7 +278,7 @@ def _write_chunk(records, kind, encoder, max_seq_len, stats, files) -> None:
         docs = [(ids, None) for ids in encoder.encode_texts([r["text"] for r in records])]
     else:
         docs = encoder.encode_many([r["conversations"] for r in records])
-    lengths = []
+    all_ids, all_kinds, lengths = [], [], []
     for ids, kinds in docs:
         if kinds is not None:
             if len(ids) > max_seq_len + 1:
@@ -289,15 +289,18 @@ def _write_chunk(records, kind, encoder, max_seq_len, stats, files) -> None:
                 stats["dropped_untrained"] += 1
                 continue
             stats["trained_tokens"] += trained
-            np.asarray(kinds, dtype=np.uint8).tofile(files["kinds"])
+            all_kinds += kinds
         else:
             stats["trained_tokens"] += len(ids) - 1
-        np.asarray(ids, dtype=np.uint16).tofile(files["ids"])
+        all_ids += ids
         lengths.append(len(ids))
+    np.asarray(all_ids, dtype=np.uint16).tofile(files["ids"])  # one write per chunk
+    if "kinds" in files:
+        np.asarray(all_kinds, dtype=np.uint8).tofile(files["kinds"])
     ends = stats["tokens"] + np.cumsum(lengths, dtype=np.uint64)
     ends.astype(np.uint64).tofile(files["offsets"])
     stats["documents"] += len(lengths)
-    stats["tokens"] += int(sum(lengths))
+    stats["tokens"] += len(all_ids)
 
 
 def prepare(
