@@ -2,6 +2,7 @@
 """The `spongebob` command line: thin wrappers around the package's functions.
 
     spongebob data sample --out DIR [--seed N]
+    spongebob data download NAME... --out DIR [--force]     (the real data, from ModelScope)
     spongebob data prepare --input FILE.jsonl [--tokenizer DIR] [--out DIR] [--max-seq-len N]
     spongebob tokenizer train --input FILE.jsonl --vocab-size N --out DIR
 
@@ -21,6 +22,19 @@ def _data_sample(args: argparse.Namespace) -> int:
     files = write_sample(args.out, seed=args.seed)
     for name, path in files.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    from spongebob.download import FILES, DownloadError, download
+
+    names = list(FILES) if "all" in args.names else args.names
+    try:
+        for path in download(names, args.out, force=args.force):
+            print(f"{path.name}: {path.stat().st_size / 1e9:.2f} GB in {args.out}")
+    except DownloadError as e:
+        print(f"spongebob: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -81,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     s.set_defaults(func=_data_sample)
+
+    dl = data_cmds.add_parser(
+        "download", help="download the original's real data from ModelScope (needs internet)"
+    )
+    dl.add_argument(
+        "names",
+        nargs="+",
+        choices=["pretrain", "sft_512", "sft_1024", "r1_1024", "all"],
+        help="files to fetch: pretrain (~1.6 GB), sft_512 (~7 GB), sft_1024 (~5.2 GB), r1_1024",
+    )
+    dl.add_argument("--out", type=Path, required=True, help="folder for the JSONL files")
+    dl.add_argument("--force", action="store_true", help="download files that are already there")
+    dl.set_defaults(func=_data_download)
 
     pr = data_cmds.add_parser(
         "prepare", help="pre-tokenise a pretraining or chat JSONL file into uint16 memmaps"
