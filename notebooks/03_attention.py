@@ -211,7 +211,9 @@ for b in range(B):  # the same, one head at a time with the draft
 Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels,
 no stored ``max_seq_len x max_seq_len`` mask; GQA via ``enable_gqa=True``, PyTorch >= 2.5, so the
 shared key/value heads are never copied); the projections ``wq, wk, wv, wo`` have no biases and
-keep the original's state-dict keys.
+keep the original's state-dict keys. A model builds the complete attention mask once per forward
+with ``build_attn_mask``; on the training path there is none (SDPA's ``is_causal``), which keeps
+FlashAttention usable on a CUDA GPU (bf16 only; a mask rules it out).
 """
 
 import math
@@ -426,10 +428,13 @@ class KVCache:
         if start_pos < 0 or end > self.max_seq_len:
             raise ValueError(
                 f"KV cache overflow: positions {start_pos}..{end - 1} do not fit in a cache of "
-                f"max_seq_len={self.max_seq_len}"
+                f"max_seq_len={self.max_seq_len}; allocate a cache for all the positions you need"
             )
         if B > self.k.shape[0]:
-            raise ValueError(f"batch {B} is larger than the cache's batch_size {self.k.shape[0]}")
+            raise ValueError(
+                f"batch {B} is larger than the cache's batch_size {self.k.shape[0]}; allocate the "
+                "cache with batch_size >= the batch"
+            )
         self.k[:B, start_pos:end] = k.to(self.k.dtype)
         self.v[:B, start_pos:end] = v.to(self.v.dtype)
         return self.k[:B, :end], self.v[:B, :end]
@@ -445,13 +450,54 @@ class KVCache:
 #
 # `Attention` puts everything together: projections without biases (named `wq, wk, wv, wo` as in the
 # original, so its checkpoints load unchanged), RoPE on q and k, the cache, and SDPA with
-# `enable_gqa` for the shared key/value heads. The mask
-# takes the cheapest correct form: none for a single new token, SDPA's `is_causal` when the queries
-# cover all positions, and an explicit offset mask otherwise. `attn_mask` lets a caller hide keys
-# on top of causality; batched generation uses it for padding (section 10). One subtlety: a query
-# whose keys are *all* hidden (a padding position) would get a softmax over nothing, which gives
-# NaN in some PyTorch versions and kernels, and NaN poisons later layers; so a query always sees
-# at least its own position.
+# `enable_gqa` for the shared key/value heads.
+#
+# The mask takes the cheapest correct form, because the form decides which fused kernel SDPA may
+# use (the table after the checks): **no mask** for a single new token (it may see every cached
+# key), SDPA's own **`is_causal=True`** when the queries cover all positions (training), and an
+# explicit boolean mask only when something else is needed: a chunk of new tokens after cached ones
+# (the offset diagonal of section 8) or keys to hide (padding, section 10). The explicit mask is the
+# same in every layer of a model, so it is built **once per forward** by `build_attn_mask` and
+# handed to each layer as `mask`: the *complete* mask, causality included. A layer given no mask
+# applies causality itself.
+#
+# One subtlety: a query whose keys are *all* hidden (a padding position) would get a softmax over
+# nothing, which gives NaN in some PyTorch versions and kernels, and NaN poisons later layers; so
+# `build_attn_mask` lets a query always see at least its own position.
+
+
+# %%
+#| export
+def build_attn_mask(
+    T: int, S: int, attn_mask: Tensor | None = None, device: torch.device | str | None = None
+) -> Tensor | None:
+    """The complete bool mask of ``T`` new queries over ``S`` keys, or ``None`` if SDPA needs none.
+
+    Defined in 03_attention. Build it once per model forward and pass it to every layer as
+    ``Attention(..., mask=)``. Returns ``None`` (the layer then uses SDPA's ``is_causal``, or no
+    mask for one query) when there is no ``attn_mask`` and ``T == S`` or ``T == 1``. Otherwise
+    ``causal_mask(T, S)`` combined with ``attn_mask`` (bool, broadcastable to ``(B, 1, T, S)``,
+    True = may attend, e.g. False on padding keys): shape ``(T, S)`` or ``(B, 1, T, S)``. A query
+    always sees its own position, so no softmax row is empty (NaN).
+    """
+    if attn_mask is None:
+        return None if T in (1, S) else causal_mask(T, S, device)
+    if attn_mask.dtype != torch.bool:
+        raise ValueError(
+            f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}; "
+            "convert it with attn_mask.bool() or build it with a comparison"
+        )
+    device = attn_mask.device if device is None else device
+    try:
+        mask = causal_mask(T, S, device) & attn_mask.to(device)  # (T, S) or (B, 1, T, S)
+    except RuntimeError as e:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to (B, 1, T, S) with "
+            f"T={T} queries and S={S} keys; pass e.g. a (B, 1, 1, S) key mask"
+        ) from e
+    own = torch.arange(T, device=device)
+    mask[..., own, own + S - T] = True  # a query always sees itself: no empty softmax row
+    return mask
 
 
 # %%
@@ -487,14 +533,16 @@ class Attention(nn.Module):
         sin: Tensor,
         cache: KVCache | None = None,
         start_pos: int = 0,
-        attn_mask: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``
 
         ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and
-        values of earlier positions come from the cache. ``attn_mask``: optional bool, broadcastable to
-        ``(B, 1, T, start_pos + T)``, True = may attend (e.g. False on left-padding keys); it is
-        combined with the causal mask.
+        values of earlier positions come from the cache (``S = start_pos + T`` keys, else ``S = T``).
+        ``mask``: the *complete* bool mask, broadcastable to ``(B, 1, T, S)``, True = may attend,
+        causality included (build it once per forward with ``build_attn_mask``). Without one the
+        layer is causal by itself: ``is_causal=True`` for ``T == S``, nothing for ``T == 1``, an
+        offset causal mask otherwise. On CUDA only the mask-free calls can use FlashAttention.
         """
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
@@ -506,24 +554,17 @@ class Attention(nn.Module):
         S = k.shape[1]
         q = q.transpose(1, 2)  # (B, H, T, D)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H_kv, S, D): shared by n_rep heads each
-        mask = None
-        if attn_mask is not None or T not in (1, S):
-            # One query (decoding) sees every cached key, and T == S is SDPA's own is_causal;
-            # otherwise build the offset causal mask and combine it with the caller's mask.
+        if mask is None and T not in (1, S):
+            # A chunk after cached positions, called on its own: the offset diagonal (section 8).
+            # A model passes this mask ready-made, built once for all its layers.
             mask = causal_mask(T, S, x.device)  # (T, S)
-            if attn_mask is not None:
-                own = torch.arange(T, device=x.device)
-                mask = mask & attn_mask  # (B, 1, T, S)
-                # A query always sees its own position: a padding query whose keys are all
-                # masked would otherwise get NaN, and NaN values poison later layers.
-                mask[..., own, own + S - T] = True
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.attn_dropout.p if self.training else 0.0,
-            is_causal=mask is None and T > 1,
+            is_causal=mask is None and T > 1,  # then T == S: the training path, no mask at all
             enable_gqa=self.n_rep > 1,  # query head j uses kv head j // n_rep, no repeat_kv copy
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)
@@ -579,13 +620,56 @@ except ValueError as e:
     print("ValueError:", e)
 
 # %% [markdown]
+# ### Which SDPA kernel runs
+#
+# On a CPU, SDPA runs PyTorch's own implementation whatever the inputs. On a CUDA GPU it picks, at
+# every call, one of three implementations that the PyTorch documentation of
+# [`scaled_dot_product_attention`](https://docs.pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html)
+# lists (FlashAttention-2, memory-efficient attention, and a C++ "math" implementation of the
+# formula; recent releases add a cuDNN backend), and each fused kernel has input limits:
+#
+# * **FlashAttention** takes fp16 or bf16 inputs only, and **no `attn_mask`**: causality only
+#   through `is_causal` (forced with a mask, it refuses with the warning "Flash Attention does not
+#   support non-null attn_mask"). It supports `enable_gqa`.
+# * **Memory-efficient attention** also takes float32 and an arbitrary mask, but **not GQA**: the
+#   same page says that `enable_gqa` "currently works only for Flash_attention and math kernel on
+#   CUDA tensor".
+# * **Math** runs everything, storing the whole `(T, S)` score matrix: the fallback.
+#
+# [`torch.nn.attention.sdpa_kernel`](https://docs.pytorch.org/docs/stable/generated/torch.nn.attention.sdpa_kernel.html)
+# restricts the choice, and a forced kernel that cannot run raises an error (the course's
+# `tests/test_cuda.py` forces FlashAttention on the training path). What that means for our layer
+# (MHA = `n_kv_heads == n_heads`; with GQA the memory-efficient kernel is out):
+#
+# | path | mask SDPA gets | bf16 (autocast or bf16 weights) | float32 |
+# |---|---|---|---|
+# | training, unpadded prefill (`T == S`) | none, `is_causal=True` | FlashAttention | memory-efficient (MHA), math (GQA) |
+# | decoding one token, no padding (`T == 1`) | none | FlashAttention | memory-efficient (MHA), math (GQA) |
+# | chunked prefill (`1 < T < S`) | bool `(T, S)` | memory-efficient (MHA), math (GQA) | same |
+# | padded batch, prefill or decoding | bool `(B, 1, T, S)` | memory-efficient (MHA), math (GQA) | same |
+#
+# That is why the training path must pass no mask at all: an explicit causal mask gives the same
+# numbers but rules FlashAttention out. The check: `build_attn_mask` returns `None` for the
+# training and decoding shapes, and the mask-free call equals the explicit-mask call.
+
+# %%
+assert build_attn_mask(12, 12) is None and build_attn_mask(1, 30) is None  # SDPA needs no mask
+assert torch.equal(build_attn_mask(4, 12), causal_mask(4, 12))  # a chunk: the offset diagonal
+torch.testing.assert_close(
+    attn(x, cos[:12], sin[:12]), attn(x, cos[:12], sin[:12], mask=causal_mask(12, 12))
+)
+print("is_causal (no mask) == explicit causal mask")
+
+# %% [markdown]
 # ## 10. Batches of different lengths: left padding
 #
 # To generate for several prompts at once, they are stacked into one `(B, T)` tensor. Padding on
 # the *left* keeps every prompt's last token in the last column, so all rows generate their next
-# token at the same position. The padding must be invisible: `attn_mask` marks padded keys False.
-# The real tokens then sit at shifted positions, but RoPE only sees relative positions, so their
-# outputs are those of the unpadded prompts, up to float rounding.
+# token at the same position. The padding must be invisible: a key mask marks padded keys False,
+# and `build_attn_mask` combines it with causality into the complete mask (a model does this once
+# per forward, for all its layers). The real tokens then sit at shifted positions, but RoPE only
+# sees relative positions, so their outputs are those of the unpadded prompts, up to float
+# rounding.
 
 # %%
 torch.manual_seed(7)
@@ -595,7 +679,8 @@ xb = torch.zeros(2, T, dim)
 keep = torch.zeros(2, T, dtype=torch.bool)  # True on real tokens
 for b, p in enumerate(prompts):
     xb[b, T - len(p) :], keep[b, T - len(p) :] = p, True
-out = attn(xb, cos[:T], sin[:T], attn_mask=keep[:, None, None, :])  # mask (B, 1, 1, S)
+pad_mask = build_attn_mask(T, T, keep[:, None, None, :])  # key mask (B, 1, 1, S) -> (B, 1, T, S)
+out = attn(xb, cos[:T], sin[:T], mask=pad_mask)
 for b, p in enumerate(prompts):
     alone = attn(p[None], cos[: len(p)], sin[: len(p)])[0]
     torch.testing.assert_close(out[b, T - len(p) :], alone)
@@ -612,12 +697,12 @@ print("real tokens: same outputs as each prompt alone")
 # %%
 #| export
 def attention_weights(
-    attn: Attention, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None = None
+    attn: Attention, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None
 ) -> Tensor:
     """The softmax weights ``(B, H, T, T)`` of ``attn`` on ``x`` (no cache), for plots.
 
     Defined in 03_attention. Recomputed in float32 the explicit way, since SDPA does not return
-    them; same masking rules as ``Attention.forward`` (causal, ``attn_mask``, own position).
+    them; ``mask`` as in ``Attention.forward`` (complete, from ``build_attn_mask``; None = causal).
     """
     B, T, _ = x.shape
     q = apply_rope(attn.wq(x).view(B, T, attn.n_heads, attn.head_dim), cos, sin)
@@ -625,11 +710,7 @@ def attention_weights(
     q = q.float().transpose(1, 2)  # (B, H, T, D)
     k = repeat_kv(k, attn.n_rep).float().transpose(1, 2)  # (B, H, T, D)
     scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)  # (B, H, T, T)
-    mask = causal_mask(T, T, x.device)
-    if attn_mask is not None:
-        own = torch.arange(T, device=x.device)
-        mask = mask & attn_mask
-        mask[..., own, own] = True
+    mask = causal_mask(T, T, x.device) if mask is None else mask.to(x.device)
     return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
@@ -830,7 +911,7 @@ plt.show()
 # 28,975,616 - 8 x 393,216 = 25,829,888.
 
 # %%
-from spongebob.attention import Attention, KVCache
+from spongebob.attention import Attention, KVCache, build_attn_mask
 from spongebob.rope import precompute_rope
 from spongebob.viz import plot_attention_heads  # noqa: F401  (used in chapter 06)
 
@@ -843,6 +924,7 @@ assert 28_975_616 - 8 * (n_mha - n_gqa) == 25_829_888
 cos, sin = precompute_rope(64, 1024, theta=1e6)
 x = torch.randn(2, 20, 512)  # (B, T, C)
 with torch.no_grad():
+    assert build_attn_mask(20, 20) is None  # the full forward: SDPA's is_causal, no mask
     full = gqa(x, cos[:20], sin[:20])
     cache = KVCache(2, 1024, n_kv_heads=2, head_dim=64)
     steps = [gqa(x[:, :16], cos[:16], sin[:16], cache, 0)]
@@ -862,14 +944,17 @@ print(tuple(full.shape), f"cache: {cache.nbytes / 2**20:.0f} MiB for one layer, 
 # - `F.scaled_dot_product_attention` computes the same numbers with fused kernels and without a
 #   stored `max_seq_len x max_seq_len` mask.
 # - A preallocated KV cache makes each decoding step cost one token's work; chunks of new tokens
-#   need a causal mask offset by `start_pos`, and left padding is hidden with `attn_mask`.
+#   need a causal mask offset by `start_pos`, and left padding is hidden by a key mask;
+#   `build_attn_mask` builds the combined mask once per forward, and the training path passes
+#   none at all, so that SDPA can pick FlashAttention on a GPU.
 #
 # | exported to `spongebob.attention` | what it does |
 # |---|---|
 # | `repeat_kv(x, n_rep)` | `(B, T, H_kv, D) -> (B, T, H_kv * n_rep, D)` (a copy), kv head `j // n_rep` for head `j` |
 # | `causal_mask(T, S)` | bool `(T, S)`: the last `T` of `S` positions, causal |
+# | `build_attn_mask(T, S, attn_mask)` | the complete mask, built once per forward, or `None` when SDPA's `is_causal` suffices |
 # | `KVCache(batch_size, max_seq_len, n_kv_heads, head_dim, dtype, device)` | preallocated k/v; `update`, `nbytes` |
-# | `Attention(dim, n_heads, n_kv_heads, dropout)` | RoPE + GQA (SDPA `enable_gqa`) + cache; keys `wq, wk, wv, wo` |
+# | `Attention(dim, n_heads, n_kv_heads, dropout)` | RoPE + GQA (SDPA `enable_gqa`) + cache + optional complete `mask`; keys `wq, wk, wv, wo` |
 # | `attention_weights(attn, x, cos, sin)` | the `(B, H, T, T)` weights, for plots |
 # | `viz.plot_attention_heads(weights, labels)` | one heatmap per head |
 #
@@ -928,7 +1013,7 @@ else:
 # **Exercise 3 (medium).** Sliding-window attention (used by Mistral) lets each query see only the
 # last `window` positions, itself included. Write `sliding_window_mask(T, S, window)`: bool
 # `(T, S)` for the last `T` of `S` positions, like `causal_mask`. The check passes it to
-# `Attention` as `attn_mask`.
+# `Attention` as its complete `mask`.
 
 
 # %%
@@ -946,7 +1031,7 @@ else:
     torch.manual_seed(11)
     layer, xs = Attention(32, 4, 2).eval(), torch.randn(1, 8, 32)
     c, s = precompute_rope(8, 8)
-    out = layer(xs, c, s, attn_mask=sliding_window_mask(8, 8, 3))
+    out = layer(xs, c, s, mask=sliding_window_mask(8, 8, 3))
     torch.testing.assert_close(out[:, 5], layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2])  # sees 3..5
     print("Exercise 3: correct")
 

@@ -22,7 +22,8 @@
 # 2. `RMSNorm`, the SwiGLU `FeedForward`, the pre-norm `Block` and the full `SpongeBob` model with
 #    tied embeddings, a careful initialisation and a masked cross-entropy loss;
 # 3. parameter and FLOP counts that reproduce the original's 28,975,616 and 25,829,888;
-# 4. `load_checkpoint`: loading a downloaded file without letting it run code;
+# 4. `load_checkpoint` (module `spongebob.checkpoint`): loading a downloaded file without letting
+#    it run code;
 # 5. `generate`: greedy decoding, temperature, top-k, top-p, a repetition penalty that is correct
 #    for negative logits, a preallocated KV cache, batches with left padding, and streaming.
 #
@@ -49,13 +50,15 @@
 
 # %%
 import copy
+import pickle
 import time
+from dataclasses import FrozenInstanceError, replace
 
 import matplotlib.pyplot as plt
 import torch
 
 from spongebob.runtime import artifacts_dir, seed_everything
-from spongebob.tokenizer import course_tokenizer
+from spongebob.world import course_tokenizer
 
 seed_everything(1337)
 
@@ -91,13 +94,16 @@ from typing import Any
 _POSITIVE_INTS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of the SpongeBob decoder. Defined in 04_model.
 
     Names and defaults are the original's. ``hidden_dim=None`` derives the SwiGLU width as
     ``multiple_of * ceil((2 * 4 * dim / 3) / multiple_of)`` (1408 for ``dim=512``); read the value
     in use from ``ffn_hidden_dim``. An invalid combination raises ``ValueError`` naming the fields.
+    Frozen: validated once, never changed afterwards (assignment raises
+    ``dataclasses.FrozenInstanceError``); derive a variant with ``dataclasses.replace(cfg, ...)``,
+    which validates the new config.
     """
 
     dim: int = 512
@@ -115,7 +121,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         errors = config_problems(self)
         if errors:
-            raise ValueError("invalid ModelConfig: " + "; ".join(errors))
+            raise ValueError("invalid ModelConfig: " + "; ".join(errors) + "; fix these fields")
 
     @property
     def head_dim(self) -> int:
@@ -145,9 +151,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
         """Rebuild from ``to_dict()``; unknown keys are an error, missing keys take defaults."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}")
+            raise ValueError(
+                f"unknown ModelConfig field(s) {unknown}; remove them (known fields: {known})"
+            )
         return cls(**d)
 
 
@@ -155,6 +164,9 @@ class ModelConfig:
 # Validation turns a silent shape error deep inside attention into a sentence at construction
 # time: the heads must split `dim` evenly, query heads must split into groups of key/value heads
 # (GQA, chapter 03), and a head must have an even width because RoPE rotates pairs of dimensions.
+# The dataclass is **frozen**: validated once, a config cannot be changed afterwards (a model
+# built from it, or a checkpoint that stored it, would silently disagree with it). A variant is a
+# new, validated config: `dataclasses.replace(cfg, max_seq_len=512)`.
 
 
 # %%
@@ -230,6 +242,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 tiny = ModelConfig.preset("tiny")
 print(tiny)
 assert ModelConfig.from_dict(tiny.to_dict()) == tiny
+try:
+    tiny.max_seq_len = 512
+except FrozenInstanceError as e:
+    print("FrozenInstanceError:", e)
+assert replace(tiny, max_seq_len=512).max_seq_len == 512 and tiny.max_seq_len == 1024
 assert ModelConfig.preset("seed") == ModelConfig()
 assert ModelConfig.preset("seed-gqa").n_kv_heads == 2
 
@@ -267,29 +284,28 @@ print("rms after: ", [round(v, 3) for v in y.pow(2).mean(-1).sqrt()[0, :3].tolis
 
 # %%
 #| export
-"""The SpongeBob decoder: RMSNorm, SwiGLU, pre-norm blocks, tied embeddings, and safe loading.
+"""The SpongeBob decoder: RMSNorm, SwiGLU, pre-norm blocks, tied embeddings, a KV-cache factory.
 
 Defined in 04_model. A Llama-style decoder whose state-dict keys are exactly the original project's,
-so a released checkpoint (a bare ``torch.save(model.state_dict())``) loads with ``strict=True``::
+so a released checkpoint (a bare ``torch.save(model.state_dict())``) loads with ``strict=True``
+(``spongebob.checkpoint.load_checkpoint``)::
 
     model = SpongeBob(ModelConfig.preset("tiny"))
     out = model(input_ids, targets)          # out.logits (B, T, vocab_size), out.loss (scalar)
-    load_checkpoint(model, "pretrain.pth")   # weights_only, names every mismatch
 
-Attention, RoPE and the KV cache come from ``spongebob.attention`` and ``spongebob.rope``.
+Attention, RoPE and the KV cache come from ``spongebob.attention`` and ``spongebob.rope``. The
+attention mask is built once per forward (none on the training path, so that SDPA's
+``is_causal`` keeps FlashAttention usable on a GPU); KV caches are allocated in the compute dtype.
 """
 
 import math
-import pickle
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spongebob.attention import Attention, KVCache
+from spongebob.attention import Attention, KVCache, build_attn_mask
 from spongebob.config import ModelConfig
 from spongebob.rope import precompute_rope
 
@@ -413,9 +429,10 @@ class Block(nn.Module):
         sin: Tensor,
         cache: KVCache | None = None,
         start_pos: int = 0,
-        attn_mask: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos, attn_mask)
+        """``mask``: the complete attention mask shared by all layers (``build_attn_mask``)."""
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos, mask)
         return h + self.feed_forward(self.ffn_norm(h))  # (B, T, dim)
 
 
@@ -543,9 +560,14 @@ def init_weights(model: nn.Module, std: float = 0.02) -> None:
 # ### The model class
 #
 # `make_caches` allocates one chapter-03 `KVCache` per layer for incremental decoding
-# (section 12); `forward` checks that the positions fit into the RoPE tables, and with
-# `last_only=True` computes the output head for the last position only (all that generation needs:
-# the head is a `dim × vocab_size` matrix product per position).
+# (section 12), in the dtype the keys and values will be computed in: bf16 under
+# `torch.autocast(..., dtype=torch.bfloat16)` or for a bf16 model, not blindly the weights' dtype
+# (a float32 cache under autocast would double its memory and cast every step). `forward` checks
+# that the positions fit into the RoPE tables, builds the attention mask **once** with chapter 03's
+# `build_attn_mask` and hands it to every layer (on the training path there is none, so SDPA gets
+# `is_causal=True`; see chapter 03's table of kernels), and with `last_only=True` computes the
+# output head for the last position only (all that generation needs: the head is a
+# `dim × vocab_size` matrix product per position).
 
 
 # %%
@@ -582,15 +604,25 @@ class SpongeBob(nn.Module):
         return self
 
     def make_caches(self, batch_size: int, max_len: int | None = None, dtype=None, device=None):
-        """One preallocated ``KVCache`` per layer, for up to ``max_len`` positions (default all)."""
+        """One preallocated ``KVCache`` per layer, for up to ``max_len`` positions (default all).
+
+        ``dtype`` defaults to the compute dtype of keys and values: autocast's dtype when autocast
+        is on for the weights' device type (call this inside the same ``torch.autocast`` as the
+        forward passes), else the weights' dtype. ``device`` defaults to the weights' device.
+        """
         c, w = self.config, self.tok_embeddings.weight
         max_len = c.max_seq_len if max_len is None else max_len
         if not 0 < max_len <= c.max_seq_len:
-            raise ValueError(f"max_len={max_len} must be in 1..max_seq_len={c.max_seq_len}")
-        return [
-            KVCache(
-                batch_size, max_len, c.n_kv_heads, c.head_dim, dtype or w.dtype, device or w.device
+            raise ValueError(
+                f"max_len={max_len} must be in 1..max_seq_len={c.max_seq_len}: the cache holds "
+                "prompt + new tokens, which must fit the model's context"
             )
+        device = w.device if device is None else torch.device(device)
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else w.dtype
+        return [
+            KVCache(batch_size, max_len, c.n_kv_heads, c.head_dim, dtype, device)
             for _ in self.layers
         ]
 
@@ -610,21 +642,30 @@ class SpongeBob(nn.Module):
         ``targets`` ``(B, T)`` (already shifted; ``-100`` = no loss) and optional ``loss_weights``
         give ``loss = lm_loss(logits, targets, loss_weights)``. ``caches`` (from ``make_caches``)
         hold earlier positions' keys and values; ``attn_mask`` (bool, broadcastable to
-        ``(B, 1, T, start_pos + T)``, True = may attend) hides padding keys.
+        ``(B, 1, T, S)`` with ``S = start_pos + T`` keys with caches, else ``T``; True = may
+        attend) hides padding keys. It is combined with causality once, for all layers; without it
+        (training) the layers pass no mask to SDPA at all.
         """
         B, T = input_ids.shape
         if start_pos + T > self.config.max_seq_len:
             raise ValueError(
                 f"positions {start_pos}..{start_pos + T - 1} exceed max_seq_len="
-                f"{self.config.max_seq_len}"
+                f"{self.config.max_seq_len}; shorten input_ids (or start_pos) to fit the context"
             )
         if targets is not None and last_only:
             raise ValueError("last_only=True computes no logits for the loss; drop targets")
+        if caches is not None and len(caches) != len(self.layers):
+            raise ValueError(
+                f"caches has {len(caches)} entries for {len(self.layers)} layers; "
+                "build them with model.make_caches(batch_size, max_len)"
+            )
+        S = start_pos + T if caches is not None else T  # keys each query may look at
+        mask = build_attn_mask(T, S, attn_mask, input_ids.device)  # once; None when training
         h = self.dropout(self.tok_embeddings(input_ids))  # (B, T, C)
         cos, sin = self.cos[start_pos : start_pos + T], self.sin[start_pos : start_pos + T]
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            h = layer(h, cos, sin, cache, start_pos, attn_mask)  # (B, T, C)
+            h = layer(h, cos, sin, cache, start_pos, mask)  # (B, T, C)
         h = self.norm(h)
         if last_only:
             h = h[:, -1:]  # (B, 1, C)
@@ -889,11 +930,36 @@ else:
 # `load_checkpoint` always loads with `weights_only=True` onto the CPU, accepts the original's
 # release format (a bare state dict) and the course's own (a dict whose `"model"` entry is the state
 # dict, next to e.g. `"config"` and `"step"`), and compares keys and shapes *before* loading, so the
-# error names every missing, unexpected and mis-shaped key and the file.
+# error names every missing, unexpected and mis-shaped key and the file. Reading and writing
+# checkpoints is its own module, `spongebob.checkpoint` (chapter 06 adds saving and resuming to it);
+# its first cell imports the model from the package, so from here on `SpongeBob` is the package's
+# class (the same code as the cells above).
 
 
 # %%
-#| export
+#| export: checkpoint
+"""Checkpoints: read them safely, check them against the model, and build models from them.
+
+Defined in 04_model. Every file is read with ``torch.load(weights_only=True)``, so a checkpoint
+cannot run code; keys and shapes are compared before anything is loaded, and errors name the file
+and every mismatch::
+
+    model = load_model("ckpt.pth")                 # config from the file's "config" entry
+    extras = load_checkpoint(model, "pretrain.pth")  # into an existing model; returns "step", ...
+"""
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spongebob.config import ModelConfig
+from spongebob.model import SpongeBob
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot (or must not) be loaded; the message says why. Defined in 04_model."""
 
@@ -912,7 +978,7 @@ def _unwrap(sd: dict[str, Any]) -> dict[str, Any]:
 
 
 # %%
-#| export
+#| export: checkpoint
 def load_state_dict_checked(
     model: nn.Module, state_dict: Mapping[str, Any], source: str = "state dict"
 ) -> None:
@@ -953,7 +1019,7 @@ def load_state_dict_checked(
 
 
 # %%
-#| export
+#| export: checkpoint
 def read_checkpoint(path: str | Path, key: str = "model") -> tuple[dict[str, Tensor], dict]:
     """Read a checkpoint file safely: ``(state_dict, other_entries)``. Defined in 04_model.
 
@@ -962,9 +1028,11 @@ def read_checkpoint(path: str | Path, key: str = "model") -> tuple[dict[str, Ten
     original's release format; ``other_entries`` is then empty) or a dict with a ``key`` entry.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file; check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:  # missing file, permissions: the usual exceptions
+    except OSError:  # permissions and the like: the usual exceptions, naming the file
         raise
     except Exception as e:  # the unpickler raises many types on a corrupt or foreign file
         if not (isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower()):
@@ -981,7 +1049,7 @@ def read_checkpoint(path: str | Path, key: str = "model") -> tuple[dict[str, Ten
     found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
     raise CheckpointError(
         f"{path}: neither a state dict (name -> tensor) nor a dict with a {key!r} entry "
-        f"(found {found})"
+        f"(found {found}); pass key= to name the entry that holds the weights"
     )
 
 
@@ -990,7 +1058,7 @@ def read_checkpoint(path: str | Path, key: str = "model") -> tuple[dict[str, Ten
 
 
 # %%
-#| export
+#| export: checkpoint
 def load_checkpoint(model: nn.Module, path: str | Path, key: str = "model") -> dict[str, Any]:
     """Load the weights in ``path`` into ``model`` (strict, checked); return the file's other
     entries (e.g. ``"config"``, ``"step"``; empty for a bare state dict). Defined in 04_model."""
@@ -1012,7 +1080,10 @@ def load_model(path: str | Path, config: ModelConfig | None = None) -> SpongeBob
                 f"{path}: a bare state dict carries no configuration; pass config=, e.g. "
                 "ModelConfig.preset('seed') for the original's releases"
             )
-        config = ModelConfig.from_dict(extras["config"])
+        try:
+            config = ModelConfig.from_dict(extras["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: its 'config' entry is not a valid config: {e}") from e
     model = SpongeBob(config)
     load_state_dict_checked(model, state, source=str(path))
     return model
@@ -1136,13 +1207,15 @@ Defined in 04_model. ``generate`` returns only the NEW token ids of every prompt
 as they are produced, and ``stream_text`` turns them into text without splitting a UTF-8 character::
 
     new_ids = generate(model, prompts, max_new_tokens=64, temperature=0, eos_token_id=tok.eos_id)
-    for piece in stream_text(model, tok, ids, 64, **CHAT_SAMPLING): print(piece, end="")
+    for piece in stream_text(model, tok, ids, 64, **CHAT_SAMPLING, seed=0): print(piece, end="")
 
-Call ``model.eval()`` first: generation does not switch dropout off for you.
+Sampling is reproducible with ``seed=`` (or a ``torch.Generator``). A model in training mode is
+switched to eval mode (no dropout) while it generates, and every module's mode is restored after.
 """
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from numbers import Integral
 
 import torch
@@ -1198,7 +1271,9 @@ def sample_next(
     """Pick one token per row of ``logits`` ``(B, V)``; returns ``(B,)`` int64. Defined in 04_model.
 
     ``temperature=0`` is greedy (argmax); otherwise ``softmax(filter_logits(logits / temperature))``
-    is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples).
+    is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples). A
+    generator draws on its own device, so the draw happens there: a CPU generator with CUDA
+    logits samples on the CPU, and the result comes back to the logits' device.
     Invalid ``top_k`` / ``top_p`` raise ``ValueError`` even when ``temperature=0`` ignores them.
     """
     if temperature < 0:
@@ -1206,7 +1281,10 @@ def sample_next(
     _check_filters(top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)  # (B, V)
+    if generator is not None and generator.device != probs.device:
+        draw = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return draw.squeeze(-1).to(logits.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -1327,6 +1405,18 @@ print(
 )
 
 # %% [markdown]
+# The cache is allocated in the dtype the keys and values are *computed* in. Under
+# `torch.autocast` (the usual way to run a float32 model in bf16 on a GPU) the projections produce
+# bf16, so the cache is bf16 too: half the memory of a float32 cache, and no cast at every step.
+# `make_caches` asks autocast for the weights' device type (CPU autocast here):
+
+# %%
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    auto_caches = lively.make_caches(batch_size=2, max_len=24)
+print("float32 weights:", caches[0].k.dtype, "| under bf16 autocast:", auto_caches[0].k.dtype)
+assert caches[0].k.dtype == torch.float32 and auto_caches[0].k.dtype == torch.bfloat16
+
+# %% [markdown]
 # What the cache saves, counted rather than timed: without it, step $t$ of a generation pushes all
 # $T_0 + t$ positions through every weight matrix; with it, one position. For a 64-token prompt and
 # 128 new tokens on the seed model, with `flops_per_token` from section 7:
@@ -1357,8 +1447,9 @@ plt.show()
 # every prompt ends in the last column and every new token of every row is appended in the same
 # column. Two things make padding invisible to the model:
 #
-# * an attention mask hides the pad *keys* from every real query (chapter 03's `Attention` combines
-#   it with the causal mask, and lets a pad query see itself so that no row is empty);
+# * an attention mask hides the pad *keys* from every real query (the model combines it with the
+#   causal mask once per forward, with chapter 03's `build_attn_mask`, which also lets a pad query
+#   see itself so that no row is empty);
 # * RoPE only sees *differences* of positions (chapter 02), so shifting a prompt right by $p$ pad
 #   positions changes no attention score, up to float rounding.
 #
@@ -1413,10 +1504,16 @@ def prepare_prompts(
         valid = mask.to(device=ids.device).bool()
         valid = valid[None] if valid.dim() == 1 else valid
         if ids.dim() != 2 or valid.shape != ids.shape:
-            raise ValueError(f"input_ids {tuple(ids.shape)} / attention_mask {tuple(valid.shape)}")
+            raise ValueError(
+                f"input_ids {tuple(ids.shape)} and attention_mask {tuple(valid.shape)} must both "
+                "be (B, T) (or both (T,) for one prompt)"
+            )
     else:
         if attention_mask is not None:
-            raise ValueError("attention_mask goes with a tensor; lists of prompts are padded here")
+            raise ValueError(
+                "attention_mask= goes with a (B, T) tensor of input_ids; pass lists of prompts "
+                "without it (they are padded on the left here)"
+            )
         rows = list(input_ids)
         if rows and (isinstance(rows[0], Integral) or getattr(rows[0], "ndim", 1) == 0):
             rows = [rows]  # a single prompt
@@ -1429,9 +1526,12 @@ def prepare_prompts(
                 ids[b, T - len(r) :], valid[b, T - len(r) :] = torch.tensor(r), True
         ids, valid = ids.to(device), valid.to(device)
     if ids.numel() == 0 or not bool(valid.any(dim=1).all()):
-        raise ValueError("every prompt needs at least one token")
+        raise ValueError("every prompt in input_ids needs at least one token")
     if bool((valid[:, 1:] < valid[:, :-1]).any()):
-        raise ValueError("prompts must be padded on the left (attention_mask like 0 0 1 1 1)")
+        raise ValueError(
+            "input_ids must be padded on the left (attention_mask like 0 0 1 1 1); move the "
+            "padding of right-padded prompts to the left"
+        )
     return ids, valid
 
 
@@ -1481,13 +1581,34 @@ assert cut.tolist() == [[0, 5, 6, 7], [10, 11, 12, 13]]
 # The decoding loop itself is a Python generator that yields one column of new tokens per step;
 # `generate` collects them, `stream_generate` hands them out as they come. Per step: penalise seen
 # tokens, pick the next token (sequences that have produced `eos_token_id` get padding instead
-# and are not reported), then run the model on that single token with the cache. The attention
-# mask is only built when there is padding. The loop stops when every sequence has finished or
-# after `max_new_tokens` new tokens (the prompt does not count, unlike in the original).
+# and are not reported), then run the model on that single token with the cache. A key mask is
+# only passed when there is padding (the model then combines it with causality once per step). The
+# loop stops when every sequence has finished or after `max_new_tokens` new tokens (the prompt
+# does not count, unlike in the original).
+#
+# Two choices about the caller's state. **Randomness**: `seed=` builds a `torch.Generator` on the
+# model's device, so the same seed gives the same tokens (on the same device and PyTorch version),
+# without touching the global random state; a `generator=` of your own works too, on any device.
+# **Training mode**: a model left in training mode would apply dropout while generating. Rather
+# than refusing, the loop switches the model to eval mode for the call and restores every
+# module's own mode afterwards (for a stream: when it ends or is closed), so generating a sample in
+# the middle of a training run is safe.
 
 
 # %%
 #| export: generate
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run the body with ``model`` in eval mode, then restore each module's own training flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 @torch.no_grad()
 def decode_steps(
     model: torch.nn.Module,
@@ -1502,6 +1623,7 @@ def decode_steps(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int = 0,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
     use_cache: bool = True,
     logits_processor: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -1509,6 +1631,9 @@ def decode_steps(
 
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
+    ``seed``: sample with a fresh ``torch.Generator`` on ``ids``' device seeded with it (same seed,
+    same tokens); or pass your own ``generator`` (not both). The model runs in eval mode; each
+    module's training flag is restored when the loop ends or is closed.
     ``logits_processor(tokens (B, S), logits (B, V)) -> logits`` may edit the scores of each step.
     ``tokens`` is the whole left-padded batch so far: a shorter prompt's row starts with
     ``pad_token_id`` columns (``valid`` says which prompt columns are real), and a finished row
@@ -1516,8 +1641,18 @@ def decode_steps(
     """
     B, T = ids.shape
     V, total = model.config.vocab_size, T + max_new_tokens
-    if int(ids.min()) < 0 or int(ids.max()) >= V:
-        raise ValueError(f"token ids must be in 0..{V - 1}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(
+            f"input_ids must be token ids in 0..{V - 1} (the model's vocab_size is {V}), got ids "
+            f"from {lo} to {hi}; was the prompt encoded with this model's tokenizer?"
+        )
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass seed= or generator=, not both")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        generator = torch.Generator(device=ids.device).manual_seed(int(seed))
     eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=ids.device).flatten()
     tokens = torch.full((B, total), pad_token_id, dtype=torch.long, device=ids.device)
     tokens[:, :T] = ids
@@ -1528,33 +1663,34 @@ def decode_steps(
     if repetition_penalty != 1.0:
         seen = torch.zeros(B, V, dtype=torch.long, device=ids.device)
         seen.scatter_add_(1, ids, valid.long())
-    caches = model.make_caches(B, total) if use_cache else None
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
 
     def last_logits(start: int, end: int) -> Tensor:  # forward positions start..end-1
-        mask = keys[:, None, None, :end] if padded else None  # (B, 1, 1, S)
+        mask = keys[:, None, None, :end] if padded else None  # (B, 1, 1, S) key mask
         x = tokens[:, start:end] if use_cache else tokens[:, :end]
         kw = dict(caches=caches, start_pos=start) if use_cache else {}
         return model(x, attn_mask=mask, last_only=True, **kw).logits[:, -1].float()  # (B, V)
 
-    logits = last_logits(0, T)  # prefill
-    for step in range(max_new_tokens):
-        if seen is not None:
-            logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
-        if logits_processor is not None:
-            logits = logits_processor(tokens[:, : T + step], logits)
-        nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
-            finished, pad_token_id
-        )
-        tokens[:, T + step] = nxt
-        yield nxt, ~finished
-        if eos is not None:
-            finished = finished | torch.isin(nxt, eos)
-        if step + 1 == max_new_tokens or bool(finished.all()):
-            return
-        if seen is not None:
-            seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
-        logits = last_logits(T + step, T + step + 1)
+    with _eval_mode(model):
+        caches = model.make_caches(B, total) if use_cache else None  # in the compute dtype
+        logits = last_logits(0, T)  # prefill
+        for step in range(max_new_tokens):
+            if seen is not None:
+                logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
+            if logits_processor is not None:
+                logits = logits_processor(tokens[:, : T + step], logits)
+            nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
+                finished, pad_token_id
+            )
+            tokens[:, T + step] = nxt
+            yield nxt, ~finished
+            if eos is not None:
+                finished = finished | torch.isin(nxt, eos)
+            if step + 1 == max_new_tokens or bool(finished.all()):
+                return
+            if seen is not None:
+                seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
+            logits = last_logits(T + step, T + step + 1)
 
 
 # %%
@@ -1577,9 +1713,10 @@ def generate(
     Returns one list of new ids per prompt (the prompt is not included), cut after the first
     ``eos_token_id`` (which is kept, so a caller can tell "stopped" from "ran out"). ``sampling``:
     ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``repetition_penalty``, ``eos_token_id``,
-    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`: it sees the left
-    padding). Prompts: see `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end,
-    with a warning.
+    ``seed`` or ``generator`` (reproducible sampling), ``use_cache``, ``logits_processor`` (see
+    `decode_steps`: it sees the left padding). Prompts: see `prepare_prompts`; a prompt too long
+    for ``max_seq_len`` keeps its end, with a warning. A model in training mode generates in eval
+    mode and is left in its own mode afterwards.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -1609,7 +1746,8 @@ def stream_generate(
 ) -> Iterator[int]:
     """Like `generate` for ONE prompt, but yield each new id as soon as it exists. Defined in 04_model.
 
-    The eos id, when produced, is yielded last. Same arguments as `generate`.
+    The eos id, when produced, is yielded last. Same arguments as `generate`. The model is in eval
+    mode while the stream runs; its own modes come back when the stream ends or is closed.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -1617,7 +1755,10 @@ def stream_generate(
     pad = kwargs.pop("pad_token_id", 0)
     ids, valid = prepare_prompts(input_ids, mask, pad, _model_device(model))
     if ids.shape[0] != 1:
-        raise ValueError(f"stream_generate takes one prompt, got a batch of {ids.shape[0]}")
+        raise ValueError(
+            f"stream_generate takes one prompt, got a batch of {ids.shape[0]}; use generate "
+            "for batches"
+        )
     if max_new_tokens == 0:
         return
     ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)
@@ -1682,9 +1823,23 @@ stopped = generate(lively, prompts, 10, temperature=0, eos_token_id=eos)
 print("eos", eos, "| lengths", [len(r) for r in stopped], "| row 1:", stopped[1])
 assert stopped == [r[: r.index(eos) + 1] if eos in r else r for r in batched]
 assert len(stopped[1]) <= 3 and all(len(r) == 10 for r in batched)
-gen_a = generate(lively, prompts, 10, **CHAT_SAMPLING, generator=torch.Generator().manual_seed(7))
+gen_a = generate(lively, prompts, 10, **CHAT_SAMPLING, seed=7)
 gen_b = generate(lively, prompts, 10, **CHAT_SAMPLING, generator=torch.Generator().manual_seed(7))
-assert gen_a == gen_b  # sampling is reproducible with a seeded generator
+assert gen_a == gen_b == generate(lively, prompts, 10, **CHAT_SAMPLING, seed=7)  # reproducible
+
+# %% [markdown]
+# Training mode: generating from a model in the middle of training switches it to eval for the
+# call (no dropout, so greedy decoding gives the eval-mode tokens) and leaves it training after.
+
+# %%
+seed_everything(3)
+dropped = SpongeBob(replace(tiny, dropout=0.5))
+init_weights(dropped, std=0.1)
+want = generate(dropped.eval(), prompts, 6, temperature=0)
+dropped.train()
+assert generate(dropped, prompts, 6, temperature=0) == want and dropped.training
+assert all(m.training for m in dropped.modules())  # every module back in training mode
+print("a training model generates its eval-mode tokens and keeps training afterwards")
 
 # %% [markdown]
 # A prompt longer than the context keeps its end, with a warning, and the result still fits:
@@ -1734,6 +1889,7 @@ assert timings["idsTrue"] == timings["idsFalse"]
 
 # %%
 # The package's copies replace the definitions made by this notebook's exported cells.
+from spongebob.checkpoint import load_model
 from spongebob.config import ModelConfig
 from spongebob.generate import CHAT_SAMPLING, generate, stream_text  # noqa: F811
 from spongebob.model import SpongeBob, count_parameters
@@ -1741,6 +1897,8 @@ from spongebob.model import SpongeBob, count_parameters
 tok = course_tokenizer()
 seed_everything(1337)
 lm = SpongeBob(ModelConfig.preset("tiny")).eval()
+torch.save({"model": lm.state_dict(), "config": lm.config.to_dict()}, folder / "lm.pth")
+lm = load_model(folder / "lm.pth").eval()  # the same weights, checked, from a weights_only file
 assert lm.config.vocab_size == tok.vocab_size
 chat = tok.apply_chat_template([{"role": "user", "content": "Who lives in a pineapple?"}])
 chat_ids = tok.encode(chat)
@@ -1758,9 +1916,7 @@ print(chat)
 # %%
 # NBVAL_IGNORE_OUTPUT
 pieces = []
-for piece in stream_text(
-    lm, tok, chat_ids, 48, **CHAT_SAMPLING, generator=torch.Generator().manual_seed(0)
-):
+for piece in stream_text(lm, tok, chat_ids, 48, **CHAT_SAMPLING, seed=0):
     print(piece, end="", flush=True)
     pieces.append(piece)
 new_ids = generate(
@@ -1770,7 +1926,7 @@ new_ids = generate(
     **CHAT_SAMPLING,
     eos_token_id=tok.eos_id,
     pad_token_id=tok.pad_id,
-    generator=torch.Generator().manual_seed(0),
+    seed=0,
 )[0]
 new_ids = new_ids[:-1] if new_ids and new_ids[-1] == tok.eos_id else new_ids
 assert "".join(pieces) == tok.decode(new_ids)
@@ -1787,15 +1943,19 @@ print(f"\n\n{len(new_ids)} tokens -> {len(pieces)} text pieces")
 #   scale is roughly independent of the number of layers (it still grows block by block).
 # * Parameter and FLOP counts are arithmetic: 28,975,616 (25,829,888 with GQA), about
 #   $6N + 12\,n_\text{layers}\,C\,T$ FLOPs per trained token.
-# * A checkpoint is a pickle: load it with `weights_only=True` and strict, checked keys.
+# * A checkpoint is a pickle: load it with `weights_only=True` and strict, checked keys
+#   (`spongebob.checkpoint`). A `ModelConfig` is frozen: change one with `dataclasses.replace`.
 # * Generation is a loop of forward passes; the KV cache turns it into one prefill and cheap
 #   one-token steps. Sampling = repetition penalty (sign-aware) → temperature → top-k → top-p.
-#   Batches are padded on the left and masked.
+#   Batches are padded on the left and masked; the mask is built once per forward, and the
+#   training path has none, so SDPA may use its fused kernels. Caches follow the compute dtype,
+#   `seed=` makes sampling reproducible, and a training model generates in eval mode.
 #
 # | module | what it exports |
 # |---|---|
 # | `spongebob.config` | `ModelConfig` (`preset`, `to_dict`, `from_dict`), `PRESETS`, `config_problems` |
-# | `spongebob.model` | `RMSNorm`, `FeedForward`, `Block`, `SpongeBob`, `ModelOutput`, `lm_loss`, `IGNORE_INDEX`, `init_weights`, `count_parameters`, `flops_per_token`, `load_checkpoint`, `load_model`, `read_checkpoint`, `load_state_dict_checked`, `CheckpointError` |
+# | `spongebob.model` | `RMSNorm`, `FeedForward`, `Block`, `SpongeBob` (`make_caches`), `ModelOutput`, `lm_loss`, `IGNORE_INDEX`, `init_weights`, `count_parameters`, `flops_per_token` |
+# | `spongebob.checkpoint` | `load_checkpoint`, `load_model`, `read_checkpoint`, `load_state_dict_checked`, `CheckpointError` |
 # | `spongebob.generate` | `generate`, `stream_generate`, `stream_text`, `decode_steps`, `sample_next`, `filter_logits`, `apply_repetition_penalty`, `prepare_prompts`, `fit_context`, `CHAT_SAMPLING` |
 #
 # Next: chapter 05 (data, being written) turns the JSONL files into training batches, with the loss masks

@@ -6,7 +6,9 @@
 Defined in 03_attention. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels,
 no stored ``max_seq_len x max_seq_len`` mask; GQA via ``enable_gqa=True``, PyTorch >= 2.5, so the
 shared key/value heads are never copied); the projections ``wq, wk, wv, wo`` have no biases and
-keep the original's state-dict keys.
+keep the original's state-dict keys. A model builds the complete attention mask once per forward
+with ``build_attn_mask``; on the training path there is none (SDPA's ``is_causal``), which keeps
+FlashAttention usable on a CUDA GPU (bf16 only; a mask rules it out).
 """
 
 import math
@@ -72,10 +74,13 @@ class KVCache:
         if start_pos < 0 or end > self.max_seq_len:
             raise ValueError(
                 f"KV cache overflow: positions {start_pos}..{end - 1} do not fit in a cache of "
-                f"max_seq_len={self.max_seq_len}"
+                f"max_seq_len={self.max_seq_len}; allocate a cache for all the positions you need"
             )
         if B > self.k.shape[0]:
-            raise ValueError(f"batch {B} is larger than the cache's batch_size {self.k.shape[0]}")
+            raise ValueError(
+                f"batch {B} is larger than the cache's batch_size {self.k.shape[0]}; allocate the "
+                "cache with batch_size >= the batch"
+            )
         self.k[:B, start_pos:end] = k.to(self.k.dtype)
         self.v[:B, start_pos:end] = v.to(self.v.dtype)
         return self.k[:B, :end], self.v[:B, :end]
@@ -84,6 +89,38 @@ class KVCache:
     def nbytes(self) -> int:
         """Memory held by the two buffers, in bytes."""
         return self.k.nbytes + self.v.nbytes
+
+
+def build_attn_mask(
+    T: int, S: int, attn_mask: Tensor | None = None, device: torch.device | str | None = None
+) -> Tensor | None:
+    """The complete bool mask of ``T`` new queries over ``S`` keys, or ``None`` if SDPA needs none.
+
+    Defined in 03_attention. Build it once per model forward and pass it to every layer as
+    ``Attention(..., mask=)``. Returns ``None`` (the layer then uses SDPA's ``is_causal``, or no
+    mask for one query) when there is no ``attn_mask`` and ``T == S`` or ``T == 1``. Otherwise
+    ``causal_mask(T, S)`` combined with ``attn_mask`` (bool, broadcastable to ``(B, 1, T, S)``,
+    True = may attend, e.g. False on padding keys): shape ``(T, S)`` or ``(B, 1, T, S)``. A query
+    always sees its own position, so no softmax row is empty (NaN).
+    """
+    if attn_mask is None:
+        return None if T in (1, S) else causal_mask(T, S, device)
+    if attn_mask.dtype != torch.bool:
+        raise ValueError(
+            f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}; "
+            "convert it with attn_mask.bool() or build it with a comparison"
+        )
+    device = attn_mask.device if device is None else device
+    try:
+        mask = causal_mask(T, S, device) & attn_mask.to(device)  # (T, S) or (B, 1, T, S)
+    except RuntimeError as e:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to (B, 1, T, S) with "
+            f"T={T} queries and S={S} keys; pass e.g. a (B, 1, 1, S) key mask"
+        ) from e
+    own = torch.arange(T, device=device)
+    mask[..., own, own + S - T] = True  # a query always sees itself: no empty softmax row
+    return mask
 
 
 class Attention(nn.Module):
@@ -117,14 +154,16 @@ class Attention(nn.Module):
         sin: Tensor,
         cache: KVCache | None = None,
         start_pos: int = 0,
-        attn_mask: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``
 
         ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and
-        values of earlier positions come from the cache. ``attn_mask``: optional bool, broadcastable to
-        ``(B, 1, T, start_pos + T)``, True = may attend (e.g. False on left-padding keys); it is
-        combined with the causal mask.
+        values of earlier positions come from the cache (``S = start_pos + T`` keys, else ``S = T``).
+        ``mask``: the *complete* bool mask, broadcastable to ``(B, 1, T, S)``, True = may attend,
+        causality included (build it once per forward with ``build_attn_mask``). Without one the
+        layer is causal by itself: ``is_causal=True`` for ``T == S``, nothing for ``T == 1``, an
+        offset causal mask otherwise. On CUDA only the mask-free calls can use FlashAttention.
         """
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
@@ -136,24 +175,17 @@ class Attention(nn.Module):
         S = k.shape[1]
         q = q.transpose(1, 2)  # (B, H, T, D)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H_kv, S, D): shared by n_rep heads each
-        mask = None
-        if attn_mask is not None or T not in (1, S):
-            # One query (decoding) sees every cached key, and T == S is SDPA's own is_causal;
-            # otherwise build the offset causal mask and combine it with the caller's mask.
+        if mask is None and T not in (1, S):
+            # A chunk after cached positions, called on its own: the offset diagonal (section 8).
+            # A model passes this mask ready-made, built once for all its layers.
             mask = causal_mask(T, S, x.device)  # (T, S)
-            if attn_mask is not None:
-                own = torch.arange(T, device=x.device)
-                mask = mask & attn_mask  # (B, 1, T, S)
-                # A query always sees its own position: a padding query whose keys are all
-                # masked would otherwise get NaN, and NaN values poison later layers.
-                mask[..., own, own + S - T] = True
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.attn_dropout.p if self.training else 0.0,
-            is_causal=mask is None and T > 1,
+            is_causal=mask is None and T > 1,  # then T == S: the training path, no mask at all
             enable_gqa=self.n_rep > 1,  # query head j uses kv head j // n_rep, no repeat_kv copy
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)
@@ -161,12 +193,12 @@ class Attention(nn.Module):
 
 
 def attention_weights(
-    attn: Attention, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None = None
+    attn: Attention, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None
 ) -> Tensor:
     """The softmax weights ``(B, H, T, T)`` of ``attn`` on ``x`` (no cache), for plots.
 
     Defined in 03_attention. Recomputed in float32 the explicit way, since SDPA does not return
-    them; same masking rules as ``Attention.forward`` (causal, ``attn_mask``, own position).
+    them; ``mask`` as in ``Attention.forward`` (complete, from ``build_attn_mask``; None = causal).
     """
     B, T, _ = x.shape
     q = apply_rope(attn.wq(x).view(B, T, attn.n_heads, attn.head_dim), cos, sin)
@@ -174,9 +206,5 @@ def attention_weights(
     q = q.float().transpose(1, 2)  # (B, H, T, D)
     k = repeat_kv(k, attn.n_rep).float().transpose(1, 2)  # (B, H, T, D)
     scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)  # (B, H, T, T)
-    mask = causal_mask(T, T, x.device)
-    if attn_mask is not None:
-        own = torch.arange(T, device=x.device)
-        mask = mask & attn_mask
-        mask[..., own, own] = True
+    mask = causal_mask(T, T, x.device) if mask is None else mask.to(x.device)
     return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)

@@ -15,13 +15,16 @@ from typing import Any
 _POSITIVE_INTS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of the SpongeBob decoder. Defined in 04_model.
 
     Names and defaults are the original's. ``hidden_dim=None`` derives the SwiGLU width as
     ``multiple_of * ceil((2 * 4 * dim / 3) / multiple_of)`` (1408 for ``dim=512``); read the value
     in use from ``ffn_hidden_dim``. An invalid combination raises ``ValueError`` naming the fields.
+    Frozen: validated once, never changed afterwards (assignment raises
+    ``dataclasses.FrozenInstanceError``); derive a variant with ``dataclasses.replace(cfg, ...)``,
+    which validates the new config.
     """
 
     dim: int = 512
@@ -39,7 +42,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         errors = config_problems(self)
         if errors:
-            raise ValueError("invalid ModelConfig: " + "; ".join(errors))
+            raise ValueError("invalid ModelConfig: " + "; ".join(errors) + "; fix these fields")
 
     @property
     def head_dim(self) -> int:
@@ -69,9 +72,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
         """Rebuild from ``to_dict()``; unknown keys are an error, missing keys take defaults."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}")
+            raise ValueError(
+                f"unknown ModelConfig field(s) {unknown}; remove them (known fields: {known})"
+            )
         return cls(**d)
 
 

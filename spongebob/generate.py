@@ -8,13 +8,15 @@ Defined in 04_model. ``generate`` returns only the NEW token ids of every prompt
 as they are produced, and ``stream_text`` turns them into text without splitting a UTF-8 character::
 
     new_ids = generate(model, prompts, max_new_tokens=64, temperature=0, eos_token_id=tok.eos_id)
-    for piece in stream_text(model, tok, ids, 64, **CHAT_SAMPLING): print(piece, end="")
+    for piece in stream_text(model, tok, ids, 64, **CHAT_SAMPLING, seed=0): print(piece, end="")
 
-Call ``model.eval()`` first: generation does not switch dropout off for you.
+Sampling is reproducible with ``seed=`` (or a ``torch.Generator``). A model in training mode is
+switched to eval mode (no dropout) while it generates, and every module's mode is restored after.
 """
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from numbers import Integral
 
 import torch
@@ -64,7 +66,9 @@ def sample_next(
     """Pick one token per row of ``logits`` ``(B, V)``; returns ``(B,)`` int64. Defined in 04_model.
 
     ``temperature=0`` is greedy (argmax); otherwise ``softmax(filter_logits(logits / temperature))``
-    is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples).
+    is sampled with ``generator`` (pass a seeded ``torch.Generator`` for reproducible samples). A
+    generator draws on its own device, so the draw happens there: a CPU generator with CUDA
+    logits samples on the CPU, and the result comes back to the logits' device.
     Invalid ``top_k`` / ``top_p`` raise ``ValueError`` even when ``temperature=0`` ignores them.
     """
     if temperature < 0:
@@ -72,7 +76,10 @@ def sample_next(
     _check_filters(top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)  # (B, V)
+    if generator is not None and generator.device != probs.device:
+        draw = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return draw.squeeze(-1).to(logits.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -113,10 +120,16 @@ def prepare_prompts(
         valid = mask.to(device=ids.device).bool()
         valid = valid[None] if valid.dim() == 1 else valid
         if ids.dim() != 2 or valid.shape != ids.shape:
-            raise ValueError(f"input_ids {tuple(ids.shape)} / attention_mask {tuple(valid.shape)}")
+            raise ValueError(
+                f"input_ids {tuple(ids.shape)} and attention_mask {tuple(valid.shape)} must both "
+                "be (B, T) (or both (T,) for one prompt)"
+            )
     else:
         if attention_mask is not None:
-            raise ValueError("attention_mask goes with a tensor; lists of prompts are padded here")
+            raise ValueError(
+                "attention_mask= goes with a (B, T) tensor of input_ids; pass lists of prompts "
+                "without it (they are padded on the left here)"
+            )
         rows = list(input_ids)
         if rows and (isinstance(rows[0], Integral) or getattr(rows[0], "ndim", 1) == 0):
             rows = [rows]  # a single prompt
@@ -129,9 +142,12 @@ def prepare_prompts(
                 ids[b, T - len(r) :], valid[b, T - len(r) :] = torch.tensor(r), True
         ids, valid = ids.to(device), valid.to(device)
     if ids.numel() == 0 or not bool(valid.any(dim=1).all()):
-        raise ValueError("every prompt needs at least one token")
+        raise ValueError("every prompt in input_ids needs at least one token")
     if bool((valid[:, 1:] < valid[:, :-1]).any()):
-        raise ValueError("prompts must be padded on the left (attention_mask like 0 0 1 1 1)")
+        raise ValueError(
+            "input_ids must be padded on the left (attention_mask like 0 0 1 1 1); move the "
+            "padding of right-padded prompts to the left"
+        )
     return ids, valid
 
 
@@ -161,6 +177,18 @@ def fit_context(
     return ids, valid
 
 
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run the body with ``model`` in eval mode, then restore each module's own training flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 @torch.no_grad()
 def decode_steps(
     model: torch.nn.Module,
@@ -175,6 +203,7 @@ def decode_steps(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int = 0,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
     use_cache: bool = True,
     logits_processor: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -182,6 +211,9 @@ def decode_steps(
 
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
+    ``seed``: sample with a fresh ``torch.Generator`` on ``ids``' device seeded with it (same seed,
+    same tokens); or pass your own ``generator`` (not both). The model runs in eval mode; each
+    module's training flag is restored when the loop ends or is closed.
     ``logits_processor(tokens (B, S), logits (B, V)) -> logits`` may edit the scores of each step.
     ``tokens`` is the whole left-padded batch so far: a shorter prompt's row starts with
     ``pad_token_id`` columns (``valid`` says which prompt columns are real), and a finished row
@@ -189,8 +221,18 @@ def decode_steps(
     """
     B, T = ids.shape
     V, total = model.config.vocab_size, T + max_new_tokens
-    if int(ids.min()) < 0 or int(ids.max()) >= V:
-        raise ValueError(f"token ids must be in 0..{V - 1}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(
+            f"input_ids must be token ids in 0..{V - 1} (the model's vocab_size is {V}), got ids "
+            f"from {lo} to {hi}; was the prompt encoded with this model's tokenizer?"
+        )
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass seed= or generator=, not both")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        generator = torch.Generator(device=ids.device).manual_seed(int(seed))
     eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=ids.device).flatten()
     tokens = torch.full((B, total), pad_token_id, dtype=torch.long, device=ids.device)
     tokens[:, :T] = ids
@@ -201,33 +243,34 @@ def decode_steps(
     if repetition_penalty != 1.0:
         seen = torch.zeros(B, V, dtype=torch.long, device=ids.device)
         seen.scatter_add_(1, ids, valid.long())
-    caches = model.make_caches(B, total) if use_cache else None
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
 
     def last_logits(start: int, end: int) -> Tensor:  # forward positions start..end-1
-        mask = keys[:, None, None, :end] if padded else None  # (B, 1, 1, S)
+        mask = keys[:, None, None, :end] if padded else None  # (B, 1, 1, S) key mask
         x = tokens[:, start:end] if use_cache else tokens[:, :end]
         kw = dict(caches=caches, start_pos=start) if use_cache else {}
         return model(x, attn_mask=mask, last_only=True, **kw).logits[:, -1].float()  # (B, V)
 
-    logits = last_logits(0, T)  # prefill
-    for step in range(max_new_tokens):
-        if seen is not None:
-            logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
-        if logits_processor is not None:
-            logits = logits_processor(tokens[:, : T + step], logits)
-        nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
-            finished, pad_token_id
-        )
-        tokens[:, T + step] = nxt
-        yield nxt, ~finished
-        if eos is not None:
-            finished = finished | torch.isin(nxt, eos)
-        if step + 1 == max_new_tokens or bool(finished.all()):
-            return
-        if seen is not None:
-            seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
-        logits = last_logits(T + step, T + step + 1)
+    with _eval_mode(model):
+        caches = model.make_caches(B, total) if use_cache else None  # in the compute dtype
+        logits = last_logits(0, T)  # prefill
+        for step in range(max_new_tokens):
+            if seen is not None:
+                logits = apply_repetition_penalty(logits, seen > 0, repetition_penalty)
+            if logits_processor is not None:
+                logits = logits_processor(tokens[:, : T + step], logits)
+            nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(
+                finished, pad_token_id
+            )
+            tokens[:, T + step] = nxt
+            yield nxt, ~finished
+            if eos is not None:
+                finished = finished | torch.isin(nxt, eos)
+            if step + 1 == max_new_tokens or bool(finished.all()):
+                return
+            if seen is not None:
+                seen.scatter_add_(1, nxt[:, None], torch.ones_like(nxt[:, None]))
+            logits = last_logits(T + step, T + step + 1)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -248,9 +291,10 @@ def generate(
     Returns one list of new ids per prompt (the prompt is not included), cut after the first
     ``eos_token_id`` (which is kept, so a caller can tell "stopped" from "ran out"). ``sampling``:
     ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``repetition_penalty``, ``eos_token_id``,
-    ``generator``, ``use_cache``, ``logits_processor`` (see `decode_steps`: it sees the left
-    padding). Prompts: see `prepare_prompts`; a prompt too long for ``max_seq_len`` keeps its end,
-    with a warning.
+    ``seed`` or ``generator`` (reproducible sampling), ``use_cache``, ``logits_processor`` (see
+    `decode_steps`: it sees the left padding). Prompts: see `prepare_prompts`; a prompt too long
+    for ``max_seq_len`` keeps its end, with a warning. A model in training mode generates in eval
+    mode and is left in its own mode afterwards.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -272,7 +316,8 @@ def stream_generate(
 ) -> Iterator[int]:
     """Like `generate` for ONE prompt, but yield each new id as soon as it exists. Defined in 04_model.
 
-    The eos id, when produced, is yielded last. Same arguments as `generate`.
+    The eos id, when produced, is yielded last. Same arguments as `generate`. The model is in eval
+    mode while the stream runs; its own modes come back when the stream ends or is closed.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -280,7 +325,10 @@ def stream_generate(
     pad = kwargs.pop("pad_token_id", 0)
     ids, valid = prepare_prompts(input_ids, mask, pad, _model_device(model))
     if ids.shape[0] != 1:
-        raise ValueError(f"stream_generate takes one prompt, got a batch of {ids.shape[0]}")
+        raise ValueError(
+            f"stream_generate takes one prompt, got a batch of {ids.shape[0]}; use generate "
+            "for batches"
+        )
     if max_new_tokens == 0:
         return
     ids, valid = fit_context(ids, valid, max_new_tokens, model.config.max_seq_len)

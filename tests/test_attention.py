@@ -6,8 +6,16 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from spongebob.attention import Attention, KVCache, attention_weights, causal_mask, repeat_kv
+from spongebob.attention import (
+    Attention,
+    KVCache,
+    attention_weights,
+    build_attn_mask,
+    causal_mask,
+    repeat_kv,
+)
 from spongebob.rope import apply_rope, precompute_rope
 
 
@@ -136,8 +144,8 @@ def test_left_padding_mask_gives_the_unpadded_outputs():
     attn, cos, sin = make()
     seqs = [torch.randn(n, 32) for n in (7, 4, 1)]
     x, keep = left_pad(seqs, pad_value=3.0)  # junk in the pads must not leak
-    mask = keep[:, None, None, :]  # (B, 1, 1, T): False on padding keys
-    out = attn(x, cos[:7], sin[:7], attn_mask=mask)
+    mask = build_attn_mask(7, 7, keep[:, None, None, :])  # key mask (B, 1, 1, T) -> (B, 1, T, T)
+    out = attn(x, cos[:7], sin[:7], mask=mask)
     # A padding query has no real key to see; it attends to its own position only, so its output
     # is finite and defined (its value vector through wo) on every torch version and backend.
     v = (x @ attn.wv.weight.T).view(3, 7, 2, 8)
@@ -155,12 +163,13 @@ def test_left_padding_with_a_cache_then_decoding():
     x, keep = left_pad([s[:-3] for s in seqs])  # prefill all but the last 3 tokens
     T0 = x.shape[1]
     cache = KVCache(2, 24, 2, 8)
-    outs = [attn(x, cos[:T0], sin[:T0], cache, 0, attn_mask=keep[:, None, None, :])]
+    outs = [attn(x, cos[:T0], sin[:T0], cache, 0, build_attn_mask(T0, T0, keep[:, None, None, :]))]
     for i in range(3):
         t = T0 + i
         step = torch.stack([s[-3 + i] for s in seqs])[:, None]  # (B, 1, C)
         keep = torch.cat([keep, torch.ones(2, 1, dtype=torch.bool)], dim=1)
-        outs.append(attn(step, cos[t : t + 1], sin[t : t + 1], cache, t, keep[:, None, None, :]))
+        mask = build_attn_mask(1, t + 1, keep[:, None, None, :])  # (B, 1, 1, t + 1)
+        outs.append(attn(step, cos[t : t + 1], sin[t : t + 1], cache, t, mask))
     out = torch.cat(outs, dim=1)
     for b, s in enumerate(seqs):
         ref = attn(s[None], cos[: len(s)], sin[: len(s)])[0]
@@ -173,8 +182,50 @@ def test_a_general_attn_mask_is_combined_with_causality():
     x = torch.randn(2, 9, 32)
     allowed = torch.rand(2, 9, 9) > 0.3
     allowed |= torch.eye(9, dtype=torch.bool)  # every query keeps at least itself
-    got = attn(x, cos[:9], sin[:9], attn_mask=allowed[:, None])
+    got = attn(x, cos[:9], sin[:9], mask=build_attn_mask(9, 9, allowed[:, None]))
     torch.testing.assert_close(got, manual_attention(attn, x, cos[:9], sin[:9], allowed))
+    # The layer uses a given mask as the complete mask: causality is the caller's (the builder's).
+    complete = causal_mask(9, 9) & allowed[:, None]
+    torch.testing.assert_close(attn(x, cos[:9], sin[:9], mask=complete), got)
+
+
+def test_build_attn_mask_returns_none_when_sdpa_needs_no_mask():
+    assert build_attn_mask(12, 12) is None  # training / full prefill: SDPA's is_causal
+    assert build_attn_mask(1, 30) is None  # one query decoding: it sees every cached key
+    assert torch.equal(build_attn_mask(4, 10), causal_mask(4, 10))  # a chunk: offset diagonal
+    keys = torch.tensor([[False, True, True, True], [True, True, True, True]])[:, None, None, :]
+    m = build_attn_mask(4, 4, keys)  # (B, 1, T, S)
+    assert m.shape == (2, 1, 4, 4) and m.dtype == torch.bool
+    assert torch.equal(m[1, 0], causal_mask(4, 4))
+    assert m[0, 0].int().tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 1, 1]]
+    step = build_attn_mask(1, 4, keys)  # decoding with padding: one query row
+    assert step.shape == (2, 1, 1, 4) and step[0].flatten().tolist() == [False, True, True, True]
+
+
+def test_build_attn_mask_rejects_bad_masks_with_a_clear_message():
+    with pytest.raises(ValueError, match="attn_mask must be a bool tensor"):
+        build_attn_mask(3, 3, torch.ones(1, 1, 1, 3))
+    with pytest.raises(ValueError, match=r"does not broadcast to \(B, 1, T, S\)"):
+        build_attn_mask(3, 3, torch.ones(2, 1, 1, 5, dtype=torch.bool))
+
+
+def test_no_mask_equals_the_explicit_causal_mask_and_sdpa_gets_is_causal(monkeypatch):
+    attn, cos, sin = make()
+    x = torch.randn(2, 10, 32)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    fused = attn(x, cos[:10], sin[:10])
+    explicit = attn(x, cos[:10], sin[:10], mask=causal_mask(10, 10))
+    assert calls[0] == (None, True)  # the training path: no mask at all, fused kernels allowed
+    assert calls[1][0] is not None and calls[1][1] is False
+    torch.testing.assert_close(fused, explicit)
+    torch.testing.assert_close(fused, manual_attention(attn, x, cos[:10], sin[:10]))
 
 
 def test_state_dict_keys_are_the_originals():
@@ -219,9 +270,10 @@ def test_attention_traces_without_graph_breaks():
     torch.testing.assert_close(compiled(x, cos[:6], sin[:6]), attn(x, cos[:6], sin[:6]))
     keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     keep[0, ..., :2] = False  # left padding in row 0
+    mask = build_attn_mask(6, 6, keep)
     c1, c2 = KVCache(2, 16, 2, 8), KVCache(2, 16, 2, 8)
-    got = compiled(x, cos[:6], sin[:6], c1, 0, keep)
-    torch.testing.assert_close(got, attn(x, cos[:6], sin[:6], c2, 0, keep))
+    got = compiled(x, cos[:6], sin[:6], c1, 0, mask)
+    torch.testing.assert_close(got, attn(x, cos[:6], sin[:6], c2, 0, mask))
 
 
 def test_attention_weights_reproduce_the_layer_output():
@@ -229,11 +281,11 @@ def test_attention_weights_reproduce_the_layer_output():
     x = torch.randn(2, 7, 32)
     keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     keep[1, ..., :3] = False
-    for mask in (None, keep):
-        w = attention_weights(attn, x, cos[:7], sin[:7], attn_mask=mask)  # (B, H, T, T)
+    for mask in (None, build_attn_mask(7, 7, keep)):
+        w = attention_weights(attn, x, cos[:7], sin[:7], mask=mask)  # (B, H, T, T)
         assert w.shape == (2, 4, 7, 7)
         torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 7))
         assert torch.all(w.triu(1) == 0)  # nothing from the future
         v = repeat_kv((x @ attn.wv.weight.T).view(2, 7, 2, 8), 2).transpose(1, 2)
         out = (w @ v).transpose(1, 2).reshape(2, 7, 32) @ attn.wo.weight.T
-        torch.testing.assert_close(out, attn(x, cos[:7], sin[:7], attn_mask=mask))
+        torch.testing.assert_close(out, attn(x, cos[:7], sin[:7], mask=mask))

@@ -1,5 +1,6 @@
 """Tests of spongebob.config: the original's defaults, the hidden_dim rule, validation, presets."""
 
+import dataclasses
 import inspect
 import json
 import math
@@ -108,3 +109,24 @@ def test_from_dict_rejects_unknown_and_defaults_missing():
     with pytest.raises(ValueError, match="flash_attn"):
         ModelConfig.from_dict({"dim": 512, "flash_attn": True})
     assert ModelConfig.from_dict({"n_kv_heads": 2}) == ModelConfig(n_kv_heads=2)
+
+
+def test_a_config_is_frozen_and_replace_revalidates():
+    c = ModelConfig.preset("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.max_seq_len = 512
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.n_kv_heads = 3  # would otherwise bypass validation
+    assert c.max_seq_len == 1024 and c.n_kv_heads == 2
+    longer = dataclasses.replace(c, max_seq_len=2048)
+    assert longer.max_seq_len == 2048 and longer.dim == c.dim and c.max_seq_len == 1024
+    with pytest.raises(ValueError, match="n_kv_heads=3"):
+        dataclasses.replace(c, n_kv_heads=3)
+    assert {c: "hashable"}[ModelConfig.preset("tiny")] == "hashable"  # frozen + eq: hashable
+
+
+def test_unknown_fields_and_presets_name_the_choices():
+    with pytest.raises(ValueError, match="known fields"):
+        ModelConfig.from_dict({"flash_attn": True})
+    with pytest.raises(ValueError, match="choose one of"):
+        ModelConfig.preset("huge")

@@ -447,3 +447,73 @@ def test_decoding_runs_without_autograd_and_without_cache_in_batches(model):
     cached = generate(model, PROMPTS, 6, temperature=0, logits_processor=spy)
     assert grad_flags and not any(grad_flags)
     assert generate(model, PROMPTS, 6, temperature=0, use_cache=False) == cached
+
+
+# ---- seeds, generators and training mode -------------------------------------------------------
+
+
+def test_same_seed_same_tokens_and_seed_equals_a_seeded_generator(model):
+    kw = dict(**CHAT_SAMPLING, eos_token_id=17)
+    a = generate(model, PROMPTS, 12, seed=5, **kw)
+    assert a == generate(model, PROMPTS, 12, seed=5, **kw)
+    assert a == generate(model, PROMPTS, 12, generator=torch.Generator().manual_seed(5), **kw)
+    others = [generate(model, PROMPTS, 12, seed=s, **kw) for s in (6, 7)]
+    assert any(o != a for o in others)  # the seed matters
+    one = generate(model, PROMPTS[1], 12, seed=5, **kw)[0]
+    assert list(stream_generate(model, PROMPTS[1], 12, seed=5, **kw)) == one
+    state = torch.get_rng_state()
+    generate(model, PROMPTS, 4, seed=5, temperature=1.0)
+    assert torch.equal(state, torch.get_rng_state())  # the global generator is left alone
+
+
+def test_seed_errors_name_the_argument(model):
+    with pytest.raises(ValueError, match="seed= or generator=, not both"):
+        generate(model, PROMPTS, 3, seed=1, generator=torch.Generator())
+    with pytest.raises(ValueError, match="seed must be an int"):
+        generate(model, PROMPTS, 3, seed=1.5)
+
+
+def test_sample_next_draws_on_the_generators_device():
+    lg = torch.randn(3, 40)
+    gen = torch.Generator().manual_seed(2)
+    got = sample_next(lg, 0.8, top_p=0.9, generator=gen)
+    probs = filter_logits(lg / 0.8, top_p=0.9).softmax(-1)
+    want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(2)).squeeze(-1)
+    assert torch.equal(got, want) and got.device == lg.device and got.dtype == torch.long
+
+
+@pytest.fixture
+def dropout_model():
+    torch.manual_seed(1)
+    m = SpongeBob(ModelConfig(**{**CFG.to_dict(), "dropout": 0.5}))
+    init_weights(m, std=0.2)
+    return m
+
+
+def test_a_training_model_generates_in_eval_mode_and_keeps_training(dropout_model):
+    m = dropout_model
+    want = generate(m.eval(), PROMPTS, 8, temperature=0)
+    m.train()
+    m.layers[0].eval()  # a mixed state (e.g. a frozen submodule) must come back exactly
+    modes = {name: mod.training for name, mod in m.named_modules()}
+    seen = []
+
+    def spy(tokens, logits):
+        seen.append(m.training or any(mod.training for mod in m.modules()))
+        return logits
+
+    assert generate(m, PROMPTS, 8, temperature=0, logits_processor=spy) == want
+    assert seen and not any(seen)  # no module was training while generating
+    assert modes == {name: mod.training for name, mod in m.named_modules()}
+    assert m.training and not m.layers[0].training
+
+
+def test_a_closed_stream_restores_the_training_mode(dropout_model):
+    m = dropout_model.train()
+    stream = stream_generate(m, PROMPTS[1], 10, temperature=0)
+    first = next(stream)
+    assert not m.training  # generating
+    stream.close()
+    assert m.training and all(mod.training for mod in m.modules())
+    assert first == generate(m, PROMPTS[1], 1, temperature=0)[0][0]
+    assert m.training

@@ -1,5 +1,6 @@
 """Tests of spongebob.model: layers against hand formulas, the original's state-dict layout and
-parameter counts, tied weights, the loss, cached decoding, and safe checkpoint loading."""
+parameter counts, tied weights, the loss, cached decoding, the mask built once per forward, and the
+KV caches' dtype. Checkpoint loading is tested in test_checkpoint.py."""
 
 import math
 
@@ -7,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import spongebob.attention
 from spongebob.config import ModelConfig
 from spongebob.model import (
     Block,
-    CheckpointError,
     FeedForward,
     RMSNorm,
     SpongeBob,
@@ -18,10 +19,6 @@ from spongebob.model import (
     flops_per_token,
     init_weights,
     lm_loss,
-    load_checkpoint,
-    load_model,
-    load_state_dict_checked,
-    read_checkpoint,
 )
 from spongebob.rope import precompute_rope
 
@@ -298,117 +295,101 @@ def test_backward_reaches_every_parameter(small):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
 
 
-# ---- checkpoints ----------------------------------------------------------------------------
+# ---- the attention mask: built once per forward, none on the training path ----------------------
 
 
-def test_release_format_loads_strictly_into_a_fresh_model(seed_model, tmp_path):
-    path = tmp_path / "pretrain.pth"
-    torch.save(seed_model.state_dict(), path)  # how the original released its checkpoints
-    torch.manual_seed(1)
-    fresh = SpongeBob(ModelConfig())
-    fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
-    torch.manual_seed(2)
-    fresh2 = SpongeBob(ModelConfig())
-    assert load_checkpoint(fresh2, path) == {}
-    for k, v in seed_model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[k], v) and torch.equal(fresh2.state_dict()[k], v)
-    assert fresh2.output.weight is fresh2.tok_embeddings.weight  # still tied after loading
+@pytest.fixture
+def mask_spies(monkeypatch):
+    """Count the causal masks built and record what every SDPA call received."""
+    built, sdpa_calls = [], []
+    causal, sdpa = spongebob.attention.causal_mask, F.scaled_dot_product_attention
+
+    def counting_causal_mask(*args, **kwargs):
+        built.append(args)
+        return causal(*args, **kwargs)
+
+    def spy(*args, **kwargs):
+        sdpa_calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(spongebob.attention, "causal_mask", counting_causal_mask)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return built, sdpa_calls
 
 
-def test_course_format_carries_config_and_extras(small, tmp_path):
-    path = tmp_path / "ckpt.pth"
-    torch.save({"model": small.state_dict(), "config": SMALL.to_dict(), "step": 7}, path)
-    m = load_model(path)
-    assert m.config == SMALL
-    assert torch.equal(m.layers[1].attention.wv.weight, small.layers[1].attention.wv.weight)
-    other = SpongeBob(SMALL)
-    extras = load_checkpoint(other, path)
-    assert extras["step"] == 7 and extras["config"] == SMALL.to_dict()
-    state, extras = read_checkpoint(path)
-    assert set(state) == set(small.state_dict()) and "model" not in extras
+def test_training_forward_passes_no_mask_so_sdpa_gets_is_causal(small, mask_spies):
+    built, sdpa_calls = mask_spies
+    ids = torch.randint(0, SMALL.vocab_size, (2, 12))
+    small.train()
+    try:
+        small(ids, ids).loss.backward()
+    finally:
+        small.eval()
+        small.zero_grad(set_to_none=True)
+    assert built == []  # no mask tensor at all
+    assert sdpa_calls == [(None, True)] * SMALL.n_layers
 
 
-def test_bare_state_dict_needs_a_config_to_build_a_model(small, tmp_path):
-    path = tmp_path / "bare.pth"
-    torch.save(small.state_dict(), path)
-    with pytest.raises(CheckpointError, match="pass config="):
-        load_model(path)
-    assert load_model(path, config=SMALL).config == SMALL
+def test_padding_and_chunk_masks_are_built_once_per_forward(small, mask_spies):
+    built, sdpa_calls = mask_spies
+    ids = torch.randint(0, SMALL.vocab_size, (2, 10))
+    keys = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    keys[0, ..., :3] = False
+    with torch.no_grad():
+        small(ids, attn_mask=keys)  # a padded batch
+        assert len(built) == 1 and len(sdpa_calls) == SMALL.n_layers
+        shared = sdpa_calls[0][0]
+        assert shared.shape == (2, 1, 10, 10)
+        assert all(m is shared and c is False for m, c in sdpa_calls)  # one tensor, every layer
+        caches = small.make_caches(2, 10)
+        small(ids[:, :4], caches=caches)  # T == S: no mask
+        small(ids[:, 4:9], caches=caches, start_pos=4)  # a chunk after cached positions
+        small(ids[:, 9:], caches=caches, start_pos=9)  # one token: no mask
+    assert len(built) == 2  # the padded forward's and the chunk's, once each
+    masks = [m for m, _ in sdpa_calls[SMALL.n_layers :]]
+    assert masks[: SMALL.n_layers] == [None] * SMALL.n_layers
+    assert all(m is masks[SMALL.n_layers] for m in masks[SMALL.n_layers : 2 * SMALL.n_layers])
+    assert masks[2 * SMALL.n_layers :] == [None] * SMALL.n_layers
 
 
-def test_compile_and_ddp_prefixes_are_removed(small):
-    for prefix in ("_orig_mod.", "module."):
-        sd = {prefix + k: v for k, v in small.state_dict().items()}
-        m = SpongeBob(SMALL)
-        load_state_dict_checked(m, sd)
-        assert torch.equal(m.norm.weight, small.norm.weight)
+def test_no_mask_path_equals_the_explicit_causal_mask_path(small, mask_spies):
+    built, sdpa_calls = mask_spies
+    torch.manual_seed(5)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 16))
+    with torch.no_grad():
+        fused = small(ids).logits  # is_causal, no mask
+        explicit = small(ids, attn_mask=torch.ones(1, 1, 1, 16, dtype=torch.bool)).logits
+    assert sdpa_calls[0] == (None, True) and sdpa_calls[-1][0] is not None and len(built) == 1
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
 
 
-def test_load_errors_name_missing_unexpected_and_misshaped_keys(small, tmp_path):
-    torch.manual_seed(0)
-    other = SpongeBob(ModelConfig(dim=64, n_layers=3, n_heads=4, n_kv_heads=4, vocab_size=300))
-    path = tmp_path / "wrong.pth"
-    torch.save(other.state_dict(), path)
-    with pytest.raises(CheckpointError) as err:
-        load_checkpoint(small, path)
-    msg = str(err.value)
-    assert str(path) in msg
-    assert "unexpected keys (9)" in msg and "layers.2.attention.wq.weight" in msg
-    assert "layers.0.attention.wk.weight (64, 64) in the file vs (32, 64) in the model" in msg
-    sd = dict(small.state_dict())
-    del sd["layers.1.ffn_norm.weight"]
-    sd["extra.weight"] = torch.zeros(3)
-    with pytest.raises(CheckpointError) as err:
-        load_state_dict_checked(SpongeBob(SMALL), sd, source="mine.pth")
-    msg = str(err.value)
-    assert "mine.pth" in msg
-    assert "missing keys (1): layers.1.ffn_norm.weight" in msg
-    assert "unexpected keys (1): extra.weight" in msg
-
-
-def test_a_failed_load_leaves_the_model_untouched(small):
+def test_forward_errors_name_the_argument():
     m = SpongeBob(SMALL)
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    sd = dict(small.state_dict())
-    sd["layers.0.attention.wq.weight"] = torch.zeros(3, 3)
-    with pytest.raises(CheckpointError):
-        load_state_dict_checked(m, sd)
-    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(ValueError, match="exceed max_seq_len=64; shorten input_ids"):
+        m(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="caches has 1 entries for 2 layers"):
+        m(torch.zeros(1, 3, dtype=torch.long), caches=m.make_caches(1)[:1])
 
 
-def test_untied_output_head_is_refused(small):
-    sd = {k: v.clone() for k, v in small.state_dict().items()}
-    sd["output.weight"] += 1.0
-    with pytest.raises(CheckpointError, match="ties them"):
-        load_state_dict_checked(SpongeBob(SMALL), sd)
+# ---- KV caches in the compute dtype ------------------------------------------------------------
 
 
-class _Payload:
-    def __reduce__(self):
-        return (print, ("PAYLOAD EXECUTED",))
-
-
-def test_weights_only_refuses_arbitrary_objects(small, tmp_path, capsys):
-    path = tmp_path / "evil.pth"
-    torch.save({"model": small.state_dict(), "note": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="refused") as err:
-        load_checkpoint(SpongeBob(SMALL), path)
-    assert str(path) in str(err.value)
-    assert "PAYLOAD EXECUTED" not in capsys.readouterr().out
-
-
-def test_unreadable_and_odd_files_give_clear_errors(tmp_path):
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
-        read_checkpoint(junk)
-    with pytest.raises(FileNotFoundError):
-        read_checkpoint(tmp_path / "absent.pth")
-    listy = tmp_path / "list.pth"
-    torch.save([torch.zeros(2)], listy)
-    with pytest.raises(CheckpointError, match="neither a state dict"):
-        read_checkpoint(listy)
-    nested = tmp_path / "nested.pth"
-    torch.save({"state": {"a": torch.zeros(1)}, "step": 3}, nested)
-    with pytest.raises(CheckpointError, match="'model' entry"):
-        read_checkpoint(nested)
+def test_caches_follow_cpu_autocast_and_a_bf16_model(small):
+    assert small.make_caches(1, 8)[0].k.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        caches = small.make_caches(2, 12)
+        assert all(c.k.dtype == c.v.dtype == torch.bfloat16 for c in caches)
+        ids = torch.randint(0, SMALL.vocab_size, (2, 12))
+        with torch.no_grad():
+            full = small(ids).logits
+            parts = [small(ids[:, :8], caches=caches).logits]
+            parts += [small(ids[:, t : t + 1], caches=caches, start_pos=t).logits for t in (8, 9)]
+    assert caches[0].k[:, :10].abs().sum() > 0  # filled in bf16, no cast back to float32
+    torch.testing.assert_close(
+        torch.cat(parts, 1).float(), full[:, :10].float(), atol=0.1, rtol=0.1
+    )
+    half = SpongeBob(SMALL).to(torch.bfloat16)
+    assert half.make_caches(1, 8)[0].k.dtype == torch.bfloat16
+    assert half.make_caches(1, 8, dtype=torch.float32)[0].k.dtype == torch.float32  # explicit wins
+    with torch.autocast("cpu", enabled=False):
+        assert small.make_caches(1, 8)[0].k.dtype == torch.float32

@@ -86,7 +86,7 @@ else:
     torch.manual_seed(11)
     layer, xs = Attention(32, 4, 2).eval(), torch.randn(1, 8, 32)
     c, s = precompute_rope(8, 8)
-    out = layer(xs, c, s, attn_mask=sliding_window_mask(8, 8, 3))
+    out = layer(xs, c, s, mask=sliding_window_mask(8, 8, 3))
     torch.testing.assert_close(out[:, 5], layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2])  # sees 3..5
     print("Exercise 3: correct")
 
