@@ -5,6 +5,9 @@
     spongebob data download NAME... --out DIR [--force]     (the real data, from ModelScope)
     spongebob data prepare --input FILE.jsonl [--tokenizer DIR] [--out DIR] [--max-seq-len N]
     spongebob tokenizer train --input FILE.jsonl --vocab-size N --out DIR
+    spongebob train pretrain DATA --preset tiny|seed [--out DIR] [--resume | --init CKPT] [...]
+        (DATA: a pretraining JSONL file or a prepared folder; every other flag defaults to the
+        preset's value; also under `torchrun --nproc_per_node=N -m spongebob train pretrain ...`)
 
 Heavy imports happen inside each command, so `spongebob --help` is instant.
 """
@@ -83,6 +86,60 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags of `train` commands that override a field of TrainConfig (default: the preset's value).
+_TRAIN_FLAGS = {
+    "lr": (float, "peak learning rate"),
+    "warmup_steps": (int, "linear warmup steps from lr 0"),
+    "max_steps": (int, "optimizer steps (default: the preset's; the seed preset runs one epoch)"),
+    "max_minutes": (float, "time budget in minutes (the schedule is fitted to it)"),
+    "epochs": (float, "passes over the data when neither max_steps nor max_minutes is set"),
+    "batch_size": (int, "sequences per micro-batch and rank"),
+    "seq_len": (int, "tokens per sequence"),
+    "grad_accum": (int, "micro-batches per optimizer step"),
+    "clip": (float, "gradient-norm clipping (0 = off)"),
+    "weight_decay": (float, "AdamW weight decay of the weight matrices"),
+    "seed": (int, "random seed"),
+    "dtype": (str, "auto | bf16 | fp16 | fp32"),
+    "log_every": (int, "steps between log records"),
+    "eval_every": (int, "steps between validation losses (0 = at the end)"),
+    "save_every": (int, "steps between checkpoints (0 = at the end)"),
+    "tracker": (str, "none | wandb | swanlab"),
+}
+
+
+def _train_pretrain(args: argparse.Namespace) -> int:
+    from spongebob.train import TrainConfig, pretrain, setup_distributed
+
+    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.compile:
+        overrides["compile"] = True
+    if args.max_minutes is not None and args.max_steps is None:
+        overrides["max_steps"] = None  # the time budget decides the length
+    cfg = TrainConfig.preset(args.preset, **overrides)
+    if args.tokenizer is not None:
+        from spongebob.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer)
+    else:
+        from spongebob.world import course_tokenizer
+
+        tok = course_tokenizer()
+    out = args.out or Path("runs") / f"pretrain-{args.preset}"
+    rank, world, _ = setup_distributed()
+    if rank == 0:
+        print(f"pretraining ({args.preset} preset, {world} process(es)) -> {out}", flush=True)
+    result = pretrain(
+        args.data, tok, out, cfg, model_preset=args.model_preset or args.preset,
+        resume=args.resume, init=args.init,
+    )  # fmt: skip
+    if rank == 0:
+        last = result.history[-1] if result.history else {}
+        val = result.val_history[-1]["val_loss"] if result.val_history else float("nan")
+        print(f"done: {result.step} steps, loss {last.get('loss', float('nan')):.3f}, "
+              f"validation loss {val:.3f}, checkpoint {result.checkpoint}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spongebob", description="Build a small chat LLM from scratch."
@@ -139,6 +196,51 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab-size", type=int, default=6400)
     t.add_argument("--out", type=Path, required=True, help="output tokenizer folder")
     t.set_defaults(func=_tokenizer_train)
+
+    tr = groups.add_parser("train", help="train a model (one loop: pretrain, SFT, distill)")
+    tr_cmds = tr.add_subparsers(dest="cmd", required=True)
+    pt = tr_cmds.add_parser("pretrain", help="pretrain a fresh model on packed text")
+    pt.add_argument("data", type=Path, help="pretraining JSONL file or a prepared folder")
+    pt.add_argument(
+        "--preset",
+        choices=("tiny", "seed"),
+        default="tiny",
+        help="training recipe and model size (tiny: CPU minutes; seed: the original)",
+    )
+    pt.add_argument(
+        "--model-preset",
+        default=None,
+        help="model size if not the training preset's (tiny, seed, seed-gqa)",
+    )
+    pt.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run folder for last.pt and metrics.jsonl (default runs/pretrain-PRESET)",
+    )
+    pt.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tokenizer folder (default: the course tokenizer of the embedded data)",
+    )
+    start = pt.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
+    start.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from another checkpoint's weights (loaded strictly)",
+    )
+    pt.add_argument("--compile", action="store_true", help="torch.compile the model")
+    for name, (kind, text) in _TRAIN_FLAGS.items():
+        pt.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=text + " (default: the preset's)",
+        )
+    pt.set_defaults(func=_train_pretrain)
     return p
 
 

@@ -247,6 +247,19 @@ def accumulate_gradients(
     return loss_sum / denom, total
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` on ``device``.
+
+    ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere. bf16 keeps fp32's exponent
+    range, so gradients do not underflow and no GradScaler is needed; fp16 needs one (SEED.md
+    defect 1: the original ran fp16 under a "bf16" flag, with a scaler enabled for bf16).
+    """
+    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.dtype]
+    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        amp = torch.bfloat16
+    return amp, amp == torch.float16
+
+
 # Dense bf16 tensor-core peak of one GPU (FLOP/s), from the vendors' data sheets; matched as a
 # substring of torch.cuda.get_device_name(). Longer names first (e.g. "H100 PCIe" before "H100").
 PEAK_FLOPS: dict[str, float] = {
@@ -273,19 +286,6 @@ def peak_flops(device: torch.device) -> float | None:
         if key in name:
             return PEAK_FLOPS[key]
     return None
-
-
-def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` on ``device``.
-
-    ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere. bf16 keeps fp32's exponent
-    range, so gradients do not underflow and no GradScaler is needed; fp16 needs one (SEED.md
-    defect 1: the original ran fp16 under a "bf16" flag, with a scaler enabled for bf16).
-    """
-    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.dtype]
-    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        amp = torch.bfloat16
-    return amp, amp == torch.float16
 
 
 class _Tracker:
@@ -372,10 +372,12 @@ def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
         return cfg.max_steps
     if cfg.max_minutes is not None:
         return None  # estimated from the first steps' speed
-    try:
-        n = len(loader)  # batches per epoch (of this rank)
-    except TypeError:
-        raise ValueError("the loader has no len(): give max_steps or max_minutes") from None
+    n = getattr(loader, "batches_per_epoch", None)  # of this rank
+    if n is None:
+        try:
+            n = len(loader)
+        except TypeError:
+            raise ValueError("the loader has no length: give max_steps or max_minutes") from None
     return max(1, math.ceil(cfg.epochs * n / cfg.grad_accum))
 
 
@@ -396,7 +398,8 @@ def train(
 
     ``out_dir`` receives ``last.pt`` (every ``save_every`` steps and at the end, atomically) and
     ``metrics.jsonl``. ``resume=True`` continues from ``out_dir/last.pt`` (or a given path)
-    exactly where it stopped; ``init`` loads another stage's weights strictly (new optimizer and
+    exactly where it stopped (bit-identical with the same ``cfg``; a larger ``max_steps`` extends
+    the schedule); ``init`` loads another stage's weights strictly (new optimizer and
     schedule) and is ignored when resuming. ``extra`` adds plain entries to every checkpoint
     (e.g. the tokenizer fingerprint). Under ``torchrun`` (see ``setup_distributed``) the model is
     wrapped in DDP; rank 0 logs and saves.
@@ -427,6 +430,10 @@ def train(
             raise FileNotFoundError(f"resume: no checkpoint {path}; start without resume first")
         extras = resume_training(path, model, optimizer, schedule, scaler=scaler, loader=loader)
         step, tokens, elapsed = extras["step"], extras["tokens"], extras["elapsed"]
+        # The schedule follows cfg (a longer max_steps extends the run); only a time budget's
+        # estimated length comes from the checkpoint.
+        total = _total_steps(cfg, loader) if cfg.max_minutes is None else schedule.total_steps
+        schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
     elif init is not None:
         load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
     net = torch.compile(model) if cfg.compile else model
@@ -568,3 +575,92 @@ def _agree(value: int, world: int, device: torch.device) -> int:
 
 def _time_up(t0: float, minutes: float, world: int, device: torch.device) -> bool:
     return bool(_agree(int(time.perf_counter() - t0 >= minutes * 60), world, device))
+
+
+def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
+    """A ``PreparedData`` of pretraining text from a prepared folder or a JSONL file.
+
+    Defined in 06_pretrain. A JSONL file is pre-tokenised into ``work_dir/data`` first (reused
+    while the file and the tokenizer are unchanged, see ``spongebob.data.prepare``).
+    """
+    from spongebob.data import PreparedData, prepare
+
+    source = Path(source)
+    if source.is_dir():
+        data = PreparedData(source)
+    elif source.is_file():
+        prepare(source, tokenizer, Path(work_dir) / "data")
+        data = PreparedData(Path(work_dir) / "data")
+    else:
+        raise FileNotFoundError(
+            f"{source}: no such file or folder (a JSONL file or a prepared folder)"
+        )
+    if data.kind != "pretrain":
+        raise ValueError(
+            f"{source}: holds {data.kind} data; pretraining needs {{'text': ...}} lines"
+        )
+    return data
+
+
+def pretrain(
+    source: str | Path,
+    tokenizer,
+    out_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    *,
+    model_preset: str = "tiny",
+    val_fraction: float = 0.02,
+    **train_kwargs: Any,
+) -> TrainResult:
+    """Pretrain a fresh ``SpongeBob`` on packed windows of ``source``. Defined in 06_pretrain.
+
+    What ``spongebob train pretrain`` runs: the model is ``ModelConfig.preset(model_preset)``
+    sized to the tokenizer, seeded with ``cfg.seed``; the last ``val_fraction`` of the windows is
+    held out for the validation loss; checkpoints and metrics go to ``out_dir``. Under
+    ``torchrun`` each rank reads its own shard. ``train_kwargs`` go to ``train`` (``resume``,
+    ``init``, ``progress``, ``on_log``).
+    """
+    from spongebob.config import ModelConfig
+    from spongebob.data import PackedLoader, tokenizer_fingerprint
+    from spongebob.model import SpongeBob
+
+    cfg = cfg or TrainConfig.preset("tiny")
+    rank, world = _distributed()
+    data = open_pretraining_data(source, tokenizer, out_dir)
+    split = dict(seed=cfg.seed, rank=rank, world_size=world, val_fraction=val_fraction)
+    loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", **split)
+    val = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="val", shuffle=False, **split)
+    config = ModelConfig.preset(model_preset, vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(cfg.seed)
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    )
+    model = SpongeBob(config).to(device or "cpu")
+    extra = {"stage": "pretrain", "tokenizer": tokenizer_fingerprint(tokenizer),
+             "source_sha256": data.meta["source_sha256"]}  # fmt: skip
+    return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
+
+
+def pretrained_checkpoint(
+    source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig | None = None, **kw: Any
+) -> Path:
+    """``out_dir/last.pt`` when it holds a finished ``pretrain`` run of this recipe (same data,
+    tokenizer and configuration); otherwise run ``pretrain`` first. Defined in 06_pretrain.
+
+    Later chapters call this so that each notebook runs on its own.
+    """
+    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.data import tokenizer_fingerprint
+
+    cfg = cfg or TrainConfig.preset("tiny")
+    path = Path(out_dir) / "last.pt"
+    if path.exists() and cfg.max_steps is not None:
+        try:
+            _, extras = read_checkpoint(path)
+        except CheckpointError:
+            extras = {}
+        want = {"stage": "pretrain", "train_config": cfg.to_dict(), "step": cfg.max_steps,
+                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        if all(extras.get(k) == v for k, v in want.items()):
+            return path
+    return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint

@@ -457,3 +457,28 @@ def test_lm_loss_is_the_per_token_mean_that_accumulation_reweights():
     )
     keep = (y.flatten() != -100).float() * w.flatten()
     torch.testing.assert_close(lm_loss(logits, y, w) * trained_tokens(y, w), (ce * keep).sum())
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_train_pretrain_runs_resumes_and_reports_bad_input(tmp_path, capsys):
+    from spongebob.cli import main
+    from spongebob.files import write_jsonl
+
+    texts = [
+        {"text": f"SpongeBob has {i} jellyfish nets and Patrick has {i + 1}."} for i in range(300)
+    ]
+    write_jsonl(tmp_path / "pre.jsonl", texts)
+    out = tmp_path / "run"
+    common = ["train", "pretrain", str(tmp_path / "pre.jsonl"), "--out", str(out),
+              "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--log-every", "1"]  # fmt: skip
+    assert main([*common, "--max-steps", "3"]) == 0
+    assert main([*common, "--max-steps", "5", "--resume"]) == 0
+    steps = [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps] == [1, 2, 3, 3, 4, 5, 5]  # 3 logs + val, then 2 more + val
+    _, extras = read_checkpoint(out / "last.pt")
+    assert extras["step"] == 5 and extras["train_config"]["lr"] == TrainConfig().lr
+    assert extras["stage"] == "pretrain" and len(extras["tokenizer"]) == 64
+    assert main(["train", "pretrain", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
