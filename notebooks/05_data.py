@@ -127,7 +127,7 @@ from tokenizers import Tokenizer
 
 from spongebob.files import atomic_open, atomic_write_text, iter_jsonl, sha256_file
 from spongebob.model import IGNORE_INDEX
-from spongebob.tokenizer import REASONING_TOKENS, SpongeTokenizer
+from spongebob.tokenizer import BOS, EOS, REASONING_TOKENS, SpongeTokenizer, chat_segments
 
 ROLES = ("system", "user", "assistant")
 # The four line formats: the key that identifies each, and the shape in words (for errors).
@@ -315,7 +315,8 @@ assert [n for n, _ in kept] == [1] and report.count == 4
 # ourselves, as ids. Second, the mask must be built from the same pieces, not found afterwards by
 # searching the ids for a pattern, which is how the original gets it wrong (section 3).
 #
-# `ChatEncoder` lays the conversation out as a list of pieces, each an id or a text, each with a
+# `ChatEncoder` takes the chat format's segments from chapter 01 (`chat_segments`, whose join is
+# `render_chat`) and lays the conversation out as a list of pieces, each an id or a text, each with a
 # *kind*: `CONTEXT` (not trained), `TRAINED` (an assistant reply and its `</s>`) or `TAG` (a
 # reasoning tag inside a reply: trained, and chapter 08 weights it). The text pieces of many
 # conversations are then encoded in one batch call (in Rust, on all cores).
@@ -329,8 +330,9 @@ _TAG_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in REASONING_TOKENS) +
 class ChatEncoder:
     """Conversations -> ``(ids, kinds)`` in the original's chat format. Defined in 05_data.
 
-    The layout is `spongebob.tokenizer.render_chat`'s, piece by piece: ``<s>`` and ``</s>`` are
-    inserted as ids; message text is encoded with special-token parsing off. ``kinds[i]`` says
+    The layout is `spongebob.tokenizer.chat_segments` (the one definition of the chat format),
+    segment by segment: ``<s>`` and ``</s>`` are inserted as ids; message text is encoded with
+    special-token parsing off. ``kinds[i]`` says
     whether token ``i`` is a training target: `TRAINED` for every token of an assistant reply and
     its closing ``</s>``, `TAG` for a reasoning tag inside a reply (a single id when the tokenizer
     has it as a special token, else its text tokens), `CONTEXT` for everything else. A
@@ -347,25 +349,22 @@ class ChatEncoder:
         self._tag_ids = tokenizer.reasoning_ids  # {} for the original's tokenizer
 
     def pieces(self, messages: Sequence[dict]) -> list[tuple[int | str, int]]:
-        """The conversation as ``(id or text, kind)`` pieces, in order."""
-        bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-        msgs, system = list(messages), self.system_prompt
-        if msgs and msgs[0].get("role") == "system":
-            system, msgs = msgs[0]["content"], msgs[1:]
-        out = [(bos, CONTEXT), ("system\n" + system, CONTEXT), (eos, CONTEXT), ("\n", CONTEXT)]
-        for i, m in enumerate(msgs):
-            if m.get("role") == "user":
-                out += [(bos, CONTEXT), ("user\n" + m["content"], CONTEXT), (eos, CONTEXT)]
-                out += [("\n", CONTEXT), (bos, CONTEXT), ("assistant\n", CONTEXT)]
-            elif m.get("role") == "assistant":
-                for part in _TAG_SPLIT.split(m["content"]):
+        """The conversation as ``(id or text, kind)`` pieces, in order: `chat_segments` with
+        ``<s>``/``</s>`` as ids and each reply's reasoning tags split out."""
+        out: list[tuple[int | str, int]] = []
+        special = {BOS: self.tokenizer.bos_id, EOS: self.tokenizer.eos_id}
+        for text, is_reply in chat_segments(messages, self.system_prompt):
+            kind = TRAINED if is_reply else CONTEXT
+            if text in special:
+                out.append((special[text], kind))
+            elif not is_reply:
+                out.append((text, kind))
+            else:
+                for part in _TAG_SPLIT.split(text):  # "<think>" -> a TAG piece, the rest TRAINED
                     if part in REASONING_TOKENS:
                         out.append((self._tag_ids.get(part, part), TAG))
                     elif part:
                         out.append((part, TRAINED))
-                out += [(eos, TRAINED), ("\n", CONTEXT)]
-            else:
-                raise ValueError(f"message {i}: role must be 'user' or 'assistant', got {m!r}")
         return out
 
     def encode_many(self, conversations: Iterable[Sequence[dict]]) -> list[tuple[list, list]]:

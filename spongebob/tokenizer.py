@@ -217,12 +217,16 @@ def train_tokenizer(
     return tok
 
 
-def render_chat(messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
-    """Render a conversation in the original's chat format. Defined in 01_tokenizer.
+def chat_segments(
+    messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PROMPT
+) -> list[tuple[str, bool]]:
+    """The original's chat format as ``(text, is_reply)`` segments. Defined in 01_tokenizer.
 
-    ``<s>system\\n{system}</s>\\n<s>user\\n{user}</s>\\n<s>assistant\\n{assistant}</s>\\n...``.
+    ``<s>`` and ``</s>`` are segments of their own; ``is_reply`` marks an assistant reply's text
+    and its closing ``</s>``. Joined, the segments are `render_chat`'s string:
+    ``<s>system\n{system}</s>\n<s>user\n{user}</s>\n<s>assistant\n{assistant}</s>\n...``.
     A first message with role ``system`` gives the system prompt, else ``system_prompt`` is used.
-    Every user turn is followed by ``<s>assistant\\n``, so a conversation that ends with a user
+    Every user turn is followed by ``<s>assistant\n``, so a conversation that ends with a user
     turn is already a generation prompt. Other roles, or non-string contents, raise ``ValueError``.
     """
     msgs = list(messages)
@@ -231,18 +235,28 @@ def render_chat(messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PR
         system, msgs = msgs[0].get("content"), msgs[1:]
     if not isinstance(system, str):
         raise ValueError("the system prompt must be a string")
-    parts = [f"{BOS}system\n{system}{EOS}\n"]
+    out = [(BOS, False), (f"system\n{system}", False), (EOS, False), ("\n", False)]
     for i, m in enumerate(msgs):
         role, content = m.get("role"), m.get("content")
         if not isinstance(content, str):
             raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
         if role == "user":
-            parts.append(f"{BOS}user\n{content}{EOS}\n{BOS}assistant\n")
+            out += [(BOS, False), (f"user\n{content}", False), (EOS, False), ("\n", False)]
+            out += [(BOS, False), ("assistant\n", False)]
         elif role == "assistant":
-            parts.append(f"{content}{EOS}\n")
+            out += [(content, True), (EOS, True), ("\n", False)]
         else:
             raise ValueError(f"message {i}: role must be 'user' or 'assistant', got {role!r}")
-    return "".join(parts)
+    return out
+
+
+def render_chat(messages: Sequence[dict], system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
+    """Render a conversation in the original's chat format: `chat_segments` joined.
+
+    Defined in 01_tokenizer. ``<s>system\n{system}</s>\n<s>user\n{user}</s>\n<s>assistant\n``
+    ``{assistant}</s>\n...``; see `chat_segments` for the rules.
+    """
+    return "".join(text for text, _ in chat_segments(messages, system_prompt))
 
 
 def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:

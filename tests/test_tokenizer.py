@@ -599,3 +599,20 @@ def test_flow_diagram_draws_one_box_per_step():
     assert [t for t in texts if t] == ["a", "b", "c"] and len(texts) == 5
     assert fig.axes[0].get_title() == "t"
     plt.close(fig)
+
+
+def test_chat_segments_join_to_render_chat_and_mark_each_reply_and_its_eos():
+    from spongebob.tokenizer import BOS, EOS, chat_segments
+
+    msgs = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi </s> there"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ]
+    segs = chat_segments(msgs)
+    assert "".join(t for t, _ in segs) == render_chat(msgs)
+    assert [t for t, reply in segs if reply] == ["Hello!", EOS]
+    specials = [t for t, _ in segs if t in (BOS, EOS)]
+    assert specials == [BOS, EOS] + [BOS, EOS, BOS] + [EOS] + [BOS, EOS, BOS]
+    assert ("user\nHi </s> there", False) in segs  # typed text stays one text segment
