@@ -444,7 +444,11 @@ def train(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
     val_batches = list(_take(val_loader, cfg.eval_batches)) if val_loader is not None else []
-    log = open(out / "metrics.jsonl", "a") if out is not None and rank == 0 else None
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / "metrics.jsonl", "a" if resume else "w")  # a new run starts a new log
+    else:
+        log = None
     tracker = _Tracker(cfg.tracker, cfg.run_name, cfg.to_dict(), enabled=rank == 0)
     peak = peak_flops(device)
     fpt = flops_per_token(model.config, cfg.seq_len)

@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Pretraining: solutions to the exercises
+#
+# Each solution fills a stub of [the chapter](../06_pretrain.ipynb) and runs the same self-check.
+# The setup rebuilds what the checks use: the four micro-batches of section 5 (`means`, `counts`,
+# `full`) and the graded completions of section 11 (`graded`, `by_lang`), from the chapter's
+# checkpoint (`pretrained_checkpoint` trains it first, about 4 minutes, if it is missing).
+
+# %%
+import torch
+
+from spongebob.checkpoint import load_model
+from spongebob.config import ModelConfig
+from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
+from spongebob.generate import generate
+from spongebob.model import SpongeBob
+from spongebob.runtime import artifacts_dir, seed_everything
+from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
+from spongebob.world import course_tokenizer, grade_fact, sample_dir
+
+seed_everything(1337)
+tok = course_tokenizer()
+data_dir = artifacts_dir("runs", "pretrain-tiny", "data")
+prepare(sample_dir(0) / "pretrain.jsonl", tok, data_dir)
+x, y, _ = next(iter(PackedLoader(PreparedData(data_dir), seq_len=64, batch_size=4, seed=0)))
+xb, yb = x[:, :8], y[:, :8].clone()
+for i, keep in enumerate([1, 2, 4, 8]):
+    yb[i, keep:] = -100
+tiny = ModelConfig.preset("tiny", vocab_size=tok.vocab_size)
+torch.manual_seed(0)
+net = SpongeBob(tiny)
+with torch.no_grad():
+    full = net(xb, yb).loss
+    means = [net(xb[i : i + 1], yb[i : i + 1]).loss for i in range(4)]
+counts = [int(trained_tokens(yb[i : i + 1])) for i in range(4)]
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+ckpt = pretrained_checkpoint(
+    sample_dir(0) / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
+    TrainConfig.preset("tiny", eval_every=150), progress=False,
+)  # fmt: skip
+trained = load_model(ckpt).eval()
+rows = list(read_jsonl(sample_dir(0) / "eval_completion.jsonl"))
+ids = [[tok.bos_id, *tok.encode(r["prompt"])] for r in rows]
+out = generate(trained, ids, 12, temperature=0, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+answers = [tok.decode(o, skip_special_tokens=True) for o in out]
+graded = [(r["id"], grade_fact(a, r["expected"])) for r, a in zip(rows, answers)]
+by_lang = {lang: [ok for i, ok in graded if i.endswith(lang)] for lang in ("en", "zh")}
+print(f"{len(graded)} graded completions")
+
+# %% [markdown]
+# **Exercise 1.** The warmup is the same; after it, the progress $p \in [0, 1]$ moves the rate on a
+# straight line from `lr` to `lr * min_ratio`.
+
+
+# %%
+def warmup_linear(step: int, lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    if step < warmup:
+        return lr * step / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr - (lr - lr * min_ratio) * p
+
+
+# %%
+try:
+    got = [warmup_linear(s, 1.0, 10, 110) for s in (0, 5, 10, 60, 110, 200)]
+    expected = [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(got, expected)), got
+    print("exercise 1 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **Exercise 2.** A mean times its count is the micro-batch's summed loss; the step's loss is the
+# sum of the sums over the sum of the counts.
+
+
+# %%
+def step_loss(means: list[float], counts: list[int]) -> float:
+    return sum(m * n for m, n in zip(means, counts)) / sum(counts)
+
+
+# %%
+try:
+    got = step_loss([m.item() for m in means], counts)
+    assert abs(got - full.item()) < 1e-5, (got, full.item())
+    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12
+    print("exercise 2 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **Exercise 3.** Store the value in the dtype and look at it again. fp16's smallest subnormal is
+# $2^{-24} \approx 6 \times 10^{-8}$, so $10^{-7}$ survives (rounded) and $10^{-8}$ does not; bf16
+# reaches $2^{-133} \approx 9 \times 10^{-41}$: fp32's range, which is why bf16 needs no scaler.
+
+
+# %%
+def survives(value: float, dtype: torch.dtype) -> bool:
+    return torch.tensor(value, dtype=torch.float64).to(dtype).item() > 0
+
+
+# %%
+try:
+    assert survives(1e-3, torch.float16) and not survives(1e-9, torch.float16)
+    assert survives(1e-30, torch.bfloat16) and not survives(1e-50, torch.bfloat16)
+    smallest = {d: min(10.0**-k for k in range(60) if survives(10.0**-k, d))
+                for d in (torch.float16, torch.bfloat16)}  # fmt: skip
+    print({str(d): f"{v:.0e}" for d, v in smallest.items()})
+    assert smallest[torch.float16] == 1e-7 and smallest[torch.bfloat16] == 1e-40
+    print("exercise 3 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **Exercise 4.** Group the booleans by the chosen field of the id and average each group.
+
+
+# %%
+def accuracy_by(graded: list[tuple[str, bool]], part: int) -> dict[str, float]:
+    groups: dict[str, list[bool]] = {}
+    for id_, ok in graded:
+        groups.setdefault(id_.split(".")[part], []).append(ok)
+    return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+try:
+    by_attr = accuracy_by(graded, 1)
+    by_lang2 = accuracy_by(graded, 2)
+    assert set(by_lang2) == {"en", "zh"}
+    assert abs(by_lang2["en"] - sum(by_lang["en"]) / len(by_lang["en"])) < 1e-12
+    assert accuracy_by([("a.x.en", True), ("b.x.en", False), ("a.y.zh", True)], 1) == {
+        "x": 0.5,
+        "y": 1.0,
+    }
+    print({k: round(v, 2) for k, v in sorted(by_attr.items(), key=lambda kv: kv[1])})
+    print("exercise 4 passed")
+except NotImplementedError:
+    print("not attempted yet")
