@@ -479,8 +479,11 @@ class PackedLoader(_Loader):
 
     Defined in 05_data. ``data`` is a `PreparedData` of pretraining text (or a 1-D array of ids).
     The stream is cut into ``(len - 1) // seq_len`` windows; ``split="val"`` takes the last
-    ``val_fraction`` of them. Shuffled per epoch from ``seed``; rank ``rank`` of ``world_size``
-    reads its own shard.
+    ``val_fraction`` of them. With ``shuffle`` (training), every epoch visits the windows in a new
+    order AND shifts all cuts by a new random offset in ``[0, seq_len)`` (both from ``(seed,
+    epoch)``), so a document is not seen cut at the same places every epoch; the last training
+    window is left out so that a shifted window never reaches into the validation tokens. Rank
+    ``rank`` of ``world_size`` reads its own shard.
     """
 
     def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
@@ -493,11 +496,20 @@ class PackedLoader(_Loader):
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.seq_len = seq_len
         items = _split_items((len(self.ids) - 1) // seq_len, split, val_fraction)
+        if shuffle:
+            items = items[:-1]  # room for the shift: window w may end at (w + 1) * T + offset
         self.order = _Order(items, batch_size, seed, rank, world_size, shuffle)
 
+    def offset(self, epoch: int) -> int:
+        """Where this epoch's cuts start: 0 without shuffling, else random in ``[0, seq_len)``."""
+        if not self.order.shuffle:
+            return 0
+        return int(np.random.default_rng([self.order.seed, epoch, 1]).integers(self.seq_len))
+
     def batch_of(self, windows: np.ndarray):
-        T = self.seq_len
-        rows = np.stack([self.ids[w * T : w * T + T + 1] for w in windows]).astype(np.int64)
+        T, o = self.seq_len, self.offset(self.order.epoch)
+        rows = np.stack([self.ids[o + w * T : o + w * T + T + 1] for w in windows])
+        rows = rows.astype(np.int64)
         t = torch.from_numpy(rows)  # (B, T + 1)
         return t[:, :-1], t[:, 1:], None  # x, y: (B, T)
 

@@ -341,18 +341,38 @@ def test_packed_batches_are_consecutive_windows_of_the_stream(pre):
         assert torch.equal(y[r], ids[r * T + 1 : r * T + T + 1])
 
 
-def test_an_epoch_visits_every_window_once_then_reshuffles(pre):
-    loader = PackedLoader(pre.ids[:2001], 10, 8, seed=0)  # 200 windows, 25 batches
-    it = iter(loader)
-    starts = []
-    for _ in range(loader.batches_per_epoch):
-        x, _, _ = next(it)
-        starts += x[:, 0].tolist()
+def test_an_epoch_visits_every_window_once_then_moves_the_cuts(pre):
     ids = pre.ids[:2001].astype(np.int64)
-    assert sorted(starts) == sorted(ids[np.arange(200) * 10].tolist())
-    epoch0 = starts[:8]
-    x, _, _ = next(it)
-    assert loader.state_dict()["epoch"] == 1 and x[:, 0].tolist() != epoch0
+    loader = PackedLoader(pre.ids[:2001], 10, 8, seed=0)  # 200 windows, the last one kept free
+    assert loader.batches_per_epoch == 199 // 8
+    it = iter(loader)
+    seen = {}
+    for epoch in (0, 1):
+        o = loader.offset(epoch)
+        assert 0 <= o < 10
+        starts = []
+        for _ in range(loader.batches_per_epoch):
+            x, y, _ = next(it)
+            starts += x[:, 0].tolist()
+            assert torch.equal(x[:, 1:], y[:, :-1])
+        used = loader.order._epoch_items()[: len(starts)]
+        assert starts == ids[o + used * 10].tolist()  # window w starts at o + 10 w
+        assert len(set(used.tolist())) == len(used) and max(used) < 199
+        seen[epoch] = (o, used.tolist())
+    assert seen[0] != seen[1]
+    offsets = {loader.offset(e) for e in range(20)}
+    assert len(offsets) > 5  # the cuts really move from epoch to epoch
+    assert PackedLoader(pre.ids[:2001], 10, 8, shuffle=False).offset(3) == 0
+
+
+def test_shifted_training_windows_never_reach_the_validation_tokens(pre):
+    T = 16
+    train = PackedLoader(pre, T, 4, split="train", val_fraction=0.1)
+    val = PackedLoader(pre, T, 4, split="val", val_fraction=0.1, shuffle=False)
+    first_val_token = int(val.order.items.min()) * T
+    last_train_end = max((int(train.order.items.max()) + 1) * T + train.offset(e) + 1
+                         for e in range(50))  # fmt: skip
+    assert last_train_end <= first_val_token
 
 
 def test_resume_continues_with_the_same_batches(r1):
@@ -385,7 +405,7 @@ def test_validation_split_is_disjoint_from_training(pre):
     train = PackedLoader(pre, 16, 4, split="train", val_fraction=0.1)
     val = PackedLoader(pre, 16, 4, split="val", val_fraction=0.1, shuffle=False)
     t, v = set(train.order.items.tolist()), set(val.order.items.tolist())
-    assert not (t & v) and len(t) + len(v) == (len(pre.ids) - 1) // 16
+    assert not (t & v) and len(t) + 1 + len(v) == (len(pre.ids) - 1) // 16  # + 1: the shift
     with pytest.raises(ValueError, match="val_fraction"):
         PackedLoader(pre, 16, 4, split="val")
 
