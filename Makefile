@@ -11,13 +11,15 @@ TORCH   ?= torch==2.13.0
 TORCH_INDEX ?=
 NB      ?=
 
-.PHONY: book test export notebooks lab data lint check-export check-pairs unit nbval book-html clean
+.PHONY: book test export notebooks lab data lint check-export check-pairs unit nbval book-html \
+	browser-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,lab,book]"
+	$(BIN)/python tools/vendor_web.py  # the book's MathJax and widget scripts, from npm, once
 	touch $(STAMP)
 
 export: $(STAMP)
@@ -32,12 +34,19 @@ notebooks: $(STAMP)
 
 # Renders the outputs committed in the notebooks; executes nothing (part of `make test`).
 book-html: $(STAMP)
+	$(BIN)/python tools/vendor_web.py
 	$(BIN)/python tools/build_book.py
 
 # Executes every chapter during the build; fresh outputs go into book/_build only.
 book: $(STAMP) data
+	$(BIN)/python tools/vendor_web.py
 	$(BIN)/python tools/build_book.py --execute
 	@echo "book: open book/_build/html/index.html"
+
+# Headless Chromium opens every page of the built site (tools/browser_test.py); skipped, with a
+# message, where chromium or chromedriver is missing (BROWSER_TEST_REQUIRED=1 makes that a failure).
+browser-test: book-html
+	$(BIN)/python tools/browser_test.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -56,7 +65,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/pytest -q --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
 
-test: lint check-export check-pairs unit nbval book-html
+test: lint check-export check-pairs unit nbval book-html browser-test
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
