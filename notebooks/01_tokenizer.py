@@ -29,9 +29,23 @@
 # `spongebob/viz.py`); later chapters import it from there.
 
 # %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 把任意中英文文本变成一串整数（词元 id），再准确地还原回来。本章先说明文本就是字节（UTF-8 中一个汉字占 3 个字节），
+# 再在玩具字符串上手工训练字节对编码（BPE），然后用 Hugging Face `tokenizers` 按原项目的配方训练字节级 BPE 分词器，
+# 加入特殊词元（包括单词元的推理标签 `<think>` 等）和对话模板，最后比较不同词表大小下中英文的压缩率，
+# 以及更大词表带来的参数代价。导出模块：`spongebob.tokenizer`。
+# :::
+
+# %% [markdown]
 # ## 0. Setup
 #
 # This notebook's exported cells form the module `spongebob.tokenizer`:
+#
+# **If you edit an exported cell.** The cells marked `#| export` are copied into the `spongebob`
+# package only by `make export`; until then, `from spongebob... import` keeps the old code. To
+# re-export and reload from here, run `!cd .. && python tools/nbexport.py`, then restart the kernel
+# (Kernel → Restart), or use `%load_ext autoreload` and `%autoreload 2` once at the top.
 
 # %%
 #| default_exp tokenizer
@@ -47,7 +61,7 @@ import transformers
 from spongebob.data import read_jsonl  # the validating reader of chapter 05
 from spongebob.world import sample_dir
 
-# %%
+# %% tags=["remove-cell"]
 # NBVAL_IGNORE_OUTPUT
 print(f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}")
 assert tuple(int(v) for v in tokenizers.__version__.split(".")[:2]) >= (0, 19)
@@ -77,7 +91,8 @@ def tokens_html(
     """HTML showing each piece of text on its own background colour. Defined in 01_tokenizer.
 
     Colours cycle through `PALETTE` unless ``colors`` gives one per piece; ``titles`` become hover
-    tips (token ids, weights). A newline shows as ``↵`` and breaks the line; an empty piece as ``∅``.
+    tips (token ids, weights). A newline shows as ``↵`` and breaks the line; an empty piece as
+    ``∅``.
     """
     spans = []
     for i, piece in enumerate(pieces):
@@ -86,7 +101,10 @@ def tokens_html(
         tip = f' title="{html.escape(str(titles[i]))}"' if titles is not None else ""
         style = f"background:{color};border-radius:3px;margin-right:1px"
         spans.append(f'<span style="{style}"{tip}>{text}</span>')
-    return f'<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">{"".join(spans)}</div>'
+    return (
+        '<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
+        f"{''.join(spans)}</div>"
+    )
 
 
 def show_tokens(
@@ -99,7 +117,10 @@ def show_tokens(
 
 
 def flow_diagram(steps: list[str], title: str | None = None, box_width: float = 2.0):
-    """A left-to-right chain of labelled boxes joined by arrows (ASCII labels). Defined in 01_tokenizer."""
+    """A left-to-right chain of labelled boxes joined by arrows (ASCII labels).
+
+    Defined in 01_tokenizer.
+    """
     fig, ax = plt.subplots(figsize=(box_width * len(steps), 1.5), dpi=90)
     for i, label in enumerate(steps):
         box = {"boxstyle": "round,pad=0.4", "fc": PALETTE[i % len(PALETTE)], "ec": "#555"}
@@ -373,7 +394,8 @@ def byte_to_unicode() -> dict[int, str]:
     """GPT-2's table from the 256 byte values to 256 printable characters. Defined in 01_tokenizer.
 
     Printable Latin-1 bytes map to themselves; the other 68 (controls, space, ...) map to
-    ``chr(256 + n)`` in byte order, so the space 0x20 becomes ``'Ġ'`` and ``'\\n'`` becomes ``'Ċ'``.
+    ``chr(256 + n)`` in byte order, so the space 0x20 becomes ``'Ġ'`` and ``'\\n'`` becomes
+    ``'Ċ'``.
     This is the alphabet of the ``ByteLevel`` pre-tokenizer: every token is a string over it.
     """
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
@@ -793,7 +815,8 @@ with tempfile.TemporaryDirectory() as tmp:
     Path(tmp, "tokenizer_config.json").write_text(json.dumps(config))
     hf_bad = transformers.AutoTokenizer.from_pretrained(tmp)
 print(
-    f"trained vocab {ukn.vocab_size}; transformers: {len(hf_bad)} tokens, pad id {hf_bad.pad_token_id}"
+    f"trained vocab {ukn.vocab_size}; transformers: {len(hf_bad)} tokens, "
+    f"pad id {hf_bad.pad_token_id}"
 )
 try:
     SpongeTokenizer(ukn.tokenizer, unk_token="<unk>")
@@ -1150,7 +1173,8 @@ ax.plot(got, [results[s][1] for s in sizes], "o-", label="English")
 ax.plot(got, [results[s][2] for s in sizes], "s-", label="Chinese")
 ax.axvline(2048, color="#999", ls=":", lw=1)
 ax.set_xscale("log", base=2)
-ax.set_xticks(got, [str(g) for g in got])
+ticks = [256, 512, 1024, 2048, 4096, 8192]  # evenly spaced on the log axis: labels never overlap
+ax.set_xticks(ticks, [str(t) for t in ticks])
 ax.minorticks_off()
 ax.set_xlabel("vocabulary size")
 ax.set_ylabel("characters per token")
@@ -1172,6 +1196,24 @@ plt.show()
 # names and sentence templates. The tiny model's 2048 (dotted line) reaches 94% of the best English
 # compression measured here but only 70% of the best Chinese: a larger vocabulary would mostly
 # shorten the Chinese text.
+
+# %% [markdown]
+# The other side of the trade-off is parameters: every token owns a row of the embedding table,
+# `dim` numbers (shared with the output head, chapter 04). The tiny model of this course has
+# `dim = 128` and 1,049,728 parameters at 2048 tokens; the original has `dim = 512` and 28,975,616
+# at 6400. What would each vocabulary size cost them?
+
+# %%
+for dim, total, vocab in [(128, 1_049_728, 2048), (512, 28_975_616, 6400)]:
+    rest = total - vocab * dim  # everything but the embedding table
+    costs = [f"{size}: {size * dim / (rest + size * dim):.0%}" for size in sizes]
+    print(f"dim {dim}: embedding share of all parameters at vocab " + ", ".join(costs))
+
+# %% [markdown]
+# For the tiny model a 6400-token vocabulary would make the embedding table about half of
+# all parameters, spent on rare tokens that the small training set barely shows; for the original
+# at `dim = 512` the same vocabulary is about a tenth. A larger vocabulary shortens the text but
+# buys its compression with parameters that each see fewer training examples.
 
 # %% [markdown]
 # ## 9. Putting it together
@@ -1199,7 +1241,9 @@ def _fingerprint(data_file: Path, vocab_size: int) -> str:
 def cached_tokenizer(
     data_file: str | os.PathLike, vocab_size: int, *, name: str | None = None
 ) -> SpongeTokenizer:
-    """Train on the ``"text"`` field of a JSONL file once; later calls load it. Defined in 01_tokenizer.
+    """Train on the ``"text"`` field of a JSONL file once; later calls load it.
+
+    Defined in 01_tokenizer.
 
     Cached in ``spongebob.runtime.artifacts_dir("tokenizer", name)`` (default name: the file's stem,
     a hash of its absolute path and the vocabulary size) next to ``fingerprint.txt``
@@ -1290,6 +1334,30 @@ print(repr("".join(decoder.put(i) for i in answer_ids) + decoder.flush()))
 # Next: [02 · Rotary position embeddings](02_rope.ipynb) gives the token ids a position.
 
 # %% [markdown]
+# ## Predict, then verify
+#
+# Write your prediction down before running each cell.
+#
+# **A.** How many UTF-8 bytes do `é`, `海` and `😀` take? (Section 1's table decides.)
+
+# %%
+for ch in ["é", "海", "😀"]:
+    print(f"{ch}: {len(ch.encode('utf-8'))} bytes")
+
+# %% [markdown]
+# **B.** The original's vocabulary has 6,400 tokens and its model width is 512. What share of its
+# 28,975,616 parameters is the embedding table (shared with the output head)? And at 32,000
+# tokens, as many larger models use?
+
+# %%
+total_seed, dim_seed = 28_975_616, 512
+for vocab in (6400, 32000):
+    emb = vocab * dim_seed
+    total = total_seed - 6400 * dim_seed + emb
+    print(f"vocab {vocab:6,}: embedding {emb:10,} parameters = {emb / total:.1%} of {total:,}")
+
+
+# %% [markdown]
 # ## Exercises
 #
 # Each exercise has a stub to fill in and a check cell. The checks print "not attempted yet" until
@@ -1309,7 +1377,9 @@ try:
     assert [utf8_length(c) for c in samples] == [len(c.encode("utf-8")) for c in samples]
     print("exercise 1: correct")
 except NotImplementedError:
-    print("exercise 1: not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 
 # %% [markdown]
 # **2. (medium) BPE inside words.** Change the draft trainer so that merges never cross a word
@@ -1331,7 +1401,9 @@ try:
     assert all(any(t in p for p in pieces) for t in learned), "a merge crossed a piece boundary"
     print("exercise 2: correct")
 except NotImplementedError:
-    print("exercise 2: not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 
 # %% [markdown]
 # **3. (medium) Who pays for the training mix?** Train a 1024-token tokenizer on the training lines
@@ -1352,7 +1424,9 @@ try:
     assert only_en < 0.6 * mixed_zh
     print("exercise 3: correct")
 except NotImplementedError:
-    print("exercise 3: not attempted yet")
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 
 # %% [markdown]
 # **4. (hard) A stream decoder without `codecs`.** Write a generator that yields the text of a
@@ -1373,4 +1447,6 @@ try:
     assert "".join(chars) == text and all(len(c) == 1 for c in chars)
     print("exercise 4: correct")
 except NotImplementedError:
-    print("exercise 4: not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")

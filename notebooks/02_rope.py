@@ -35,10 +35,23 @@
 # ```
 
 # %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 注意力本身不知道词元的位置。本章从二维旋转推导旋转位置编码（RoPE）：把查询和键的维度两两配对，按位置旋转，
+# 使得两者的点积只取决于相对位置；并测量这一点。还比较了原项目的交错配对与 Hugging Face 的“半旋转”配对
+# （两者只差一个固定的行置换），以及 `rope_theta` 对长上下文的影响。导出模块：`spongebob.rope`。
+# :::
+
+# %% [markdown]
 # ## Setup
 #
 # This chapter needs only PyTorch; the tokenizer of chapter 01 is not needed, because token ids
 # are just integers here.
+#
+# **If you edit an exported cell.** The cells marked `#| export` are copied into the `spongebob`
+# package only by `make export`; until then, `from spongebob... import` keeps the old code. To
+# re-export and reload from here, run `!cd .. && python tools/nbexport.py`, then restart the kernel
+# (Kernel → Restart), or use `%load_ext autoreload` and `%autoreload 2` once at the top.
 
 # %%
 #| default_exp rope
@@ -56,7 +69,7 @@ from spongebob.runtime import seed_everything
 seed_everything(1337)
 plt.rcParams["figure.dpi"] = 80
 
-# %%
+# %% tags=["remove-cell"]
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
 assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 1)
@@ -592,8 +605,11 @@ def show_pairs(position: int = 10, log10_theta: float = 6.0) -> None:
 
 
 # %% [markdown]
-# (The widget's output is captured differently by different notebook runners, so the test run
-# ignores this cell's output and checks the widget's controls instead.)
+# :::{admonition} Live only in a notebook
+# :class: widget-note
+# The sliders move the arrows only in a running notebook (JupyterLab). On a static page
+# they keep their saved state; the figure after them shows the same view for four positions.
+# :::
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -668,6 +684,30 @@ assert torch.equal(half_to_interleaved_rows(interleaved_to_half_rows(wq, 8), 8),
 # Next: [03 · Attention](03_attention.ipynb) uses these tables inside multi-head attention.
 
 # %% [markdown]
+# ## Predict, then verify
+#
+# **A.** Put a query at position 5 and a key at position 2. Now move both 100 positions later.
+# Does the score $q \cdot k$ after RoPE change? And if only the key moves?
+
+# %%
+from spongebob.rope import apply_rope, precompute_rope
+
+torch.manual_seed(0)
+q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+cos, sin = precompute_rope(16, 256, theta=1e4)
+
+
+def score(m: int, n: int) -> float:
+    qm = apply_rope(q, cos[m : m + 1], sin[m : m + 1])
+    kn = apply_rope(k, cos[n : n + 1], sin[n : n + 1])
+    return (qm * kn).sum().item()
+
+
+print(f"(5, 2): {score(5, 2):.4f}   (105, 102): {score(105, 102):.4f}")
+print(f"(5, 102): {score(5, 102):.4f}")
+
+
+# %% [markdown]
 # ## Exercises
 #
 # Edit the stub, run its check cell. Solutions: `solutions/02_rope_solutions.ipynb`.
@@ -686,6 +726,8 @@ try:
     got = [wavelength(i, 64, 1e6) for i in (0, 16, 31)]
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
     for i, lam in zip((0, 16, 31), got):
         angle = lam * 1e6 ** (-2 * i / 64)  # how far pair i turns over lam tokens
@@ -713,6 +755,8 @@ try:
     got = apply_rope_half_via_perm(x, cos, sin)
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
     torch.testing.assert_close(got, apply_rope_half(x, cos, sin))
     print("Exercise 2: correct")
@@ -736,6 +780,8 @@ try:
     got = [score_at(q, k, m, n) for m, n in pairs]
 except NotImplementedError:
     print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
     assert max(got) - min(got) < 1e-3, f"scores differ across equal distances: {got}"
     assert abs(score_at(q, k, 5, 2) - score_at(q, k, 2, 5)) > 1e-4, "m - n and n - m should differ"
@@ -762,6 +808,8 @@ try:
     cos_i, sin_i = precompute_rope_interpolated(64, 2048, 1e6, scale=2.0)
 except NotImplementedError:
     print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
     cos, sin = precompute_rope(64, 1024, 1e6)
     assert cos_i.shape == (2048, 32) and cos_i.dtype == torch.float32

@@ -26,18 +26,26 @@
 #    `spongebob.attention`, checked against the full computation and the original's design;
 # 5. pictures: the mask, the heads of a small trained model, KV-cache memory of MHA vs GQA.
 #
-# ```text
-#  x (B, T, C) ─┬─ wq ─► q (B, T, H, D)    ─► RoPE ─┐
-#               ├─ wk ─► k (B, T, H_kv, D) ─► RoPE ─┼─► [KV cache] ─► GQA heads ─► softmax(q k^T/√D + mask) v
-#               └─ wv ─► v (B, T, H_kv, D) ─────────┘                                         │
-#                                                               (B, T, H·D) ─► wo ─► out (B, T, C)
-# ```
+# ![The attention layer: x to q, k, v; RoPE on q and k; the KV cache; GQA heads; wo](../book/figures/attention_overview.svg)
+
+# %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 从零实现缩放点积注意力：为什么除以 √d、因果掩码、多头注意力、分组查询注意力（GQA，多个查询头共享一组键值头），
+# 以及 PyTorch 的融合注意力 `scaled_dot_product_attention`。再实现生成时使用的 KV 缓存，处理左填充的批次，
+# 查看每个注意力头的权重，并比较多头注意力与 GQA 的 KV 缓存内存。导出模块：`spongebob.attention`。
+# :::
 
 # %% [markdown]
 # ## Setup
 #
 # RoPE comes from chapter 02, imported, never redefined (`apply_rope` arrives with the first
 # exported cell, in section 5).
+#
+# **If you edit an exported cell.** The cells marked `#| export` are copied into the `spongebob`
+# package only by `make export`; until then, `from spongebob... import` keeps the old code. To
+# re-export and reload from here, run `!cd .. && python tools/nbexport.py`, then restart the kernel
+# (Kernel → Restart), or use `%load_ext autoreload` and `%autoreload 2` once at the top.
 
 # %%
 #| default_exp attention
@@ -56,7 +64,7 @@ from spongebob.runtime import seed_everything
 seed_everything(1337)
 plt.rcParams["figure.dpi"] = 80
 
-# %%
+# %% tags=["remove-cell"]
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
 assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA enable_gqa
@@ -151,7 +159,7 @@ torch.testing.assert_close(out2[:5], out[:5])  # positions 0..4 cannot tell
 
 fig, axes = plt.subplots(1, 2, figsize=(7, 3))
 axes[0].imshow(causal, cmap="Greys")
-axes[0].set_title("causal mask (black = may attend)")
+axes[0].set_title("causal mask (dark = may attend)")
 axes[1].imshow(weights, cmap="viridis")
 axes[1].set_title("attention weights, one head")
 for ax in axes:
@@ -312,12 +320,13 @@ print("enable_gqa == repeat_kv + SDPA")
 #   tensors and copies the whole past into them.
 #
 # Here is that design written out (our own code, same maths), so that we can check the new layer
-# against it and so that chapter 04 can benchmark against it.
+# against it. (`bench/bench_model.py` measures the whole model against the same formulation; its
+# results are in `docs/benchmarks.md`.)
 
 
 # %%
 class OriginalStyleAttention(torch.nn.Module):
-    """Draft: manual attention with a (max_seq_len, max_seq_len) mask buffer and a torch.cat cache."""
+    """Draft: manual attention, a (max_seq_len, max_seq_len) mask buffer, a torch.cat cache."""
 
     def __init__(self, dim, n_heads, n_kv_heads, max_seq_len):
         super().__init__()
@@ -354,7 +363,8 @@ buffer_bytes = n_layers * L * L * 4  # one float32 (L, L) mask per layer
 print(f"mask buffers: {buffer_bytes / 2**20:.0f} MiB (the whole model's weights: about 110 MiB)")
 copied = sum(range(1, L + 1))  # step t re-copies the t positions cached so far
 print(
-    f"positions copied per layer over a {L}-token generation: {copied:,} with torch.cat, {L:,} in place"
+    f"positions copied per layer over a {L}-token generation: {copied:,} with torch.cat, "
+    f"{L:,} in place"
 )
 
 # %% [markdown]
@@ -535,10 +545,12 @@ class Attention(nn.Module):
         start_pos: int = 0,
         mask: Tensor | None = None,
     ) -> Tensor:
-        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``
+        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns
+        ``(B, T, C)``
 
         ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and
-        values of earlier positions come from the cache (``S = start_pos + T`` keys, else ``S = T``).
+        values of earlier positions come from the cache (``S = start_pos + T`` keys, else
+        ``S = T``).
         ``mask``: the *complete* bool mask, broadcastable to ``(B, 1, T, S)``, True = may attend,
         causality included (build it once per forward with ``build_attn_mask``). Without one the
         layer is causal by itself: ``is_causal=True`` for ``T == S``, nothing for ``T == 1``, an
@@ -815,8 +827,14 @@ assert acc > 0.9, acc
 print("accuracy on predictable tokens > 0.9 (chance: 1/24)")
 
 # %% [markdown]
-# Explore the heads of both layers on one sequence with period 7, shown as letters (rows: the query token, columns:
-# the keys it attends to):
+# Explore the heads of both layers on one sequence with period 7, shown as letters (rows: the
+# query token, columns: the keys it attends to):
+#
+# :::{admonition} Live only in a notebook
+# :class: widget-note
+# The two sliders pick a layer and a head only in a running notebook (JupyterLab). On a
+# static page they keep their saved state; the figures after them show every head.
+# :::
 
 # %%
 torch.manual_seed(9)
@@ -831,10 +849,13 @@ with torch.no_grad():
 
 
 def show_head(layer=0, head=0):
-    plt.figure(figsize=(4, 4))
+    plt.figure(figsize=(5.5, 4.8))
     plt.imshow(weights[layer][head], cmap="viridis", vmin=0, vmax=1)
-    plt.xticks(range(len(labels)), labels, fontsize=7)
-    plt.yticks(range(len(labels)), labels, fontsize=7)
+    plt.colorbar(label="attention weight", shrink=0.8)
+    plt.xticks(range(len(labels)), labels, fontsize=9)
+    plt.yticks(range(len(labels)), labels, fontsize=9)
+    plt.xlabel("key (attended to)")
+    plt.ylabel("query (attending)")
     plt.title(f"layer {layer}, head {head}")
     plt.show()
 
@@ -962,6 +983,27 @@ print(tuple(full.shape), f"cache: {cache.nbytes / 2**20:.0f} MiB for one layer, 
 # model and generates text with the cache.
 
 # %% [markdown]
+# ## Predict, then verify
+#
+# **A.** With a causal mask, how much weight does the *first* token put on itself? And the last
+# of 4 tokens, if all scores are equal?
+#
+# **B.** Without the $1/\sqrt{d}$ scaling, do the attention weights of random 256-dimensional
+# queries and keys get sharper or flatter than with it?
+
+# %%
+scores = torch.zeros(4, 4).masked_fill(torch.ones(4, 4).triu(1).bool(), float("-inf"))
+w = scores.softmax(-1)
+print("first row:", [round(x, 3) for x in w[0].tolist()])
+print("last row: ", [round(x, 3) for x in w[3].tolist()])
+
+torch.manual_seed(0)
+qq, kk = torch.randn(64, 256), torch.randn(64, 256)
+for name, s in [("unscaled", qq @ kk.T), ("scaled", qq @ kk.T / 256**0.5)]:
+    print(f"{name:9} mean largest weight per row: {s.softmax(-1).max(-1).values.mean().item():.3f}")
+
+
+# %% [markdown]
 # ## Exercises
 #
 # Edit the stub, run its check cell. Solutions: `solutions/03_attention_solutions.ipynb`.
@@ -980,6 +1022,8 @@ try:
     got = kv_cache_bytes(8, 2, 64, 512, batch_size=3, bytes_per_value=4)
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
     want = 8 * KVCache(3, 512, 2, 64, torch.float32, "meta").nbytes
     assert got == want, f"{got} != {want}"
@@ -1004,6 +1048,8 @@ try:
     got = attention_entropy(torch.stack([uniform, one_hot])[None])  # (1, 2, T, T) -> (2,)
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
     want = torch.log(torch.arange(1.0, T + 1)).mean()
     torch.testing.assert_close(got, torch.stack([want, torch.tensor(0.0)]))
@@ -1026,6 +1072,8 @@ try:
     m = sliding_window_mask(3, 6, window=2)
 except NotImplementedError:
     print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
     assert m.tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]]
     torch.manual_seed(11)
@@ -1055,6 +1103,8 @@ try:
     got = chunked_attention(q, k, v, chunk=8)
 except NotImplementedError:
     print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
     torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v))
     print("Exercise 4: correct")

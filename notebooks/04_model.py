@@ -38,12 +38,26 @@
 # ```
 
 # %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 把前几章的部件组装成完整的 Llama 风格解码器：RMSNorm、SwiGLU 前馈网络、预归一化（pre-norm）模块、
+# 绑定的词嵌入与输出层、初始化，以及与原项目一致的参数量（28,975,616）和 FLOPs 计算。然后安全地加载检查点
+# （`weights_only=True`，严格检查键名），并实现文本生成：贪心、温度、top-k、top-p、正确的重复惩罚、流式输出、
+# KV 缓存和批量生成。导出模块：`spongebob.config`、`spongebob.model`、`spongebob.checkpoint`、`spongebob.generate`。
+# :::
+
+# %% [markdown]
 # ## Setup
 #
 # Components from earlier chapters are imported, never redefined: `precompute_rope` (chapter 02),
 # `Attention` and `KVCache` (chapter 03) and `StreamDecoder` (chapter 01) are imported by the
 # exported cells that use them, exactly as the package modules import them; the course tokenizer
 # is needed at the end.
+#
+# **If you edit an exported cell.** The cells marked `#| export` are copied into the `spongebob`
+# package only by `make export`; until then, `from spongebob... import` keeps the old code. To
+# re-export and reload from here, run `!cd .. && python tools/nbexport.py`, then restart the kernel
+# (Kernel → Restart), or use `%load_ext autoreload` and `%autoreload 2` once at the top.
 
 # %%
 #| default_exp model
@@ -62,7 +76,7 @@ from spongebob.world import course_tokenizer
 
 seed_everything(1337)
 
-# %%
+# %% tags=["remove-cell"]
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
 assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA enable_gqa
@@ -475,7 +489,9 @@ IGNORE_INDEX = -100  # target value of positions that carry no loss
 
 
 def lm_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
-    """Mean next-token cross-entropy over positions whose target is not ``-100``. Defined in 04_model.
+    """Mean next-token cross-entropy over positions whose target is not ``-100``.
+
+    Defined in 04_model.
 
     ``logits``: ``(B, T, V)``; ``targets``: ``(B, T)`` int64; ``weights``: optional ``(B, T)`` float
     per-token weights (distillation). Returns the scalar ``sum(w * ce) / sum(w)`` over counted
@@ -961,7 +977,10 @@ from spongebob.model import SpongeBob
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot (or must not) be loaded; the message says why. Defined in 04_model."""
+    """A checkpoint that cannot (or must not) be loaded; the message says why.
+
+    Defined in 04_model.
+    """
 
 
 def _listing(title: str, items: list[str], limit: int = 8) -> str:
@@ -982,7 +1001,9 @@ def _unwrap(sd: dict[str, Any]) -> dict[str, Any]:
 def load_state_dict_checked(
     model: nn.Module, state_dict: Mapping[str, Any], source: str = "state dict"
 ) -> None:
-    """Load ``state_dict`` into ``model`` with ``strict=True``, after checking it. Defined in 04_model.
+    """Load ``state_dict`` into ``model`` with ``strict=True``, after checking it.
+
+    Defined in 04_model.
 
     Raises ``CheckpointError`` naming ``source`` and every missing, unexpected and mis-shaped key
     (with both shapes), and a tied output head whose stored copy differs from the embedding.
@@ -1177,7 +1198,7 @@ fig, axes = plt.subplots(1, 3, figsize=(8, 2.3), dpi=90, sharey=True)
 for ax, tau in zip(axes, (0.5, 1.0, 2.0)):
     p = (z / tau).softmax(-1)
     ax.bar(range(len(z)), p)
-    ax.set_title(f"temperature {tau}: top p = {p[0]:.2f}", fontsize=9)
+    ax.set_title(f"temperature {tau}: p(most likely) = {p[0]:.2f}", fontsize=9)
     ax.set_xlabel("token (by logit)")
 axes[0].set_ylabel("probability")
 plt.show()
@@ -1203,7 +1224,8 @@ print([round((z / tau).softmax(-1)[0].item(), 3) for tau in (0.5, 1.0, 2.0)])
 """Text generation: greedy and sampled decoding with a preallocated KV cache, batches, streaming.
 
 Defined in 04_model. ``generate`` returns only the NEW token ids of every prompt, as a list of lists
-(each ending with the eos id when one was produced); ``stream_generate`` yields the ids of one prompt
+(each ending with the eos id when one was produced); ``stream_generate`` yields the ids of one
+prompt
 as they are produced, and ``stream_text`` turns them into text without splitting a UTF-8 character::
 
     new_ids = generate(model, prompts, max_new_tokens=64, temperature=0, eos_token_id=tok.eos_id)
@@ -1453,7 +1475,8 @@ plt.show()
 # * RoPE only sees *differences* of positions (chapter 02), so shifting a prompt right by $p$ pad
 #   positions changes no attention score, up to float rounding.
 #
-# Below, the mask of a batch of two prompts of lengths 3 and 6 (white = may attend).
+# Below, the mask of a batch of two prompts of lengths 3 and 6 (dark = may attend, the colours of
+# chapter 03's causal mask).
 
 # %%
 valid = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)  # (B, S)
@@ -1461,7 +1484,7 @@ allowed = torch.ones(6, 6, dtype=torch.bool).tril() & valid[:, None, :]  # (B, T
 allowed |= torch.eye(6, dtype=torch.bool)  # a pad query sees itself
 fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.6), dpi=90)
 for ax, m, title in zip(axes, allowed, ("3 pads + 3 tokens", "6 tokens")):
-    ax.imshow(m, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(m, cmap="Greys", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("key position")
 axes[0].set_ylabel("query position")
@@ -1627,7 +1650,9 @@ def decode_steps(
     use_cache: bool = True,
     logits_processor: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(next_ids (B,), active (B,) bool)`` per step for left-padded prompts. Defined in 04_model.
+    """Yield ``(next_ids (B,), active (B,) bool)`` per step for left-padded prompts.
+
+    Defined in 04_model.
 
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
@@ -1744,7 +1769,9 @@ def generate(
 def stream_generate(
     model: torch.nn.Module, input_ids: PromptIds, max_new_tokens: int, **kwargs
 ) -> Iterator[int]:
-    """Like `generate` for ONE prompt, but yield each new id as soon as it exists. Defined in 04_model.
+    """Like `generate` for ONE prompt, but yield each new id as soon as it exists.
+
+    Defined in 04_model.
 
     The eos id, when produced, is yielded last. Same arguments as `generate`. The model is in eval
     mode while the stream runs; its own modes come back when the stream ends or is closed.
@@ -1962,6 +1989,24 @@ print(f"\n\n{len(new_ids)} tokens -> {len(pieces)} text pieces")
 # that `lm_loss` expects.
 
 # %% [markdown]
+# ## Predict, then verify
+#
+# **A.** Take the logits `[2.0, 1.0, 0.0]`. As the temperature goes from 0.5 to 1 to 2, does the
+# probability of the first token rise or fall? What does a temperature near 0 turn sampling into?
+#
+# **B.** Top-p with p = 0.5 on these logits: how many tokens stay candidates?
+
+# %%
+logits = torch.tensor([2.0, 1.0, 0.0])
+for t in (0.05, 0.5, 1.0, 2.0):
+    probs_t = [round(p, 3) for p in (logits / t).softmax(-1).tolist()]
+    print(f"temperature {t:4}: probabilities {probs_t}")
+probs = logits.softmax(-1)
+keep = (probs.cumsum(-1) - probs) < 0.5  # a token stays while the mass before it is below p
+print("top-p 0.5 keeps", int(keep.sum()), "token(s)")
+
+
+# %% [markdown]
 # ## Exercises
 #
 # Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
@@ -1983,7 +2028,9 @@ try:
     for c in (ModelConfig(), ModelConfig.preset("seed-gqa"), tiny, odd):
         assert param_count(c) == count_parameters(SpongeBob(c)), c
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
     print("exercise 1: correct")
 
@@ -2005,7 +2052,9 @@ try:
     assert torch.isfinite(out).tolist() == [[True, True, False, False], [True] * 4]
     torch.testing.assert_close(out[0, :2], lg[0, :2])
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
     print("exercise 2: correct")
 
@@ -2029,7 +2078,9 @@ try:
     expected = -sum(logp[len(p_ids) - 1 + i, a].item() for i, a in enumerate(a_ids)) / len(a_ids)
     assert abs(answer_loss(model, p_ids, a_ids) - expected) < 1e-4
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
     print("exercise 3: correct")
 
@@ -2059,6 +2110,8 @@ try:
     assert len(fixed) == 30 and not has_repeated_ngram(start + fixed, 3)
     print("repeats without the processor:", has_repeated_ngram(start + plain, 3))
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
     print("exercise 4: correct")

@@ -156,10 +156,12 @@ class Attention(nn.Module):
         start_pos: int = 0,
         mask: Tensor | None = None,
     ) -> Tensor:
-        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns ``(B, T, C)``
+        """``x``: ``(B, T, C)`` at positions ``start_pos .. start_pos + T - 1``; returns
+        ``(B, T, C)``
 
         ``cos``, ``sin``: ``(T, head_dim // 2)`` for those positions. With ``cache``, keys and
-        values of earlier positions come from the cache (``S = start_pos + T`` keys, else ``S = T``).
+        values of earlier positions come from the cache (``S = start_pos + T`` keys, else
+        ``S = T``).
         ``mask``: the *complete* bool mask, broadcastable to ``(B, 1, T, S)``, True = may attend,
         causality included (build it once per forward with ``build_attn_mask``). Without one the
         layer is causal by itself: ``is_causal=True`` for ``T == S``, nothing for ``T == 1``, an

@@ -24,7 +24,10 @@ from spongebob.model import SpongeBob
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot (or must not) be loaded; the message says why. Defined in 04_model."""
+    """A checkpoint that cannot (or must not) be loaded; the message says why.
+
+    Defined in 04_model.
+    """
 
 
 def _listing(title: str, items: list[str], limit: int = 8) -> str:
@@ -43,7 +46,9 @@ def _unwrap(sd: dict[str, Any]) -> dict[str, Any]:
 def load_state_dict_checked(
     model: nn.Module, state_dict: Mapping[str, Any], source: str = "state dict"
 ) -> None:
-    """Load ``state_dict`` into ``model`` with ``strict=True``, after checking it. Defined in 04_model.
+    """Load ``state_dict`` into ``model`` with ``strict=True``, after checking it.
+
+    Defined in 04_model.
 
     Raises ``CheckpointError`` naming ``source`` and every missing, unexpected and mis-shaped key
     (with both shapes), and a tied output head whose stored copy differs from the embedding.

@@ -4,7 +4,8 @@
 """Text generation: greedy and sampled decoding with a preallocated KV cache, batches, streaming.
 
 Defined in 04_model. ``generate`` returns only the NEW token ids of every prompt, as a list of lists
-(each ending with the eos id when one was produced); ``stream_generate`` yields the ids of one prompt
+(each ending with the eos id when one was produced); ``stream_generate`` yields the ids of one
+prompt
 as they are produced, and ``stream_text`` turns them into text without splitting a UTF-8 character::
 
     new_ids = generate(model, prompts, max_new_tokens=64, temperature=0, eos_token_id=tok.eos_id)
@@ -207,7 +208,9 @@ def decode_steps(
     use_cache: bool = True,
     logits_processor: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(next_ids (B,), active (B,) bool)`` per step for left-padded prompts. Defined in 04_model.
+    """Yield ``(next_ids (B,), active (B,) bool)`` per step for left-padded prompts.
+
+    Defined in 04_model.
 
     ``ids``/``valid`` come from `prepare_prompts` and must fit (`fit_context`). ``active`` is False
     for rows that finished (produced an eos) at an earlier step; their ``next_ids`` are padding.
@@ -314,7 +317,9 @@ def generate(
 def stream_generate(
     model: torch.nn.Module, input_ids: PromptIds, max_new_tokens: int, **kwargs
 ) -> Iterator[int]:
-    """Like `generate` for ONE prompt, but yield each new id as soon as it exists. Defined in 04_model.
+    """Like `generate` for ONE prompt, but yield each new id as soon as it exists.
+
+    Defined in 04_model.
 
     The eos id, when produced, is yielded last. Same arguments as `generate`. The model is in eval
     mode while the stream runs; its own modes come back when the stream ends or is closed.

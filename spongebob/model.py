@@ -95,7 +95,9 @@ IGNORE_INDEX = -100  # target value of positions that carry no loss
 
 
 def lm_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
-    """Mean next-token cross-entropy over positions whose target is not ``-100``. Defined in 04_model.
+    """Mean next-token cross-entropy over positions whose target is not ``-100``.
+
+    Defined in 04_model.
 
     ``logits``: ``(B, T, V)``; ``targets``: ``(B, T)`` int64; ``weights``: optional ``(B, T)`` float
     per-token weights (distillation). Returns the scalar ``sum(w * ce) / sum(w)`` over counted

@@ -41,7 +41,8 @@ def byte_to_unicode() -> dict[int, str]:
     """GPT-2's table from the 256 byte values to 256 printable characters. Defined in 01_tokenizer.
 
     Printable Latin-1 bytes map to themselves; the other 68 (controls, space, ...) map to
-    ``chr(256 + n)`` in byte order, so the space 0x20 becomes ``'Ġ'`` and ``'\\n'`` becomes ``'Ċ'``.
+    ``chr(256 + n)`` in byte order, so the space 0x20 becomes ``'Ġ'`` and ``'\\n'`` becomes
+    ``'Ċ'``.
     This is the alphabet of the ``ByteLevel`` pre-tokenizer: every token is a string over it.
     """
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
@@ -402,7 +403,9 @@ def _fingerprint(data_file: Path, vocab_size: int) -> str:
 def cached_tokenizer(
     data_file: str | os.PathLike, vocab_size: int, *, name: str | None = None
 ) -> SpongeTokenizer:
-    """Train on the ``"text"`` field of a JSONL file once; later calls load it. Defined in 01_tokenizer.
+    """Train on the ``"text"`` field of a JSONL file once; later calls load it.
+
+    Defined in 01_tokenizer.
 
     Cached in ``spongebob.runtime.artifacts_dir("tokenizer", name)`` (default name: the file's stem,
     a hash of its absolute path and the vocabulary size) next to ``fingerprint.txt``

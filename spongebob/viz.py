@@ -19,7 +19,8 @@ def tokens_html(
     """HTML showing each piece of text on its own background colour. Defined in 01_tokenizer.
 
     Colours cycle through `PALETTE` unless ``colors`` gives one per piece; ``titles`` become hover
-    tips (token ids, weights). A newline shows as ``↵`` and breaks the line; an empty piece as ``∅``.
+    tips (token ids, weights). A newline shows as ``↵`` and breaks the line; an empty piece as
+    ``∅``.
     """
     spans = []
     for i, piece in enumerate(pieces):
@@ -28,7 +29,10 @@ def tokens_html(
         tip = f' title="{html.escape(str(titles[i]))}"' if titles is not None else ""
         style = f"background:{color};border-radius:3px;margin-right:1px"
         spans.append(f'<span style="{style}"{tip}>{text}</span>')
-    return f'<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">{"".join(spans)}</div>'
+    return (
+        '<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8">'
+        f"{''.join(spans)}</div>"
+    )
 
 
 def show_tokens(
@@ -41,7 +45,10 @@ def show_tokens(
 
 
 def flow_diagram(steps: list[str], title: str | None = None, box_width: float = 2.0):
-    """A left-to-right chain of labelled boxes joined by arrows (ASCII labels). Defined in 01_tokenizer."""
+    """A left-to-right chain of labelled boxes joined by arrows (ASCII labels).
+
+    Defined in 01_tokenizer.
+    """
     fig, ax = plt.subplots(figsize=(box_width * len(steps), 1.5), dpi=90)
     for i, label in enumerate(steps):
         box = {"boxstyle": "round,pad=0.4", "fc": PALETTE[i % len(PALETTE)], "ec": "#555"}
