@@ -31,9 +31,7 @@
 # %% [markdown]
 # :::{admonition} 中文摘要
 # :class: zh-summary
-# 从零实现缩放点积注意力：为什么除以 √d、因果掩码、多头注意力、分组查询注意力（GQA，多个查询头共享一组键值头），
-# 以及 PyTorch 的融合注意力 `scaled_dot_product_attention`。再实现生成时使用的 KV 缓存，处理左填充的批次，
-# 查看每个注意力头的权重，并比较多头注意力与 GQA 的 KV 缓存内存。导出模块：`spongebob.attention`。
+# 从零实现缩放点积注意力：为什么除以 √d、因果掩码、多头注意力、分组查询注意力（GQA，多个查询头共享一组键值头），以及 PyTorch 的融合注意力 `scaled_dot_product_attention`。再实现生成时使用的 KV 缓存，处理左填充的批次，查看每个注意力头的权重，并比较多头注意力与 GQA 的 KV 缓存内存。导出模块：`spongebob.attention`。
 # :::
 
 # %% [markdown]

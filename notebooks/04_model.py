@@ -27,23 +27,12 @@
 # 5. `generate`: greedy decoding, temperature, top-k, top-p, a repetition penalty that is correct
 #    for negative logits, a preallocated KV cache, batches with left padding, and streaming.
 #
-# ```text
-#  token ids (B, T)
-#      │  tok_embeddings  ◄────────── same matrix ───────────┐
-#      ▼                                                      │
-#  h (B, T, C) ──► [ Block × n_layers ] ──► norm ──► output ──┘──► logits (B, T, vocab_size)
-#
-#  Block:  h = x + attention(attention_norm(x))        (RoPE, GQA, causal; chapter 03)
-#          out = h + feed_forward(ffn_norm(h))         (SwiGLU)
-# ```
+# ![The model: token ids, embeddings, n_layers pre-norm blocks (attention and SwiGLU, each with RMSNorm and a residual), final norm, tied output head, logits](../book/figures/model_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要
 # :class: zh-summary
-# 把前几章的部件组装成完整的 Llama 风格解码器：RMSNorm、SwiGLU 前馈网络、预归一化（pre-norm）模块、
-# 绑定的词嵌入与输出层、初始化，以及与原项目一致的参数量（28,975,616）和 FLOPs 计算。然后安全地加载检查点
-# （`weights_only=True`，严格检查键名），并实现文本生成：贪心、温度、top-k、top-p、正确的重复惩罚、流式输出、
-# KV 缓存和批量生成。导出模块：`spongebob.config`、`spongebob.model`、`spongebob.checkpoint`、`spongebob.generate`。
+# 把前几章的部件组装成完整的 Llama 风格解码器：RMSNorm、SwiGLU 前馈网络、预归一化（pre-norm）模块、绑定的词嵌入与输出层、初始化，以及与原项目一致的参数量（28,975,616）和 FLOPs 计算。然后安全地加载检查点（`weights_only=True`，严格检查键名），并实现文本生成：贪心、温度、top-k、top-p、正确的重复惩罚、流式输出、KV 缓存和批量生成。导出模块：`spongebob.config`、`spongebob.model`、`spongebob.checkpoint`、`spongebob.generate`。
 # :::
 
 # %% [markdown]
