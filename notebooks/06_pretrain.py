@@ -60,11 +60,12 @@ from spongebob.checkpoint import (
 )
 from spongebob.config import ModelConfig
 from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
+from spongebob.evaluate import grade_fact
 from spongebob.generate import generate
 from spongebob.model import SpongeBob
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.viz import plot_attention_heads
-from spongebob.world import course_tokenizer, grade_fact, sample_dir
+from spongebob.world import course_tokenizer, sample_dir
 
 seed_everything(1337)
 
@@ -1125,6 +1126,11 @@ def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
     return data
 
 
+# Bump when what a pretraining run learns changes without its TrainConfig changing (the data
+# order, the loss, the loop), so that `pretrained_checkpoint` retrains instead of reusing.
+PRETRAIN_RECIPE = "packed-shifted-cuts-v2"
+
+
 def pretrain(
     source: str | Path,
     tokenizer,
@@ -1159,7 +1165,8 @@ def pretrain(
         torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     )
     model = SpongeBob(config).to(device or "cpu")
-    extra = {"stage": "pretrain", "tokenizer": tokenizer_fingerprint(tokenizer),
+    extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
+             "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
@@ -1182,8 +1189,8 @@ def pretrained_checkpoint(
             _, extras = read_checkpoint(path)
         except CheckpointError:
             extras = {}
-        want = {"stage": "pretrain", "train_config": cfg.to_dict(), "step": cfg.max_steps,
-                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+                "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
         if all(extras.get(k) == v for k, v in want.items()):
             return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
@@ -1266,19 +1273,20 @@ by_lang = {lang: [ok for i, ok in graded if i.endswith(lang)] for lang in ("en",
 accuracy = sum(ok for _, ok in graded) / len(graded)
 print(f"completion accuracy: {accuracy:.0%} of {len(graded)} "
       + " | ".join(f"{k} {sum(v) / len(v):.0%}" for k, v in by_lang.items()))  # fmt: skip
-assert accuracy > 0.5  # measured 0.61 on the reference CPU (see below)
+assert accuracy > 0.7  # the target is 0.8: see the measured values below
 
 # %% [markdown]
-# On the reference CPU this run completes **61 %** of the held-out fact prompts (English 59 %,
-# Chinese 62 %): short of the course's 80 % target, and the validation loss says why. It bottoms
-# out at 0.81 around step 600 and rises to 0.91 by step 900 while the training loss falls to
-# 0.44: the model is memorising windows. The packed loader cuts the token stream at the same
-# positions in every epoch, so over 14 passes each fact comes with the same context, cut at the
-# same place. Drawing each window's start at random instead (same model, same 900 steps, measured
-# once) reached **84 %** (English 93 %, Chinese 76 %): varied windows act as data augmentation.
-# That change belongs in the data loader (chapter 05). Chinese facts lag English ones in the
-# better run: a Chinese value is several tokens of 1.5 characters each, and one wrong token fails
-# the whole answer.
+# On the reference CPU (2 cores) this run completes **86 %** of the held-out fact prompts
+# (English 97 %, Chinese 75 %), above the course's 80 % target; the final validation loss is 0.77.
+# The first version of this chapter measured only **61 %** (English 59 %, Chinese 62 %), and the
+# validation loss told why: it bottomed out at 0.81 around step 600 and rose to 0.91 by step 900
+# while the training loss fell to 0.44. The packed loader then cut the token stream at the same
+# positions in every epoch, so over 14 passes each fact came with the same context, cut at the
+# same place, and the model memorised windows. Chapter 05's `PackedLoader` now shifts every
+# epoch's cuts by a random offset: the same 900 steps no longer overfit, and the completion rate
+# rose by 25 points. Varied windows act as data augmentation. Chinese facts still lag English
+# ones: a Chinese value is several tokens of 1.5 characters each, and one wrong token fails the
+# whole answer.
 
 # %% [markdown]
 # ### What the heads attend to
@@ -1378,8 +1386,9 @@ assert again == result.checkpoint
 # * bf16 autocast needs no GradScaler (fp32's exponent range); fp16 does. Clip at 1.0; watch MFU.
 # * A checkpoint is everything that decides the next step, written atomically; resume is then
 #   bit-identical, and `init` chains stages strictly.
-# * 900 steps (4 minutes on a laptop CPU) take the tiny model from noise to completing about 60 %
-#   of held-out fact prompts.
+# * 900 steps (about 5 minutes on a laptop CPU) take the tiny model from noise to completing 86 %
+#   of held-out fact prompts (measured; 61 % when the loader cut the stream at the same places
+#   every epoch).
 #
 # | module | what this chapter exported |
 # |---|---|

@@ -606,6 +606,11 @@ def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
     return data
 
 
+# Bump when what a pretraining run learns changes without its TrainConfig changing (the data
+# order, the loss, the loop), so that `pretrained_checkpoint` retrains instead of reusing.
+PRETRAIN_RECIPE = "packed-shifted-cuts-v2"
+
+
 def pretrain(
     source: str | Path,
     tokenizer,
@@ -640,7 +645,8 @@ def pretrain(
         torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     )
     model = SpongeBob(config).to(device or "cpu")
-    extra = {"stage": "pretrain", "tokenizer": tokenizer_fingerprint(tokenizer),
+    extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
+             "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
@@ -663,8 +669,8 @@ def pretrained_checkpoint(
             _, extras = read_checkpoint(path)
         except CheckpointError:
             extras = {}
-        want = {"stage": "pretrain", "train_config": cfg.to_dict(), "step": cfg.max_steps,
-                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+                "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
         if all(extras.get(k) == v for k, v in want.items()):
             return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint

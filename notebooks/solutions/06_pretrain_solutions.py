@@ -20,11 +20,12 @@ import torch
 from spongebob.checkpoint import load_model
 from spongebob.config import ModelConfig
 from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
+from spongebob.evaluate import grade_fact
 from spongebob.generate import generate
 from spongebob.model import SpongeBob
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
-from spongebob.world import course_tokenizer, grade_fact, sample_dir
+from spongebob.world import course_tokenizer, sample_dir
 
 seed_everything(1337)
 tok = course_tokenizer()
