@@ -32,6 +32,12 @@
 # ```
 
 # %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 把四种 JSONL 格式变成各训练阶段所需的词元 id、损失掩码和批次：逐行流式读取并校验（出错时指明文件和行号），用 `ChatEncoder` 一次性得到对话的 id 和只覆盖助手回复（含 `</s>`）的损失掩码，并展示原项目掩码错位一位的问题；再把数据一次性预分词为 `uint16` 内存映射文件（内存占用不随文件增长），用序列打包代替填充，并提供可复现、可断点续训、可多卡分片的数据加载器。导出模块：`spongebob.data`。
+# :::
+
+# %% [markdown]
 # ## Setup
 #
 # The tokenizer of chapter 01 and `lm_loss` of chapter 04 are imported, never redefined (the
