@@ -27,8 +27,9 @@
 #    batches, shuffled from a seed, resumable, and sharded across GPUs.
 #
 # ```text
-#  pretrain.jsonl ─► iter_records ─► encode (bos + text + eos) ─► ids.bin (uint16) ─► PackedLoader ─► (x, y, None)
-#  sft_512.jsonl  ─► iter_records ─► ChatEncoder (ids, kinds) ─► ids.bin + kinds.bin ─► ChatLoader ─► (x, y, w)
+#  pretrain.jsonl ─► iter_records ─► <s> text </s> ──────► ids.bin ───────────► PackedLoader
+#  sft_512.jsonl  ─► iter_records ─► ChatEncoder ────────► ids.bin + kinds.bin ─► ChatLoader
+#                                                  (prepare, once)        (x, y, w) batches
 # ```
 
 # %% [markdown]

@@ -518,8 +518,9 @@ def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | Non
 # %%
 grad = torch.tensor([1e-3, 1e-6, 1e-8, 1e-10])
 for dt in (torch.float16, torch.bfloat16, torch.float32):
-    print(f"{str(dt):15} smallest subnormal {torch.finfo(dt).smallest_normal * torch.finfo(dt).eps:.1e}"
-          f" | gradients as stored: {[f'{v:.0e}' for v in grad.to(dt).float().tolist()]}")  # fmt: skip
+    tiny_ = torch.finfo(dt).smallest_normal * torch.finfo(dt).eps  # the smallest subnormal
+    stored = " ".join(f"{v:.0e}" for v in grad.to(dt).float().tolist())
+    print(f"{str(dt)[6:]:9} smallest {tiny_:.1e} | gradients stored: {stored}")
 cpu = torch.device("cpu")
 print(
     "CPU auto:", precision(TrainConfig(), cpu), "| fp16:", precision(TrainConfig(dtype="fp16"), cpu)
@@ -1251,9 +1252,7 @@ assert history[-1]["step"] == cfg.max_steps and final_val < 2.0
 steps_, losses = zip(*[(r["step"], r["loss"]) for r in history])
 fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
 ax.plot(steps_, losses, lw=1, label="training loss (10-step mean)")
-ax.plot(
-    *zip(*[(r["step"], r["val_loss"]) for r in val_history]), "o-", label="validation loss"
-)
+ax.plot(*zip(*[(r["step"], r["val_loss"]) for r in val_history]), "o-", label="validation loss")
 ax.axhline(math.log(tok.vocab_size), color="grey", ls=":", label="ln V (uniform guess)")
 ax.set(
     xlabel="optimizer step",
