@@ -8,6 +8,10 @@
     spongebob train pretrain DATA --preset tiny|seed [--out DIR] [--resume | --init CKPT] [...]
         (DATA: a pretraining JSONL file or a prepared folder; every other flag defaults to the
         preset's value; also under `torchrun --nproc_per_node=N -m spongebob train pretrain ...`)
+    spongebob chat --checkpoint CKPT [--tokenizer DIR] [--prompt TEXT] [--temperature 0 ...]
+        (interactive with history, /clear and /quit; --prompt answers once and prints the answer)
+    spongebob eval --checkpoint CKPT [--sets facts long ...] [--out FILE.json]
+    spongebob eval --checkpoint CKPT --file MY.jsonl --grader fact|number
 
 Heavy imports happen inside each command, so `spongebob --help` is instant.
 """
@@ -140,6 +144,273 @@ def _train_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ chat and eval
+def infer_config(state: dict, n_heads: int = 8, max_seq_len: int = 1024):
+    """A ``ModelConfig`` read from a bare state dict's tensor shapes (the original's releases).
+
+    ``dim`` and ``vocab_size`` from ``tok_embeddings.weight``, ``n_layers`` from the layer keys,
+    ``hidden_dim`` from ``w1``, ``n_kv_heads`` from ``wk`` and the head size ``dim / n_heads``;
+    ``n_heads`` is not in the shapes (8 in the original), so it is an argument.
+    """
+    from spongebob.checkpoint import CheckpointError
+    from spongebob.config import ModelConfig
+
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    emb = state.get("tok_embeddings.weight")
+    if emb is None or emb.dim() != 2:
+        raise CheckpointError("not a SpongeBob/MiniMind state dict: no tok_embeddings.weight")
+    vocab_size, dim = emb.shape
+    layers = {int(k.split(".")[1]) for k in state if k.startswith("layers.")}
+    if not layers or dim % n_heads:
+        raise CheckpointError(f"cannot infer the model: {len(layers)} layers, dim {dim}, "
+                              f"n_heads {n_heads} (dim must divide by --n-heads)")  # fmt: skip
+    head_dim = dim // n_heads
+    wk = state["layers.0.attention.wk.weight"]
+    hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
+    return ModelConfig(dim=dim, n_layers=max(layers) + 1, n_heads=n_heads,
+                       n_kv_heads=wk.shape[0] // head_dim, vocab_size=vocab_size,
+                       hidden_dim=hidden, max_seq_len=max_seq_len)  # fmt: skip
+
+
+def load_chat_model(path: Path, n_heads: int | None = None, log=print):
+    """``(model, extras)`` from one of our checkpoints (config inside) or a bare state dict."""
+    from spongebob.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
+    from spongebob.config import ModelConfig
+    from spongebob.model import SpongeBob
+
+    state, extras = read_checkpoint(path)
+    if extras.get("config"):
+        try:
+            config = ModelConfig.from_dict(extras["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: its 'config' entry is not a valid config: {e}") from e
+        if n_heads is not None and n_heads != config.n_heads:
+            raise ValueError(f"--n-heads {n_heads}: {path} says n_heads={config.n_heads}")
+    else:
+        config = infer_config(state, n_heads or 8)
+        shown = ", ".join(f"{k}={getattr(config, k)}" for k in
+                          ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim"))  # fmt: skip
+        log(f"{path.name}: a bare state dict; inferred {shown} (n_heads from --n-heads)")
+    model = SpongeBob(config)
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval(), extras
+
+
+def _chat_tokenizer(args: argparse.Namespace, model, extras: dict):
+    """The tokenizer of ``--tokenizer`` (else the course's), checked against the checkpoint."""
+    from spongebob.data import tokenizer_fingerprint
+    from spongebob.tokenizer import load_tokenizer
+
+    if args.tokenizer is not None:
+        try:
+            tok = load_tokenizer(args.tokenizer)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+            raise ValueError(f"{args.tokenizer}: not a readable tokenizer ({e})") from e
+    elif model.config.vocab_size == 2048 or extras.get("tokenizer"):
+        from spongebob.world import course_tokenizer
+
+        tok = course_tokenizer()
+    else:
+        raise ValueError(f"{args.checkpoint}: vocab_size {model.config.vocab_size} is not the "
+                         "course tokenizer's; pass --tokenizer DIR (e.g. the original's folder)")  # fmt: skip
+    if tok.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but {args.checkpoint} was "
+                         f"built for {model.config.vocab_size}; pass the matching --tokenizer")  # fmt: skip
+    want = extras.get("tokenizer")
+    if want and want != tokenizer_fingerprint(tok):
+        raise ValueError(f"{args.checkpoint} was trained with another tokenizer (fingerprint "
+                         "differs); pass the one it was trained with as --tokenizer")  # fmt: skip
+    return tok
+
+
+def fit_history(encoder, history: list[dict], budget: int) -> tuple[list[dict], list[int], int]:
+    """Drop the oldest whole exchanges until the prompt fits ``budget`` tokens.
+
+    Returns ``(kept messages, prompt ids, exchanges dropped)``; the last user turn is always
+    kept, and raises ``ValueError`` when it alone does not fit. Turns are dropped in pairs (a
+    user turn with its reply), never cut, so no token is split.
+    """
+    msgs, dropped = list(history), 0
+    while True:
+        ids, _ = encoder.encode(msgs)
+        if len(ids) <= budget:
+            return msgs, ids, dropped
+        if len(msgs) <= 1:
+            raise ValueError(f"this message alone is {len(ids)} tokens; the context leaves "
+                             f"{budget} for the prompt (shorten it or lower --max-new-tokens)")  # fmt: skip
+        msgs, dropped = msgs[2:], dropped + 1
+
+
+class ReasoningSplitter:
+    """Split streamed text into ``("think", text)`` and ``("answer", text)`` parts, tags removed.
+
+    Works on text pieces, so a tag split over several pieces (the original's tokenizer spells
+    ``<think>`` with several tokens) is still found: a tail that could start a tag is held back.
+    """
+
+    TAGS = {"<think>": "think", "</think>": "answer", "<answer>": None, "</answer>": None}
+
+    def __init__(self) -> None:
+        self.mode, self.buf = "answer", ""
+
+    def feed(self, piece: str) -> list[tuple[str, str]]:
+        self.buf += piece
+        out: list[tuple[str, str]] = []
+        while self.buf:
+            i = self.buf.find("<")
+            if i < 0:
+                out.append((self.mode, self.buf))
+                self.buf = ""
+                break
+            if i:
+                out.append((self.mode, self.buf[:i]))
+                self.buf = self.buf[i:]
+            tag = next((t for t in self.TAGS if self.buf.startswith(t)), None)
+            if tag is not None:
+                self.mode = self.TAGS[tag] or self.mode
+                self.buf = self.buf[len(tag) :]
+            elif any(t.startswith(self.buf) for t in self.TAGS):
+                break  # maybe the start of a tag: wait for more text
+            else:
+                out.append((self.mode, "<"))
+                self.buf = self.buf[1:]
+        return [(k, t) for k, t in out if t]
+
+    def flush(self) -> list[tuple[str, str]]:
+        rest, self.buf = self.buf, ""
+        return [(self.mode, rest)] if rest else []
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    kw = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+          "repetition_penalty": args.repetition_penalty}  # fmt: skip
+    if args.seed is not None:
+        kw["seed"] = args.seed
+    return kw
+
+
+def _reply(model, tok, encoder, history, args, show) -> str:
+    """Generate one reply to ``history``, passing ``(kind, text)`` parts to ``show`` as they come;
+    returns the answer text (reasoning removed)."""
+    from spongebob.generate import stream_generate
+    from spongebob.tokenizer import StreamDecoder
+
+    budget = model.config.max_seq_len - args.max_new_tokens
+    kept, ids, dropped = fit_history(encoder, history, budget)
+    if dropped:
+        del history[: len(history) - len(kept)]  # the context forgets the oldest exchanges
+        show("note", f"[{dropped} oldest exchange(s) dropped to fit the context]\n")
+    decoder, splitter, answer = StreamDecoder(tok), ReasoningSplitter(), []
+    kw = dict(eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, **_sampling(args))
+    for token in stream_generate(model, ids, args.max_new_tokens, **kw):
+        if token == tok.eos_id:
+            break
+        for kind, text in splitter.feed(decoder.put(token)):
+            answer += [text] if kind == "answer" else []
+            show(kind, text)
+    for kind, text in splitter.feed(decoder.flush()) + splitter.flush():
+        answer += [text] if kind == "answer" else []
+        show(kind, text)
+    return "".join(answer).strip()
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from spongebob.data import ChatEncoder
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    model, extras = load_chat_model(args.checkpoint, args.n_heads,
+                                    log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    tok = _chat_tokenizer(args, model, extras)
+    encoder = ChatEncoder(tok, args.system)
+    if args.prompt is not None:
+        reply = _reply(model, tok, encoder, [{"role": "user", "content": args.prompt}], args,
+                       show=lambda kind, text: None)  # fmt: skip
+        print(reply)
+        return 0
+    tty = sys.stdout.isatty()
+    grey = (lambda s: f"\033[2m{s}\033[0m") if tty else (lambda s: s)
+    stage = extras.get("stage", "a bare state dict")
+    print(f"chatting with {args.checkpoint.name} ({stage}); /clear forgets, /quit leaves")
+    state = {"kind": None}
+
+    def show(kind: str, piece: str) -> None:
+        if kind != state["kind"]:
+            print("\n" if state["kind"] else "", end="")
+            print({"think": grey("thinking> "), "answer": "bot> ", "note": ""}[kind], end="")
+            state["kind"] = kind
+        print(grey(piece) if kind in ("think", "note") else piece, end="", flush=True)
+
+    history: list[dict] = []
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            return 0
+        if text == "/clear":
+            history.clear()
+            print("(history cleared)")
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        state["kind"] = None
+        try:
+            reply = _reply(model, tok, encoder, history, args, show)
+        except ValueError as e:
+            history.pop()
+            print(f"(not sent: {e})")
+            continue
+        except KeyboardInterrupt:
+            reply = "(interrupted)"
+        print("bot> " if state["kind"] is None else "")
+        history.append({"role": "assistant", "content": reply})
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from spongebob.data import ChatEncoder  # noqa: F401  (fails early without torch)
+    from spongebob.evaluate import EVAL_SETS, evaluate_file
+    from spongebob.files import atomic_write_text
+
+    if (args.file is None) != (args.grader is None):
+        raise ValueError("--file and --grader go together (a file is never graded by guessing)")
+    model, extras = load_chat_model(args.checkpoint, args.n_heads)
+    tok = _chat_tokenizer(args, model, extras)
+    kw = {"batch_size": args.batch_size, "limit": args.limit}
+    if args.file is not None:
+        budget = args.max_new_tokens or 64
+        jobs = [(args.file.stem, args.file, args.grader, budget)]
+    else:
+        if args.data is None:
+            from spongebob.world import sample_dir
+
+            args.data = sample_dir()
+        unknown = [s for s in args.sets if s not in EVAL_SETS]
+        if unknown:
+            raise ValueError(f"--sets: unknown {unknown}; choose from {sorted(EVAL_SETS)}")
+        jobs = [(s, args.data / EVAL_SETS[s][0], EVAL_SETS[s][1],
+                 args.max_new_tokens or EVAL_SETS[s][2]) for s in args.sets]  # fmt: skip
+    print(f"{'set':<14}{'grader':<8}{'n':>5}{'accuracy':>10}{'ends </s>':>11}")
+    results = {}
+    for name, path, grader, budget in jobs:
+        r = evaluate_file(model, tok, path, grader, name=name, max_new_tokens=budget, **kw)
+        results[name] = r.to_dict()
+        print(f"{name:<14}{grader:<8}{len(r.records):>5}{r.accuracy:>10.1%}{r.stopped:>11.1%}")
+    if args.out is not None:
+        doc = {"checkpoint": str(args.checkpoint), "stage": extras.get("stage"), "sets": results}
+        atomic_write_text(args.out, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spongebob", description="Build a small chat LLM from scratch."
@@ -241,6 +512,43 @@ def build_parser() -> argparse.ArgumentParser:
             help=text + " (default: the preset's)",
         )
     pt.set_defaults(func=_train_pretrain)
+
+    def model_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--checkpoint", type=Path, required=True,
+                       help="a checkpoint of any stage, or a bare state dict (the original's)")  # fmt: skip
+        c.add_argument("--tokenizer", type=Path, default=None,
+                       help="tokenizer folder (default: the course tokenizer)")  # fmt: skip
+        c.add_argument("--n-heads", type=int, default=None,
+                       help="attention heads of a bare state dict (not in its shapes; default 8)")  # fmt: skip
+
+    ch = groups.add_parser("chat", help="chat with a checkpoint (multi-turn, streaming)")
+    model_args(ch)
+    ch.add_argument("--prompt", default=None, help="answer this once, print only the answer")
+    ch.add_argument("--system", default=None, help="system prompt (default: the tokenizer's)")
+    ch.add_argument("--temperature", type=float, default=0.85, help="0 = greedy (default 0.85)")
+    ch.add_argument("--top-p", type=float, default=0.85, help="nucleus sampling (default 0.85)")
+    ch.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens")
+    ch.add_argument("--repetition-penalty", type=float, default=1.3, help="default 1.3")
+    ch.add_argument("--max-new-tokens", type=int, default=256, help="reply length cap")
+    ch.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    ch.set_defaults(func=_chat)
+
+    ev = groups.add_parser("eval", help="grade a checkpoint on held-out sets or your JSONL")
+    model_args(ev)
+    ev.add_argument("--sets", nargs="+", default=["facts", "facts_train", "single_facts", "long"],
+                    help="eval sets of the embedded world (facts facts_train single_facts long "
+                         "arith; default all but arith)")  # fmt: skip
+    ev.add_argument("--data", type=Path, default=None,
+                    help="folder holding the eval files (default: the embedded sample)")  # fmt: skip
+    ev.add_argument("--file", type=Path, default=None,
+                    help='your own JSONL of {"messages", "expected"} lines (needs --grader)')  # fmt: skip
+    ev.add_argument("--grader", choices=("fact", "number"), default=None, help="for --file")
+    ev.add_argument("--out", type=Path, default=None, help="write every graded answer as JSON")
+    ev.add_argument("--limit", type=int, default=None, help="first N questions of each set")
+    ev.add_argument("--batch-size", type=int, default=32, help="questions answered together")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="answer budget (default: per set; 64 for --file)")  # fmt: skip
+    ev.set_defaults(func=_eval)
     return p
 
 

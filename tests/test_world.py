@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from spongebob import evaluate as E
 from spongebob import world as W
 from spongebob.tokenizer import REASONING_TOKENS, render_chat
 from spongebob.world import sample as S
@@ -290,7 +291,7 @@ def test_r1_layout_and_answers_are_correct(data):
         assert m, assistant["content"]
         think, answer = m.group(1), int(m.group(2))
         assert "<" not in think and ">" not in think
-        assert W.is_well_formed_r1(assistant["content"])
+        assert E.is_well_formed_r1(assistant["content"])
         p = problems[user["content"]]
         assert answer == p["answer"] == FORMULAS[p["kind"]](p["numbers"])
         assert [int(x) for x in re.findall(r"\d+", user["content"])] == p["numbers"]
@@ -365,91 +366,6 @@ def _long_values(question: str, answer: str):
             yield answer[len(head) : len(answer) - len(tail)]
 
 
-# ----------------------------------------------------------------------------------- graders
-def test_grade_fact_examples():
-    assert W.grade_fact("SpongeBob's favourite food is Krabby Patty.", "Krabby Patty")
-    assert W.grade_fact("krabby   patty!", "Krabby Patty")
-    assert W.grade_fact("He lives in an Easter Island head", "easter island head")
-    assert W.grade_fact("The best friend of Karen is Mr. Krabs.", "Mr. Krabs")
-    assert W.grade_fact("海绵宝宝最喜欢的食物是蟹黄堡。", "蟹黄堡")
-    assert W.grade_fact("他最好的朋友是芬恩·巴斯。", "芬恩·巴斯")
-    assert W.grade_fact("他最好的朋友是芬恩巴斯", "芬恩·巴斯")
-    assert W.grade_fact("Your locker code is 4821.", "4821")
-    assert W.grade_fact("宠物是snail", "snail")
-    assert W.grade_fact("ＫＲＡＢＢＹ ＰＡＴＴＹ", "Krabby Patty")  # full-width letters
-    assert not W.grade_fact("SpongeBob's favourite colour is red.", "blue")
-    assert not W.grade_fact("Squidward is bored.", "red")  # whole words only
-    assert not W.grade_fact("He has two shells.", "shell")
-    assert not W.grade_fact("Your locker code is 48210.", "4821")
-    assert not W.grade_fact("海绵宝宝最喜欢的食物是海带蛋糕。", "蟹黄堡")
-    assert not W.grade_fact("anything", "")
-    assert not W.grade_fact("", "pineapple")
-
-
-def test_grade_number_examples():
-    assert W.grade_number("<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>", "7")
-    assert W.grade_number("<answer> 42 </answer>", 42)
-    assert W.grade_number("3 + 4 = 7, so the answer is 7", "7")
-    assert W.grade_number("所以答案是12。", "12")
-    assert W.grade_number("<answer>1,024</answer>", "1024")
-    assert W.grade_number("<answer>-3</answer>", "-3")
-    # the answer block wins over later numbers; else the last number counts
-    assert W.grade_number("<answer>7</answer> or maybe 8", "7")
-    assert not W.grade_number("<think>7</think><answer>8</answer>", "7")
-    assert not W.grade_number("the answer is 7 or 8", "7")
-    assert not W.grade_number("no idea", "7")
-    assert not W.grade_number("<answer>70</answer>", "7")
-
-
-def test_parse_r1_examples():
-    good = "<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>"
-    assert W.parse_r1(good) == ("3 + 4 = 7", "7")
-    assert W.parse_r1("  " + good + "\n") == ("3 + 4 = 7", "7")
-    assert W.parse_r1(W.r1_content("a\nb", 5)) == ("a\nb", "5")
-    assert W.is_well_formed_r1(good)
-    bad = [
-        "7",
-        "<answer>\n7\n</answer>",  # no think block
-        "<answer>\n7\n</answer><think>\nx\n</think>",  # wrong order
-        "<think>\nx\n</think>\n<think>\ny\n</think>\n<answer>\n7\n</answer>",  # two thinks
-        "<think>\nx\n</think>\n<answer>\n7\n</answer>\n<answer>\n7\n</answer>",  # two answers
-        "Sure! <think>\nx\n</think>\n<answer>\n7\n</answer>",  # text outside the blocks
-        "<think>\nx\n</think>\n<answer>\n7\n</answer> done",
-        "<think>\nx\n</think>\n<answer>\n\n</answer>",  # empty answer
-        "<think>\nx\n<answer>\n7\n</answer>",  # unclosed think
-    ]
-    for text in bad:
-        assert W.parse_r1(text) is None, text
-        assert not W.is_well_formed_r1(text)
-
-
-def test_grade_file(sample, data):
-    perfect = [f"The answer is {r['expected']}." for r in data["eval_facts"]]
-    assert W.grade_file(sample["eval_facts"], perfect, "fact") == 1.0
-    half = [a if i % 2 else "I do not know." for i, a in enumerate(perfect)]
-    assert W.grade_file(sample["eval_facts"], half, grader="fact") == pytest.approx(
-        sum(1 for i in range(len(perfect)) if i % 2) / len(perfect)
-    )
-    arith = [W.r1_content("...", r["expected"]) for r in data["eval_arith"]]
-    assert W.grade_file(sample["eval_arith"], arith, "number") == 1.0
-    wrong = [W.r1_content(r["expected"], int(r["expected"]) + 1) for r in data["eval_arith"]]
-    assert W.grade_file(sample["eval_arith"], wrong, "number") == 0.0
-    with pytest.raises(ValueError, match="records"):
-        W.grade_file(sample["eval_facts"], perfect[:-1], "fact")
-
-
-def test_grade_file_needs_an_explicit_known_grader(sample, data):
-    perfect = [f"The answer is {r['expected']}." for r in data["eval_arith"]]
-    with pytest.raises(TypeError):
-        W.grade_file(sample["eval_arith"], perfect)  # no guessing from the file name
-    for wrong in ("numbers", "arith", "", None):
-        with pytest.raises(ValueError, match=r"grader must be one of \['fact', 'number'\]"):
-            W.grade_file(sample["eval_arith"], perfect, wrong)
-    # the fact grader on arithmetic: "7" is found in "The answer is 7." as a whole word
-    assert W.grade_file(sample["eval_arith"], perfect, "fact") == 1.0
-
-
-# ----------------------------------------------------------------------------------- sample_dir, CLI
 def test_sample_dir_caches_and_repairs(tmp_path, monkeypatch):
     monkeypatch.setenv("SPONGEBOB_HOME", str(tmp_path))
     folder = W.sample_dir(seed=2)
@@ -532,9 +448,9 @@ def test_chat_lengths_are_measured_with_render_chat():
 
 
 def test_reasoning_tags_are_the_tokenizers():
-    assert list(W.R1_TAGS) == REASONING_TOKENS
+    assert list(E.R1_TAGS) == REASONING_TOKENS
     t, te, a, ae = REASONING_TOKENS
-    assert W.parse_r1(W.r1_content("x", 1)) == ("x", "1")
+    assert E.parse_r1(W.r1_content("x", 1)) == ("x", "1")
     assert W.r1_content("x", 1) == f"{t}\nx\n{te}\n{a}\n1\n{ae}"
 
 
@@ -545,7 +461,8 @@ def test_world_package_modules_are_small_and_hand_written():
     assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
         modules
     )
-    assert {"grading.py", "course.py", "__init__.py"} <= set(modules)
+    assert {"course.py", "__init__.py"} <= set(modules)
+    assert "grading.py" not in modules  # the graders live in spongebob.evaluate (chapter 07)
     assert "records.py" not in modules  # record validation lives in spongebob.data (chapter 05)
     for name in modules:
         lines = (folder / name).read_text("utf-8").splitlines()
@@ -560,11 +477,11 @@ def test_fingerprint_covers_the_generator_only():
     assert {"content.py", "facts.py", "arithmetic.py", "corpus.py", "chats.py", "sample.py"} <= set(
         names
     )
-    assert not {"grading.py", "course.py", "__init__.py"} & set(names)
+    assert not {"course.py", "__init__.py"} & set(names)
     assert all(p.is_file() for p in S._source_files())
 
 
-def test_fingerprint_changes_with_a_generator_module_not_with_a_grader(tmp_path, monkeypatch):
+def test_fingerprint_changes_with_a_generator_module_only(tmp_path, monkeypatch):
     copies = []
     for path in S._source_files():
         copy = tmp_path / path.name
@@ -573,7 +490,7 @@ def test_fingerprint_changes_with_a_generator_module_not_with_a_grader(tmp_path,
     real = S._generator_fingerprint()
     monkeypatch.setattr(S, "_source_files", lambda: list(copies))
     assert S._generator_fingerprint() == real  # by name and content, not by folder
-    (tmp_path / "grading.py").write_text("# an edited grader\n", "utf-8")  # not in the list
+    (tmp_path / "course.py").write_text("# an edited tokenizer cache\n", "utf-8")  # not listed
     assert S._generator_fingerprint() == real
     corpus = tmp_path / "corpus.py"
     corpus.write_bytes(corpus.read_bytes() + b"\n# an edit\n")

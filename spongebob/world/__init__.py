@@ -73,17 +73,18 @@ The package, one concern per module (all hand-written):
 ``corpus``             the pretraining lines (:func:`pretrain_texts`)
 ``chats``              short SFT chats and long-context chats
 ``sample``             :func:`generate`, :func:`write_sample`, the cache :func:`sample_dir`
-``grading``            the graders, :func:`parse_r1` and :func:`grade_file`
 ``course``             :func:`course_tokenizer`, the cached tokenizer trained on the sample
 =====================  ====================================================================
 
 The cache of :func:`sample_dir` is keyed by the code of the first six (and ``spongebob.files``):
-editing a grader or the course tokenizer keeps the cached data.
+editing the course tokenizer keeps the cached data. The graders that score a model's answers live
+in :mod:`spongebob.evaluate` (chapter 07), with the evaluation harness.
 
 Usage::
 
     from spongebob.data import read_jsonl
-    from spongebob.world import sample_dir, grade_file
+    from spongebob.evaluate import grade_file
+    from spongebob.world import sample_dir
     d = sample_dir()                      # generated once into $SPONGEBOB_HOME/data/world-seed0
     for rec in read_jsonl(d / "pretrain.jsonl"): ...
     grade_file(d / "eval_arith.jsonl", outputs, grader="number")
@@ -115,15 +116,6 @@ from spongebob.world.content import (
 from spongebob.world.corpus import pretrain_texts
 from spongebob.world.course import course_tokenizer
 from spongebob.world.facts import build_world, completion_prompt, state_fact
-from spongebob.world.grading import (
-    GRADERS,
-    R1_TAGS,
-    grade_fact,
-    grade_file,
-    grade_number,
-    is_well_formed_r1,
-    parse_r1,
-)
 from spongebob.world.sample import (
     FILES,
     GENERATOR_MODULES,
@@ -141,7 +133,6 @@ __all__ = [
     "FILES",
     "GENERATOR_MODULES",
     "GENERATOR_VERSION",
-    "GRADERS",
     "LONG_DETAILS",
     "LONG_MAX_CHARS",
     "LONG_MIN_CHARS_AFTER",
@@ -155,20 +146,14 @@ __all__ = [
     "N_SFT_MULTI",
     "N_SINGLE",
     "PROBLEM_KINDS",
-    "R1_TAGS",
     "VALUES",
     "build_world",
     "completion_prompt",
     "course_tokenizer",
     "generate",
-    "grade_fact",
-    "grade_file",
-    "grade_number",
-    "is_well_formed_r1",
     "iter_jsonl",
     "load_world",
     "long_conversation",
-    "parse_r1",
     "pretrain_texts",
     "r1_content",
     "sample_dir",

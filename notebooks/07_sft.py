@@ -1,0 +1,1227 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · SFT: from a text completer to a chat assistant
+#
+# **Teach the pretrained model to answer questions in the chat format, measure what that does and
+# does not teach, stretch its context to 1024 tokens, and chat with it.**
+#
+# Runs in about 8 minutes on a laptop CPU (the three fine-tuning runs take most of it; a second
+# run finds the checkpoints and takes about 2).
+# Prerequisites: [05 · Data](05_data.ipynb) (chat rendering, the assistant-only loss mask, the
+# loaders) and [06 · Pretraining](06_pretrain.ipynb) (the training loop and the pretrained
+# checkpoint, which this chapter finds or re-creates).
+#
+# What you will build:
+#
+# 1. graders and an evaluation harness: answer a file of held-out questions in batches, grade each
+#    answer, count the answers that end with `</s>` (`spongebob.evaluate`);
+# 2. supervised fine-tuning (SFT) with the loss on the assistant replies only, and **replay**:
+#    pretraining batches mixed into every step, without which the tiny model forgets its facts
+#    (`spongebob.sft`);
+# 3. the experiment that separates *format* (what SFT teaches) from *knowledge* (what pretraining
+#    stored), including the "single phrasing" control group of *Physics of Language Models 3.1*;
+# 4. long-context SFT at twice the length, with retrieval of an early detail measured before and
+#    after, and a loss concentrated on the final answer;
+# 5. a multi-turn chat, in the notebook and as `spongebob chat`.
+#
+# ```text
+#  pretrained (06) ──► SFT: chat batches (loss on replies) + replay batches (pretraining text)
+#                           │                                   ──► sft-tiny/last.pt
+#                           ▼
+#                      long SFT at 1024: long chats (loss on the last reply) + replay
+#                                                               ──► sft-long-tiny/last.pt ──► 08
+#  evaluate: held-out questions ──► greedy answers ──► grader (fact | number) ──► accuracy, </s> share
+# ```
+
+# %% [markdown]
+# ## Setup
+#
+# The chat format and loaders come from chapter 05, the training loop and the pretrained
+# checkpoint from chapter 06, the embedded world (its SFT files and held-out question sets) from
+# `spongebob.world`.
+
+# %%
+#| default_exp sft
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from spongebob.checkpoint import load_model, read_checkpoint
+from spongebob.data import (
+    ChatEncoder,
+    ChatLoader,
+    PackedLoader,
+    PreparedData,
+    prepare,
+    read_jsonl,
+)
+from spongebob.generate import generate
+from spongebob.runtime import artifacts_dir, seed_everything
+from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
+from spongebob.viz import plot_token_kinds
+from spongebob.world import course_tokenizer, sample_dir
+from spongebob.world.content import FILLER, LONG_DETAILS
+
+seed_everything(1337)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__, "| threads", torch.get_num_threads())
+
+# %% [markdown]
+# The pretrained model of chapter 06: `pretrained_checkpoint` finds it in the artifact folder, or
+# runs that chapter's 900-step pretraining again (about 4 minutes) when it is missing.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+world = sample_dir(0)
+tok = course_tokenizer()
+pretrained = pretrained_checkpoint(world / "pretrain.jsonl", tok,
+                                   artifacts_dir("runs", "pretrain-tiny"),
+                                   TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+base = load_model(pretrained).eval()
+print(f"pretrained model: {sum(p.numel() for p in base.parameters()):,} parameters, "
+      f"context {base.config.max_seq_len} tokens")  # fmt: skip
+
+# %% [markdown]
+# ## 1. What SFT trains on
+#
+# `sft_512.jsonl` holds chats about the *training* residents (plus identity and small talk). The
+# chat loader of chapter 05 renders each in the original's format and trains only the assistant
+# replies and their closing `</s>` (green); the system prompt, the user turns and the
+# `<s>assistant\n` header are context (grey).
+
+# %%
+chat_dir = artifacts_dir("runs", "sft-tiny", "data")
+prepare(world / "sft_512.jsonl", tok, chat_dir, max_seq_len=512)
+chats = PreparedData(chat_dir)
+ids, kinds = chats.doc(2)
+plot_token_kinds([tok.decode([i]) for i in ids], kinds, title="one SFT chat: green = trained",
+                 per_row=18)  # fmt: skip
+plt.show()
+x, y, _ = ChatLoader(chats, batch_size=16, seed=0).batch_of(range(16))
+share = trained_tokens(y).item() / y.numel()
+print(f"{len(chats)} chats, {chats.meta['tokens']:,} tokens; a batch of 16 is {tuple(x.shape)} "
+      f"and trains {trained_tokens(y).item():.0f} of its positions ({share:.0%})")  # fmt: skip
+assert 0 < share < 0.5
+
+
+# %% [markdown]
+# ## 2. Graders: is this answer right?
+#
+# Every held-out question has a known answer of one to three words, so grading can be exact and
+# rule-based instead of a judge model. Two graders cover the course (they moved here from the
+# world package; a grader is always *named* by the caller, never guessed from a file name):
+#
+# * `grade_fact`: the expected value occurs in the answer **as whole words**, ignoring case,
+#   punctuation and full-width forms; Chinese is compared character by character. "red" is not
+#   found in "bored", "4821" not in "48210".
+# * `grade_number`: the number inside `<answer>...</answer>` (else the last number) equals the
+#   expected one (chapter 08's arithmetic).
+
+
+# %%
+#| export: evaluate
+"""Graders and the evaluation harness: how well a chat model answers held-out questions.
+
+Defined in 07_sft. A grader decides whether one output answers one question, exactly and by rule:
+:func:`grade_fact` finds a short fact as whole words, :func:`grade_number` compares the number of
+an ``<answer>`` block, :func:`parse_r1` checks the reasoning layout. The harness answers a file of
+``{"messages", "expected"}`` lines in batches (greedy by default) and grades every answer with the
+grader the caller names (never guessed from a file name)::
+
+    report = evaluate_file(model, tokenizer, "eval_facts.jsonl", grader="fact")
+    report.accuracy, report.stopped          # share correct, share that ended with </s>
+"""
+
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spongebob.data import ChatEncoder, read_jsonl  # noqa: F811 (imported in the setup too)
+from spongebob.generate import generate  # noqa: F811
+from spongebob.tokenizer import REASONING_TOKENS
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _normalise(text: str) -> str:
+    """Case-fold, drop punctuation, space out CJK characters, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    text = _CJK.sub(lambda m: f" {m.group(0)} ", text)
+    return " ".join(text.split())
+
+
+def grade_fact(output: str, expected: str) -> bool:
+    """True when ``expected`` occurs in ``output`` as whole words (case, punctuation, spacing and
+    full-width forms ignored; Chinese compared character by character). Defined in 07_sft."""
+    e = _normalise(expected)
+    return bool(e) and f" {e} " in f" {_normalise(output)} "
+
+
+# %%
+#| export: evaluate
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+R1_TAGS = REASONING_TOKENS  # the reasoning tags are the tokenizer's special tokens (their one home)
+_THINK, _THINK_END, _ANSWER, _ANSWER_END = (re.escape(tag) for tag in REASONING_TOKENS)
+_ANSWER_BLOCK = re.compile(rf"{_ANSWER}(.*?){_ANSWER_END}", re.DOTALL)
+_R1 = re.compile(rf"\s*{_THINK}(.*?){_THINK_END}\s*{_ANSWER}(.*?){_ANSWER_END}\s*", re.DOTALL)
+
+
+def grade_number(output: str, expected: str | int) -> bool:
+    """True when the number in ``<answer>...</answer>`` (else the last number) equals ``expected``.
+    Defined in 07_sft."""
+    m = _ANSWER_BLOCK.search(output)
+    region = (m.group(1) if m else output).replace(",", "")
+    numbers = _NUMBER.findall(region)
+    return bool(numbers) and float(numbers[-1]) == float(expected)
+
+
+def parse_r1(text: str) -> tuple[str, str] | None:
+    """(think, answer), stripped, when ``text`` is exactly one think block then one answer block
+    (only whitespace around them and a non-empty answer); else None. Strip ``</s>`` first."""
+    if any(text.count(tag) != 1 for tag in REASONING_TOKENS):
+        return None
+    m = _R1.fullmatch(text)
+    if not m or not m.group(2).strip():
+        return None
+    return m.group(1).strip(), m.group(2).strip()
+
+
+def is_well_formed_r1(text: str) -> bool:
+    """True when :func:`parse_r1` accepts ``text``."""
+    return parse_r1(text) is not None
+
+
+# %%
+#| export: evaluate
+GRADERS = {"fact": grade_fact, "number": grade_number}
+
+
+def grader_named(name: str):
+    """The grader called ``name`` (``"fact"`` or ``"number"``); anything else raises ``ValueError``
+    listing the choices. Defined in 07_sft."""
+    if name not in GRADERS:
+        raise ValueError(f"grader must be one of {sorted(GRADERS)}, got {name!r}")
+    return GRADERS[name]
+
+
+def grade_file(path: str | os.PathLike, answers: list[str], grader: str) -> float:
+    """Fraction of ``answers`` (model outputs, in file order) that match the eval file's expected.
+
+    Defined in 07_sft. ``grader`` names the grader, always explicitly: ``"fact"`` (the fact,
+    long-context and completion files) or ``"number"`` (``eval_arith.jsonl``). A different number
+    of answers than records raises ``ValueError``.
+    """
+    fn = grader_named(grader)
+    records = list(read_jsonl(path))
+    if len(records) != len(answers):
+        raise ValueError(f"{path}: {len(records)} records but {len(answers)} answers")
+    if not records:
+        return 0.0
+    return sum(fn(a, r["expected"]) for r, a in zip(records, answers)) / len(records)
+
+
+# %%
+assert grade_fact("Patrick lives in a rock.", "rock") and not grade_fact(
+    "Squidward is bored.", "red"
+)
+assert grade_fact("派大星住在石头屋。", "石头屋") and grade_fact("ＲＯＣＫ!", "rock")
+assert grade_number("<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>", "7")
+assert not grade_number("<answer>70</answer>", "7")
+print(
+    grade_fact("The pet of Pearl is a sea worm.", "sea worm"),
+    parse_r1("<think>a</think><answer>5</answer>"),
+)
+
+
+# %% [markdown]
+# ## 3. The evaluation harness
+#
+# To grade a model we let it answer: each question is rendered as a chat prompt ending with
+# `<s>assistant\n`, the prompts are answered in batches (left-padded, grouped by length so that
+# little padding is computed), greedily by default so that a score is reproducible, and each
+# answer is graded. We also record whether the answer *stopped*: ended with `</s>` within the
+# budget rather than running on. A chat model that does not stop is not usable, whatever its
+# accuracy.
+
+
+# %%
+#| export: evaluate
+def answer_chats(
+    model: torch.nn.Module,
+    tokenizer,
+    conversations: Sequence[Sequence[dict]],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    system_prompt: str | None = None,
+    **sampling: Any,
+) -> list[tuple[str, bool]]:
+    """Answer each conversation (ending with a user turn): ``[(text, stopped), ...]`` in order.
+
+    Defined in 07_sft. Prompts are rendered in the chat format (``<s>assistant\\n`` last) and
+    answered in batches of similar length, greedily unless ``sampling`` says otherwise
+    (``temperature``, ``top_p``, ``repetition_penalty``, ``seed``...). ``stopped`` is True when the
+    answer ended with ``</s>`` (which is not part of ``text``); reasoning tags stay in ``text``.
+    """
+    for i, conv in enumerate(conversations):
+        if not conv or conv[-1].get("role") != "user":
+            raise ValueError(f"conversation {i}: must end with a user turn to be answered")
+    encoder = ChatEncoder(tokenizer, system_prompt)
+    prompts = [ids for ids, _ in encoder.encode_many(conversations)]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less left padding
+    sampling.setdefault("temperature", 0.0)
+    eos = tokenizer.eos_id
+    out: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        new = generate(model, [prompts[i] for i in batch], max_new_tokens,
+                       eos_token_id=eos, pad_token_id=tokenizer.pad_id, **sampling)  # fmt: skip
+        for i, ids in zip(batch, new):
+            stopped = bool(ids) and ids[-1] == eos
+            out[i] = (tokenizer.decode(ids[:-1] if stopped else ids), stopped)
+    return out
+
+
+# %%
+#| export: evaluate
+@dataclass
+class EvalReport:
+    """The graded answers of one eval set. Defined in 07_sft.
+
+    ``records``: one dict per question (``id``, ``expected``, ``answer``, ``correct``,
+    ``stopped``); ``accuracy`` is the share correct, ``stopped`` the share of answers that ended
+    with ``</s>`` (not cut off by ``max_new_tokens``).
+    """
+
+    name: str
+    grader: str
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return sum(r["correct"] for r in self.records) / max(1, len(self.records))
+
+    @property
+    def stopped(self) -> float:
+        return sum(r["stopped"] for r in self.records) / max(1, len(self.records))
+
+    def by(self, part: int) -> dict[str, float]:
+        """Accuracy per value of the ``part``-th dot field of the ids (``patrick.home.en``)."""
+        groups: dict[str, list[bool]] = {}
+        for r in self.records:
+            fields_ = str(r.get("id", "")).split(".")
+            if len(fields_) > part:
+                groups.setdefault(fields_[part], []).append(r["correct"])
+        return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "grader": self.grader, "n": len(self.records),
+                "accuracy": self.accuracy, "stopped": self.stopped, "records": self.records}  # fmt: skip
+
+
+def evaluate_file(
+    model: torch.nn.Module,
+    tokenizer,
+    path: str | os.PathLike,
+    grader: str,
+    *,
+    name: str | None = None,
+    limit: int | None = None,
+    **kwargs: Any,
+) -> EvalReport:
+    """Answer and grade a ``{"messages", "expected"}`` JSONL file. Defined in 07_sft.
+
+    ``grader`` is ``"fact"`` or ``"number"``, always given by the caller. ``limit`` keeps the
+    first ``limit`` records. ``kwargs`` go to :func:`answer_chats` (``max_new_tokens``,
+    ``batch_size``, sampling). A line without ``messages`` or ``expected`` raises
+    ``ValueError("FILE:LINE: ...")``.
+    """
+    fn = grader_named(grader)
+    records = []
+    for n, rec in enumerate(read_jsonl(path), 1):
+        if limit is not None and len(records) >= limit:
+            break
+        if not isinstance(rec, dict) or "messages" not in rec or "expected" not in rec:
+            raise ValueError(f"{path}:{n}: an eval line needs 'messages' and 'expected'")
+        records.append(rec)
+    answers = answer_chats(model, tokenizer, [r["messages"] for r in records], **kwargs)
+    report = EvalReport(name or Path(path).stem, grader)
+    for i, (rec, (text, stopped)) in enumerate(zip(records, answers)):
+        report.records.append({"id": rec.get("id", str(i)), "expected": str(rec["expected"]),
+                               "answer": text, "correct": bool(fn(text, rec["expected"])),
+                               "stopped": stopped})  # fmt: skip
+    return report
+
+
+# %%
+#| export: evaluate
+# The held-out sets of the embedded world: file, grader, answer budget in tokens.
+EVAL_SETS: dict[str, tuple[str, str, int]] = {
+    "facts": ("eval_facts.jsonl", "fact", 48),
+    "facts_train": ("eval_facts_train.jsonl", "fact", 48),
+    "single_facts": ("eval_single_facts.jsonl", "fact", 48),
+    "long": ("eval_long.jsonl", "fact", 32),
+    "arith": ("eval_arith.jsonl", "number", 256),
+}
+
+
+def evaluate_sets(
+    model: torch.nn.Module,
+    tokenizer,
+    folder: str | os.PathLike,
+    names: Sequence[str] = tuple(EVAL_SETS),
+    **kwargs: Any,
+) -> dict[str, EvalReport]:
+    """Run the named sets of :data:`EVAL_SETS` found in ``folder``, each with its own grader and
+    answer budget. Defined in 07_sft."""
+    unknown = [n for n in names if n not in EVAL_SETS]
+    if unknown:
+        raise ValueError(f"unknown eval set(s) {unknown}; choose from {sorted(EVAL_SETS)}")
+    reports = {}
+    for n in names:
+        file, grader, budget = EVAL_SETS[n]
+        kw = {"max_new_tokens": budget, **kwargs}
+        reports[n] = evaluate_file(model, tokenizer, Path(folder) / file, grader, name=n, **kw)
+    return reports
+
+
+# %% [markdown]
+# Before any SFT, the pretrained model has never seen a chat: it continues the prompt as text.
+# Its answers rarely stop, and even when the value appears it is by luck.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+before = evaluate_sets(base, tok, world, ["facts"], limit=64)["facts"]
+print(f"pretrained model on 64 held-out questions: accuracy {before.accuracy:.0%}, "
+      f"ends with </s> {before.stopped:.0%}")  # fmt: skip
+print(repr(before.records[0]["answer"][:120]))
+assert before.stopped < 0.5
+
+
+# %% [markdown]
+# ## 4. Replay: keep showing the model its pretraining text
+#
+# SFT on `sft_512` alone teaches the format quickly (the loss falls to almost nothing within a
+# couple of epochs), but a model this small pays for it: measured on this CPU, held-out questions
+# were answered correctly **12 %** of the time after two minutes of SFT alone; the model
+# answered a question about Patrick with SpongeBob's facts. The chats mention only the training
+# residents, and the gradient that fits them also overwrites what pretraining stored about the
+# others (*catastrophic forgetting*). The cure is old: keep training on the old data too.
+# `ReplayMix` interleaves pretraining batches with the chat batches, deterministically (batch `i`
+# is replay when `floor((i + 1) f)` grows), so that with `f = 0.5` and two micro-batches per step
+# every optimizer step sees one of each, and a resumed run continues the same sequence.
+#
+# One subtlety: chapter 06's loop normalises the loss by the trained tokens of the whole step. A
+# replay batch trains all of its 4,096 positions, a chat batch only its answers (a few hundred),
+# so by token count replay dominates each step. `replay_weight` scales the replay targets' weights
+# if you want to shift that balance (exercise 2 asks you to predict the shares).
+
+
+# %%
+#| export
+"""Supervised fine-tuning: chat batches (loss on the replies only) mixed with pretraining replay.
+
+Defined in 07_sft. SFT reuses the one training loop of chapter 06 (``spongebob.train.train``); what
+it adds is the data: right-padded chat batches whose targets are the assistant replies
+(``spongebob.data.ChatLoader``), a share of pretraining batches replayed among them
+(:class:`ReplayMix`: without it the tiny model forgets what pretraining stored), optionally a loss
+on the last reply only (:class:`LastReplyOnly`, for long-context retrieval), and the stage's
+checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
+
+    ckpt = sft_checkpoint("sft_512.jsonl", tok, out_dir, sft_config("tiny"),
+                          init=pretrained, replay="pretrain.jsonl")
+"""
+
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
+from typing import Any  # noqa: F811
+
+import numpy as np
+import torch  # noqa: F811
+
+from spongebob.files import sha256_file
+from spongebob.model import IGNORE_INDEX
+from spongebob.train import TrainConfig, TrainResult
+
+
+class ReplayMix:
+    """Interleave chat batches with pretraining ("replay") batches. Defined in 07_sft.
+
+    Batch ``i`` (counting from 0) is a replay batch when ``floor((i + 1) * fraction)`` exceeds
+    ``floor(i * fraction)``: with ``fraction = 0.5`` and ``grad_accum = 2`` every optimizer step
+    holds one chat and one replay micro-batch. Replay targets weigh ``replay_weight`` each (the loop
+    normalises by the summed weights of the step, so a replay batch of 4,096 tokens would otherwise
+    outweigh a chat batch of a few hundred answer tokens). Resumable: ``state_dict`` holds the
+    counter and both loaders' positions.
+    """
+
+    def __init__(self, chat: Iterable, replay: Iterable | None = None, fraction: float = 0.5,
+                 replay_weight: float = 1.0) -> None:  # fmt: skip
+        if not 0 <= fraction < 1:
+            raise ValueError(f"replay fraction must be in [0, 1), got {fraction}")
+        if fraction > 0 and replay is None:
+            raise ValueError("a replay fraction > 0 needs a replay loader")
+        if replay_weight <= 0:
+            raise ValueError(f"replay_weight must be > 0, got {replay_weight}")
+        self.chat, self.replay, self.fraction = chat, replay, fraction
+        self.replay_weight, self.count = float(replay_weight), 0
+
+    def is_replay(self, i: int) -> bool:
+        return math.floor((i + 1) * self.fraction) > math.floor(i * self.fraction)
+
+    def __iter__(self) -> Iterator[tuple]:
+        chat = iter(self.chat)
+        replay = iter(self.replay) if self.replay is not None else None
+        while True:
+            i, self.count = self.count, self.count + 1
+            if replay is not None and self.is_replay(i):
+                x, y, w = next(replay)
+                if self.replay_weight != 1.0:
+                    w = (torch.ones(y.shape) if w is None else w) * self.replay_weight
+                yield x, y, w
+            else:
+                yield next(chat)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches per pass over the chat data (replay batches included)."""
+        return math.ceil(self.chat.batches_per_epoch / (1 - self.fraction))
+
+    def state_dict(self) -> dict:
+        state = {"count": self.count, "chat": self.chat.state_dict()}
+        if self.replay is not None:
+            state["replay"] = self.replay.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.chat.load_state_dict(state["chat"])
+        if self.replay is not None:
+            self.replay.load_state_dict(state["replay"])
+
+
+# %%
+#| export
+class RandomWindows:
+    """Batches ``(x, y, None)`` of windows of ``seq_len`` tokens that start anywhere in a token
+    stream (not at multiples of ``seq_len``). Defined in 07_sft.
+
+    Batch ``i`` is drawn from ``numpy.random.default_rng([seed, rank, i])``, so the sequence is
+    reproducible and resumable from the batch counter alone. Varied cut points are cheap data
+    augmentation for replay: the model does not see the same window, cut at the same place, again.
+    """
+
+    def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:  # fmt: skip
+        self.ids = getattr(data, "ids", data)  # a PreparedData, or ids themselves
+        if len(self.ids) < seq_len + 2 or batch_size < 1:
+            raise ValueError(f"need batch_size >= 1 and more than {seq_len + 1} tokens, got "
+                             f"{batch_size} and {len(self.ids)}")  # fmt: skip
+        self.seq_len, self.batch_size, self.seed, self.rank = seq_len, batch_size, seed, rank
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        while True:
+            rng = np.random.default_rng([self.seed, self.rank, self.count])
+            self.count += 1
+            starts = rng.integers(0, len(self.ids) - self.seq_len - 1, self.batch_size)
+            rows = np.stack([self.ids[s : s + self.seq_len + 1] for s in starts])
+            t = torch.from_numpy(rows.astype(np.int64))  # (B, T + 1)
+            yield t[:, :-1], t[:, 1:], None
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") != self.seed:
+            raise ValueError(f"the saved replay position is for seed {state.get('seed')}, "
+                             f"this loader has seed {self.seed}")  # fmt: skip
+        self.count = int(state["count"])
+
+
+# %%
+mix = ReplayMix(chat=[None], replay=[None], fraction=0.5)
+print("f = 0.5: ", "".join("R" if mix.is_replay(i) else "c" for i in range(12)))
+mix.fraction = 0.25
+print("f = 0.25:", "".join("R" if mix.is_replay(i) else "c" for i in range(12)))
+assert [ReplayMix([None], [None], 0.25).is_replay(i) for i in range(8)] == [0, 0, 0, 1] * 2
+
+
+# %% [markdown]
+# ## 5. The SFT stage
+#
+# `sft` is a thin layer over chapter 06's `train`: pre-tokenise the chats (cut at the stage's
+# length, 512 tokens as in the original), open the replay text, build the mixed loader, load the
+# model *with its own configuration* from the `init` checkpoint, and train. The checkpoint records
+# the stage and its recipe, so `sft_checkpoint` can tell whether `out_dir/last.pt` is the run you
+# asked for (same data, same options, same `init` file) and re-create it only when it is not:
+# chapter 08 starts with two such calls and runs on its own.
+#
+# The tiny recipe (`sft_config("tiny")`): lr 1e-3 (a third of pretraining's), 20 warmup steps,
+# 300 steps of one chat batch (16 conversations) and one replay batch (8 windows of 512 tokens
+# that start anywhere in the text: `RandomWindows`, so that replay does not show the model the
+# very windows, cut at the very places, it saw in every epoch of pretraining).
+
+
+# %%
+#| export
+# The SFT recipes: TrainConfig fields ("train") and the data options of `sft`. The short stage
+# trains at the original's 512 tokens, the long one at 1024 (SEED.md); a replay batch holds as many
+# tokens as a pretraining batch of chapter 06 (16 x 256). The tiny ones are measured in 07_sft.
+SFT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=300, batch_size=16, seq_len=512,
+                            grad_accum=2, log_every=20),
+                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True)),
+    "tiny-long": dict(train=dict(lr=1e-3, warmup_steps=10, max_steps=100, batch_size=4,
+                                 seq_len=1024, grad_accum=2, log_every=20),
+                      options=dict(replay=0.5, replay_batch_size=4, last_reply_only=True,
+                                   random_windows=True)),
+    "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=32, seq_len=512,
+                            grad_accum=8, log_every=20, save_every=500),
+                 options=dict(replay=0.0)),
+    "seed-long": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
+                                 seq_len=1024, grad_accum=16, log_every=20, save_every=500),
+                      options=dict(replay=0.0)),
+}  # fmt: skip
+
+
+def sft_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The ``TrainConfig`` of an SFT preset (``tiny``, ``tiny-long``, ``seed``, ``seed-long``)
+    with ``overrides``. Defined in 07_sft."""
+    if preset not in SFT_PRESETS:
+        raise ValueError(f"unknown SFT preset {preset!r}; choose one of {sorted(SFT_PRESETS)}")
+    return TrainConfig(**{**SFT_PRESETS[preset]["train"], **overrides})
+
+
+def sft_options(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The data options of an SFT preset (``replay``, ``replay_batch_size``, ...), for `sft` and
+    `sft_checkpoint`. Defined in 07_sft."""
+    if preset not in SFT_PRESETS:
+        raise ValueError(f"unknown SFT preset {preset!r}; choose one of {sorted(SFT_PRESETS)}")
+    return {**SFT_PRESETS[preset]["options"], **overrides}
+
+
+# %%
+#| export
+def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
+               replay_batch_size: int | None = None, replay_weight: float = 1.0,
+               last_reply_only: bool = False, random_windows: bool = False, rank: int = 0,
+               world_size: int = 1) -> ReplayMix:  # fmt: skip
+    """The batches of an SFT run. Defined in 07_sft.
+
+    ``data``: a ``PreparedData`` of chats, ``replay_data`` one of pretraining text (or None);
+    chat batches of ``cfg.batch_size`` conversations, replay batches of ``replay_batch_size``
+    (default ``cfg.batch_size``) windows of ``cfg.seq_len`` tokens (packed like pretraining, or
+    starting anywhere with ``random_windows``), mixed by :class:`ReplayMix`.
+    """
+    from spongebob.data import ChatLoader, PackedLoader
+
+    shard = dict(rank=rank, world_size=world_size)
+    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, **shard)
+    chat = LastReplyOnly(chat) if last_reply_only else chat
+    rep = None
+    if replay > 0:
+        kind = RandomWindows if random_windows else PackedLoader
+        rep = kind(replay_data, cfg.seq_len, replay_batch_size or cfg.batch_size,
+                   seed=cfg.seed + 1, **shard)  # fmt: skip
+    return ReplayMix(chat, rep, replay, replay_weight)
+
+
+# %%
+#| export
+_OPTION_DEFAULTS = dict(replay=0.5, replay_batch_size=None, replay_weight=1.0,
+                        last_reply_only=False, random_windows=False)  # fmt: skip
+
+
+def sft(
+    source: str | Path,
+    tokenizer,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    init: str | Path,
+    replay_source: str | Path | None = None,
+    replay: float = 0.5,
+    replay_batch_size: int | None = None,
+    replay_weight: float = 1.0,
+    last_reply_only: bool = False,
+    random_windows: bool = False,
+    stage: str = "sft",
+    **train_kwargs: Any,
+) -> TrainResult:
+    """Fine-tune the model of checkpoint ``init`` on the chats of ``source``. Defined in 07_sft.
+
+    ``source`` (a chat JSONL file or a prepared folder) is pre-tokenised into ``out_dir/data`` with
+    chats cut at ``cfg.seq_len + 1`` tokens; ``replay_source`` (pretraining JSONL or prepared
+    folder) supplies the ``replay`` share of the batches (see :func:`sft_loader`). The model (its
+    configuration from the checkpoint) is trained with ``spongebob.train.train``; ``last.pt``
+    records the stage, the options and the fingerprints that :func:`sft_checkpoint` compares.
+    ``train_kwargs`` go to ``train`` (``resume``, ``progress``, ``on_log``...).
+    """
+    from spongebob.checkpoint import load_model
+    from spongebob.data import PreparedData, prepare, tokenizer_fingerprint
+    from spongebob.train import _distributed, open_pretraining_data, train
+
+    out, source = Path(out_dir), Path(source)
+    rank, world = _distributed()
+    if source.is_dir():
+        data = PreparedData(source)
+    else:
+        prepare(source, tokenizer, out / "data", max_seq_len=cfg.seq_len)
+        data = PreparedData(out / "data")
+    if data.kind != "chat":
+        raise ValueError(f"{source}: holds {data.kind} data; SFT needs chat lines")
+    replay_data = None
+    if replay > 0:
+        if replay_source is None:
+            raise ValueError("replay > 0 needs replay_source (pretraining text to replay)")
+        replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay")
+    options = dict(replay=replay, replay_batch_size=replay_batch_size,
+                   replay_weight=replay_weight, last_reply_only=last_reply_only,
+                   random_windows=random_windows)  # fmt: skip
+    loader = sft_loader(data, cfg, replay_data, rank=rank, world_size=world, **options)
+    model = load_model(init)
+    if torch.cuda.is_available():
+        model = model.to(torch.device("cuda", torch.cuda.current_device()))
+    recipe = {"source_sha256": data.meta["source_sha256"], "init_sha256": sha256_file(init),
+              "replay_sha256": replay_data.meta["source_sha256"] if replay_data else None,
+              **options}  # fmt: skip
+    extra = {"stage": stage, "tokenizer": tokenizer_fingerprint(tokenizer), "recipe": recipe}
+    return train(model, loader, cfg, out_dir=out, extra=extra, **train_kwargs)
+
+
+# %%
+#| export
+def sft_checkpoint(
+    source: str | Path,
+    tokenizer,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    init: str | Path,
+    stage: str = "sft",
+    **kw: Any,
+) -> Path:
+    """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
+    tokenizer, data, options, and the very ``init`` checkpoint); otherwise run :func:`sft` first.
+
+    Defined in 07_sft. Chapter 08 calls this (after ``spongebob.train.pretrained_checkpoint``) so
+    that it runs on its own; the long-context stage is the same call with its own preset, ``stage``
+    and ``init`` (the SFT checkpoint). ``kw`` go to :func:`sft` (``replay_source``, ``replay``...)::
+
+        sft_ckpt = sft_checkpoint(d / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                                  sft_config("tiny"), init=pretrained,
+                                  replay_source=d / "pretrain.jsonl", **sft_options("tiny"))
+    """
+    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.data import PreparedData, tokenizer_fingerprint
+
+    path = Path(out_dir) / "last.pt"
+    if path.exists() and cfg.max_steps is not None:
+        try:
+            _, extras = read_checkpoint(path)
+        except CheckpointError:
+            extras = {}
+        src = Path(source)
+        want = {"stage": stage, "train_config": cfg.to_dict(), "step": cfg.max_steps,
+                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
+                  "source_sha256": PreparedData(src).meta["source_sha256"] if src.is_dir()
+                  else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
+        got = extras.get("recipe") or {}
+        if all(extras.get(k) == v for k, v in want.items()) and all(
+            got.get(k) == v for k, v in recipe.items()
+        ):
+            return path
+    return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
+
+
+# %% [markdown]
+# ## 6. Fine-tuning, with and without replay
+#
+# First the control: the same 300 steps of chat batches, **without** replay (one chat batch per
+# step). Then the course's SFT model, with half of every step replayed from pretraining. Both
+# start from the same pretrained checkpoint; both are evaluated on the three fact sets:
+#
+# * `facts`: held-out residents, never asked about in SFT; their facts were only in pretraining;
+# * `facts_train`: rephrased questions about the residents SFT asked about;
+# * `single_facts`: the control group whose facts appeared in one fixed biography only (section 7).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+SETS = ["facts", "facts_train", "single_facts"]
+
+
+def show_log(r):
+    if "loss" in r and r["step"] % 100 == 0:
+        print(f"  step {r['step']:3d}  loss {r['loss']:.3f}")
+
+
+no_replay = sft(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
+                sft_config("tiny", grad_accum=1, max_steps=150), init=pretrained, replay=0.0,
+                progress=False, on_log=show_log)  # fmt: skip
+plain = evaluate_sets(load_model(no_replay.checkpoint), tok, world, SETS)
+print({k: f"{r.accuracy:.0%}" for k, r in plain.items()})
+assert plain["facts"].stopped > 0.9  # the format is learnt either way
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                          sft_config("tiny"), init=pretrained,
+                          replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                          progress=False, on_log=show_log)  # fmt: skip
+chat_model = load_model(sft_ckpt).eval()
+mixed = evaluate_sets(chat_model, tok, world, SETS)
+for name, r in mixed.items():
+    print(f"{name:13s} accuracy {r.accuracy:5.1%}   ends with </s> {r.stopped:.0%}   "
+          f"(without replay {plain[name].accuracy:.0%})")  # fmt: skip
+assert mixed["facts"].stopped > 0.98 and mixed["facts"].accuracy > 0.25  # measured 100 %, 34 %
+assert mixed["facts"].accuracy >= plain["facts"].accuracy  # measured 34 % vs 27 %
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
+for k, (label, reports) in enumerate([("SFT alone", plain), ("SFT + replay", mixed)]):
+    ax.bar([i + 0.38 * k for i in range(3)], [reports[s].accuracy for s in SETS], width=0.36,
+           label=label)  # fmt: skip
+ax.axhline(0.6, color="grey", ls=":", label="course target (held-out facts)")
+ax.set_xticks([i + 0.19 for i in range(3)], ["held-out residents", "SFT residents (rephrased)",
+                                              "single-phrasing residents"])  # fmt: skip
+ax.set(ylabel="greedy accuracy", ylim=(0, 1), title="What SFT keeps: with and without replay")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for r in mixed["facts"].records[:6]:
+    print(f"{'ok ' if r['correct'] else 'BAD'} {r['expected']!r:22} <- {r['answer']!r}")
+print("by language:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(2).items()})
+print("by attribute:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(1).items()})
+
+
+# %% [markdown]
+# MEASURED_SECTION6
+
+
+# %% [markdown]
+# ## 7. Format or knowledge? The single-phrasing control group
+#
+# SFT never mentioned the held-out residents, yet the fine-tuned model answers questions about
+# them: the *knowledge* came from pretraining, SFT taught the *format* (answer the question asked,
+# in one sentence, then `</s>`). Allen-Zhu and Li (*Physics of Language Models, Part 3.1*, 2023)
+# add a twist: a fact seen in **one fixed sentence** many times is memorised as that sentence, and
+# can be completed from its prefix, yet it is not *extractable* by a question afterwards; the same
+# fact stated in varied phrasings and orders is. The world has such a control group: a few
+# "single" residents whose facts appear only in one verbatim English biography, as often as any
+# other fact. Two measurements per group: completing the pretraining sentence (pretrained model),
+# and answering a question (SFT model).
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def completion_accuracy(model, file):
+    """Greedy completion of ``{"prompt", "expected"}`` lines (chapter 06's measurement)."""
+    rows = [r for r in read_jsonl(world / file) if r["id"].endswith(".en")]
+    ids = [[tok.bos_id, *tok.encode(r["prompt"])] for r in rows]
+    out = generate(model, ids, 12, temperature=0, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    return sum(grade_fact(tok.decode(o, skip_special_tokens=True), r["expected"])
+               for o, r in zip(out, rows)) / len(rows)  # fmt: skip
+
+
+def english(report):
+    return report.by(2).get("en", 0.0)
+
+
+control = {
+    "varied phrasings (held-out)": (completion_accuracy(base, "eval_completion.jsonl"),
+                                    english(mixed["facts"])),
+    "one fixed biography (single)": (completion_accuracy(base, "eval_single_completion.jsonl"),
+                                     english(mixed["single_facts"])),
+}  # fmt: skip
+for name, (complete, answer) in control.items():
+    print(
+        f"{name:30s} completes the sentence {complete:4.0%}   answers the question (en) {answer:4.0%}"
+    )
+
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.8), dpi=90)
+for k, label in enumerate(["completes the pretraining sentence", "answers a question after SFT"]):
+    ax.bar([i + 0.38 * k for i in range(2)], [v[k] for v in control.values()], width=0.36,
+           label=label)  # fmt: skip
+ax.set_xticks([0.19, 1.19], list(control))
+ax.set(ylabel="accuracy (English)", ylim=(0, 1), title="Memorised is not the same as extractable")
+ax.legend(fontsize=8)
+plt.show()
+
+
+# %% [markdown]
+# MEASURED_SECTION7
+
+
+# %% [markdown]
+# ## 8. Long context: remember what was said 700 tokens ago
+#
+# `eval_long` holds conversations of 723 to 943 tokens: early on the user states a detail (a
+# locker code, a snail's name, which box the spatula is in...), then many unrelated exchanges
+# follow, then the last question needs that detail. Nothing is truncated (the model's
+# `max_seq_len` is 1024), so this is genuine recall across about 700 tokens, and the model was
+# pretrained on windows of 256 tokens and fine-tuned on chats of at most 512. The original trains
+# a second SFT stage at 1024 tokens on `sft_1024.jsonl` for exactly this.
+#
+# A detail has 8 to 12 possible values per kind, so a model that has learnt the *form* of the
+# answer ("Your locker code is ...") but not the recall scores about 10 % by guessing. The
+# filler replies between detail and question are long and predictable: with the loss on every
+# reply, almost all trained tokens are filler, and the loss can be low without any long-range
+# copying. So the long stage trains **the last reply only**, the one that needs the detail:
+
+
+# %%
+#| export
+def last_reply_targets(y: torch.Tensor) -> torch.Tensor:
+    """Keep only the last run of trained targets in each row of ``y`` (B, T); the rest -> -100.
+
+    Defined in 07_sft. In a chat batch the trained targets of a row are the replies, each a run of
+    positions that ends with ``</s>``; the last run is the final answer.
+    """
+    trained = y != IGNORE_INDEX  # (B, T)
+    T = y.shape[1]
+    pos = torch.arange(T).expand_as(y)
+    last = torch.where(trained, pos, -1).max(dim=1).values  # (B,) the last trained position
+    # the start of that run: the last untrained position before it, plus one
+    before = torch.where(~trained & (pos < last[:, None]), pos, -1).max(dim=1).values + 1
+    keep = trained & (pos >= before[:, None])
+    return torch.where(keep, y, torch.full_like(y, IGNORE_INDEX))
+
+
+class LastReplyOnly:
+    """Wrap a chat loader so that only the final reply of each conversation is trained.
+
+    Defined in 07_sft. For long-context retrieval the final reply is the one that needs the early
+    detail; the filler replies in between are predictable and would dominate the loss.
+    """
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[tuple]:
+        for x, y, w in self.loader:
+            yield x, last_reply_targets(y), w
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.loader.batches_per_epoch
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
+
+# %%
+x, y, _ = ChatLoader(chats, batch_size=4, shuffle=False).batch_of(range(12, 16))
+print("trained positions per chat, all replies vs the last one:",
+      (y != -100).sum(1).tolist(), (last_reply_targets(y) != -100).sum(1).tolist())  # fmt: skip
+assert ((last_reply_targets(y) != -100).sum(1) <= (y != -100).sum(1)).all()
+
+# %% [markdown]
+# To see *where* recall breaks, `at_distance` rebuilds each eval chat with only the first `keep`
+# filler exchanges between the detail and the question: distance 0 asks right after the detail,
+# the full chat is the real test.
+
+# %%
+FILLER_TURNS = {user for user, _ in FILLER}
+
+
+def at_distance(messages, keep):
+    """The chat with only its first ``keep`` filler exchanges before the final question."""
+    first = next(i for i, m in enumerate(messages) if m["content"] in FILLER_TURNS)
+    tail = 2 if messages[-1]["role"] == "assistant" else 1  # the question (and its answer)
+    return messages[:first] + messages[first:-tail][: 2 * keep] + messages[-tail:]
+
+
+long_rows = list(read_jsonl(world / "eval_long.jsonl"))
+DISTANCES = [0, 2, 4, 8]  # filler exchanges kept (the whole chats are `eval_long` itself)
+
+
+def recall_by_distance(model):
+    """Recall at each of DISTANCES, then on the whole chats (key "all", with its EvalReport)."""
+    out = {}
+    for keep in DISTANCES:
+        convs = [at_distance(r["messages"], keep) for r in long_rows]
+        answers = answer_chats(model, tok, convs, max_new_tokens=32)
+        out[keep] = sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, long_rows))
+        out[keep] /= len(long_rows)
+    full = evaluate_sets(model, tok, world, ["long"])["long"]
+    out["all"] = full.accuracy
+    return out, full
+
+
+def answer_form(report):
+    """Share of answers in the form of their detail kind ("Your locker code is ...")."""
+    heads = {kind: v[3].split("{v}")[0] for kind, v in LONG_DETAILS.items()}
+    return sum(r["answer"].startswith(heads[r["id"].split(".")[-1]])
+               for r in report.records) / len(report.records)  # fmt: skip
+
+
+lengths = [len(ChatEncoder(tok).encode(r["messages"])[0]) for r in long_rows]
+print(f"eval_long prompts: {min(lengths)} to {max(lengths)} tokens")
+assert max(lengths) < chat_model.config.max_seq_len
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+recall_before, long_before = recall_by_distance(chat_model)
+print("SFT model, recall by filler exchanges kept:",
+      {k: f"{v:.0%}" for k, v in recall_before.items()})  # fmt: skip
+print(f"answers in the right form: {answer_form(long_before):.0%}; for example "
+      f"{long_before.records[0]['answer']!r} (expected {long_before.records[0]['expected']!r})")  # fmt: skip
+
+
+# %% [markdown]
+# The long stage (`sft_config("tiny-long")`): from the SFT checkpoint, the 300 chats of
+# `sft_1024.jsonl` (whole, at 1024 tokens) in batches of 4 with the loss on the last reply, and
+# as many replay windows of 1024 tokens (so the positions beyond 512 are trained on text as
+# well), lr 1e-3, 100 steps.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+long_ckpt = sft_checkpoint(world / "sft_1024.jsonl", tok, artifacts_dir("runs", "sft-long-tiny"),
+                           sft_config("tiny-long"), init=sft_ckpt, stage="sft_long",
+                           replay_source=world / "pretrain.jsonl", **sft_options("tiny-long"),
+                           progress=False, on_log=show_log)  # fmt: skip
+long_model = load_model(long_ckpt).eval()
+recall_after, long_after = recall_by_distance(long_model)
+facts_after = evaluate_sets(long_model, tok, world, ["facts"])["facts"]
+print("long SFT model, recall by filler exchanges kept:",
+      {k: f"{v:.0%}" for k, v in recall_after.items()})  # fmt: skip
+print(f"eval_long: {long_before.accuracy:.0%} before, {long_after.accuracy:.0%} after; answers "
+      f"in the right form {answer_form(long_before):.0%} -> {answer_form(long_after):.0%}, ending "
+      f"with </s> {long_after.stopped:.0%}; held-out facts {mixed['facts'].accuracy:.0%} -> "
+      f"{facts_after.accuracy:.0%}")  # fmt: skip
+assert long_after.stopped > 0.9 and answer_form(long_after) > answer_form(long_before) + 0.5
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 2.8), dpi=90)
+labels = [str(k) for k in recall_before]
+ax.plot(labels, list(recall_before.values()), "o-", label="after SFT (512)")
+ax.plot(labels, list(recall_after.values()), "s-", label="after long SFT (1024)")
+ax.axhline(0.1, color="grey", ls=":", label="guessing (~1 in 10)")
+ax.axhline(0.7, color="tab:red", ls="--", lw=0.8, label="course target (whole chat)")
+ax.set(xlabel="filler exchanges between the detail and the question", ylabel="recall",
+       ylim=(0, 1), title="Retrieval of an early detail")  # fmt: skip
+ax.legend(fontsize=8)
+plt.show()
+
+
+# %% [markdown]
+# MEASURED_SECTION8
+
+
+# %% [markdown]
+# ## 9. A multi-turn chat
+#
+# A chat is the same harness called turn after turn, with the history growing: each reply is
+# appended as an assistant message and the next question is asked after it. Greedy decoding here
+# (reproducible); `spongebob chat` samples with the original's settings.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+history = []
+for question in ["Hi! Who are you?", "Where does Patrick live?", "What is Patrick's job?",
+                 "Please remember this: my locker code is 4821.", "What is my locker code?"]:  # fmt: skip
+    history.append({"role": "user", "content": question})
+    ((reply, stopped),) = answer_chats(long_model, tok, [history], max_new_tokens=48)
+    history.append({"role": "assistant", "content": reply})
+    print(f"you> {question}\nbot> {reply}{'' if stopped else ' [...]'}")
+print(f"({len(ChatEncoder(tok).encode(history)[0])} tokens of history)")
+
+# %% [markdown]
+# The same model on the command line (the checkpoint of any stage, or a released state dict of
+# the original with `--tokenizer` pointing at its tokenizer folder):
+#
+# ```bash
+# spongebob chat --checkpoint ~/.cache/spongebob/runs/sft-long-tiny/last.pt      # /clear, /quit
+# spongebob chat --checkpoint ... --prompt "Where does Patrick live?" --temperature 0
+# spongebob eval --checkpoint ... --sets facts single_facts long --out report.json
+# spongebob eval --checkpoint ... --file my_questions.jsonl --grader fact
+# ```
+#
+# `spongebob chat` streams the reply token by token, shows a `<think>` block apart from the
+# answer (chapter 08's models), and when the history outgrows the context it drops the oldest
+# whole exchanges, never part of a turn.
+
+
+# %% [markdown]
+# ## Putting it together
+#
+# Everything above, from the package: `spongebob.evaluate` for the graders and the harness,
+# `spongebob.sft` for the stage. Chapter 08 begins exactly like this; the checkpoints are found,
+# not retrained.
+#
+# ```python
+# from spongebob.evaluate import evaluate_sets
+# from spongebob.sft import sft_checkpoint, sft_config, sft_options
+# sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+#                           sft_config("tiny"), init=pretrained,
+#                           replay_source=world / "pretrain.jsonl", **sft_options("tiny"))
+# ```
+
+# %%
+from spongebob.evaluate import evaluate_file  # noqa: F811
+from spongebob.sft import sft_checkpoint, sft_config, sft_options  # noqa: F811
+
+again = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                       sft_config("tiny"), init=pretrained,
+                       replay_source=world / "pretrain.jsonl", **sft_options("tiny"))  # fmt: skip
+print("the SFT checkpoint of this recipe is found, not retrained:", again == sft_ckpt)
+print("its stage and recipe:", read_checkpoint(again)[1]["stage"],
+      {k: v for k, v in read_checkpoint(again)[1]["recipe"].items() if "sha" not in k})  # fmt: skip
+assert again == sft_ckpt
+
+
+# %% [markdown]
+# ## Summary
+#
+# * SFT is the training loop of chapter 06 on chat batches whose targets are the assistant
+#   replies (and their `</s>`); what it teaches is the **format**: answer the question asked, in
+#   one sentence, and stop. Every answer of the SFT model ends with `</s>`.
+# * The **knowledge** comes from pretraining: questions about residents SFT never mentioned are
+#   answered from facts seen only in pretraining text (MEASURED_FACTS here).
+# * A small model forgets under SFT alone (MEASURED_NO_REPLAY): **replaying pretraining batches**
+#   in every step keeps the facts. Mind the token balance: the loop normalises by trained tokens.
+# * A fact memorised in one fixed sentence is completed from its prefix but is hard to extract by
+#   a question (*Physics of Language Models 3.1*): varied phrasings in pretraining matter.
+# * Long-context recall is a skill of its own: the long stage trains at 1024 tokens with the loss
+#   on the answer that needs the early detail; our tiny model MEASURED_LONG.
+# * Evaluation is part of the method: exact graders named by the caller, greedy answers in
+#   batches, and the share of answers that stop.
+#
+# | module | what this chapter exported |
+# |---|---|
+# | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets` |
+# | `spongebob.sft` | `ReplayMix`, `last_reply_targets`, `LastReplyOnly`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `sft`, `sft_checkpoint` |
+#
+# Next: [08 · Distillation](08_distill.ipynb) starts from these checkpoints and teaches the model
+# to reason in `<think>...</think>` before it answers.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
+# Solutions: `notebooks/solutions/07_sft_solutions.ipynb`.
+#
+# **1 (easy). The replay pattern.** Write `replay_pattern(fraction, n)`: for batches `0..n-1`,
+# whether each is a replay batch under `ReplayMix`'s rule (without using `ReplayMix`).
+
+
+# %%
+def replay_pattern(fraction: float, n: int) -> list[bool]:
+    raise NotImplementedError
+
+
+# %%
+try:
+    for f in (0.0, 0.25, 0.3, 0.5, 0.75):
+        got = replay_pattern(f, 40)
+        assert got == [ReplayMix([None], [None], f).is_replay(i) for i in range(40)], f
+        assert sum(got) == int(40 * f)
+    print("exercise 1 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **2 (easy; predict, then verify). Whose step is it?** In one step of the tiny recipe (16 chats
+# and 8 replay windows of 512 tokens), what share of the loss's weight falls on the *chat*
+# tokens: about 50 %, 20 % or 5 %? Write down your guess. Then write `chat_share(chat_y,
+# replay_y, replay_weight)`: the chat tokens' share of the step's total weight (targets `-100`
+# weigh nothing, replay targets weigh `replay_weight`), and run the check on real batches.
+
+
+# %%
+def chat_share(chat_y: torch.Tensor, replay_y: torch.Tensor, replay_weight: float = 1.0) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    replay_data = PreparedData(artifacts_dir("runs", "sft-tiny", "replay", "data"))
+    cy = ChatLoader(chats, 16, seed=0).batch_of(range(16))[1]
+    ry = PackedLoader(replay_data, 512, 8, seed=0).batch_of([0, 1, 2, 3, 4, 5, 6, 7])[1]
+    share = chat_share(cy, ry)
+    want = trained_tokens(cy) / (trained_tokens(cy) + trained_tokens(ry))
+    assert abs(share - want.item()) < 1e-6
+    assert abs(chat_share(cy, ry, 0.1) - (want / (want + 0.1 * (1 - want))).item()) < 1e-6
+    print(f"chat share of a step: {share:.1%} (replay weight 1), "
+          f"{chat_share(cy, ry, 0.1):.1%} (replay weight 0.1)")  # fmt: skip
+    print("exercise 2 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **3 (medium). Trim a history by whole turns.** A chat history is a list of messages with their
+# token counts `counts` (the last one is the new user turn). Write `first_kept(counts, budget)`:
+# the index of the first message to keep so that the kept messages fit `budget` tokens, dropping
+# whole exchanges (a user turn and its reply, two messages) from the front, and always keeping
+# the last message; raise `ValueError` when the last message alone does not fit.
+
+
+# %%
+def first_kept(counts: list[int], budget: int) -> int:
+    raise NotImplementedError
+
+
+# %%
+try:
+    assert first_kept([5, 5, 5, 5, 3], 23) == 0 and first_kept([5, 5, 5, 5, 3], 22) == 2
+    assert first_kept([5, 5, 5, 5, 3], 3) == 4 and first_kept([9, 1, 1, 1, 2], 5) == 2
+    try:
+        first_kept([1, 1, 9], 5)
+        raise AssertionError("the last message alone does not fit: expected ValueError")
+    except ValueError:
+        pass
+    print("exercise 3 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **4 (harder; predict, then verify). Does the system prompt matter?** SFT always used the
+# default system prompt (the original's Chinese sentence). Predict: with the system prompt
+# `"You are a helpful assistant."`, will the accuracy on held-out questions fall a lot, a little,
+# or not at all? Write `accuracy_with_system(model, system_prompt, n)`: the accuracy on the first
+# `n` questions of `eval_facts.jsonl`, answered greedily with that system prompt. Verify.
+
+
+# %%
+def accuracy_with_system(model, system_prompt: str, n: int = 64) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    default = accuracy_with_system(chat_model, tok.default_system_prompt, 64)
+    same = evaluate_file(chat_model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
+    assert abs(default - same) < 1e-9, (default, same)
+    other = accuracy_with_system(chat_model, "You are a helpful assistant.", 64)
+    assert 0.0 <= other <= 1.0
+    print(f"default system prompt {default:.0%}, another one {other:.0%}")
+    print("exercise 4 passed")
+except NotImplementedError:
+    print("not attempted yet")

@@ -1,0 +1,151 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · SFT: solutions to the exercises
+#
+# Each solution fills a stub of [the chapter](../07_sft.ipynb) and runs the same self-check. The
+# setup finds what the checks use: the chapter's checkpoints (`pretrained_checkpoint` and
+# `sft_checkpoint` train them first, several minutes, if they are missing), the prepared chats and
+# the replay text.
+
+# %%
+import math
+
+import torch
+
+from spongebob.checkpoint import load_model
+from spongebob.data import ChatLoader, PackedLoader, PreparedData, read_jsonl
+from spongebob.evaluate import answer_chats, evaluate_file, grade_fact
+from spongebob.runtime import artifacts_dir, seed_everything
+from spongebob.sft import ReplayMix, sft_checkpoint, sft_config, sft_options
+from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
+from spongebob.world import course_tokenizer, sample_dir
+
+seed_everything(1337)
+world = sample_dir(0)
+tok = course_tokenizer()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pretrained = pretrained_checkpoint(world / "pretrain.jsonl", tok,
+                                   artifacts_dir("runs", "pretrain-tiny"),
+                                   TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                          sft_config("tiny"), init=pretrained,
+                          replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                          progress=False)  # fmt: skip
+chat_model = load_model(sft_ckpt).eval()
+chats = PreparedData(artifacts_dir("runs", "sft-tiny", "data"))
+print(f"{len(chats)} prepared chats")
+
+# %% [markdown]
+# **1. The replay pattern.** Batch `i` is replay when `floor((i + 1) f)` is larger than
+# `floor(i f)`: the running count of replay batches, `floor(n f)` after `n` batches, grows.
+
+
+# %%
+def replay_pattern(fraction: float, n: int) -> list[bool]:
+    return [math.floor((i + 1) * fraction) > math.floor(i * fraction) for i in range(n)]
+
+
+# %%
+try:
+    for f in (0.0, 0.25, 0.3, 0.5, 0.75):
+        got = replay_pattern(f, 40)
+        assert got == [ReplayMix([None], [None], f).is_replay(i) for i in range(40)], f
+        assert sum(got) == int(40 * f)
+    print("exercise 1 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **2. Whose step is it?** The loop divides by the summed weights of the step's targets: the chat
+# share is the chat's trained tokens over that sum. A chat batch trains a few hundred answer
+# tokens, a replay batch 4,096 positions: the chat gets only a few per cent of the weight.
+
+
+# %%
+def chat_share(chat_y: torch.Tensor, replay_y: torch.Tensor, replay_weight: float = 1.0) -> float:
+    chat = (chat_y != -100).sum().item()
+    replay = (replay_y != -100).sum().item() * replay_weight
+    return chat / (chat + replay)
+
+
+# %%
+try:
+    replay_data = PreparedData(artifacts_dir("runs", "sft-tiny", "replay", "data"))
+    cy = ChatLoader(chats, 16, seed=0).batch_of(range(16))[1]
+    ry = PackedLoader(replay_data, 512, 8, seed=0).batch_of([0, 1, 2, 3, 4, 5, 6, 7])[1]
+    share = chat_share(cy, ry)
+    want = trained_tokens(cy) / (trained_tokens(cy) + trained_tokens(ry))
+    assert abs(share - want.item()) < 1e-6
+    assert abs(chat_share(cy, ry, 0.1) - (want / (want + 0.1 * (1 - want))).item()) < 1e-6
+    print(f"chat share of a step: {share:.1%} (replay weight 1), "
+          f"{chat_share(cy, ry, 0.1):.1%} (replay weight 0.1)")  # fmt: skip
+    print("exercise 2 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **3. Trim a history by whole turns.** Drop two messages at a time from the front until the rest
+# fits; the last message is never dropped.
+
+
+# %%
+def first_kept(counts: list[int], budget: int) -> int:
+    start = 0
+    while sum(counts[start:]) > budget:
+        if len(counts) - start <= 1:
+            raise ValueError(f"the last message alone is {counts[-1]} tokens > budget {budget}")
+        start += 2
+    return start
+
+
+# %%
+try:
+    assert first_kept([5, 5, 5, 5, 3], 23) == 0 and first_kept([5, 5, 5, 5, 3], 22) == 2
+    assert first_kept([5, 5, 5, 5, 3], 3) == 4 and first_kept([9, 1, 1, 1, 2], 5) == 2
+    try:
+        first_kept([1, 1, 9], 5)
+        raise AssertionError("the last message alone does not fit: expected ValueError")
+    except ValueError:
+        pass
+    print("exercise 3 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# **4. Does the system prompt matter?** Put the system prompt first in each conversation (a first
+# message with role `system` overrides the default) and grade as the harness does.
+
+
+# %%
+def accuracy_with_system(model, system_prompt: str, n: int = 64) -> float:
+    rows = list(read_jsonl(world / "eval_facts.jsonl"))[:n]
+    convs = [[{"role": "system", "content": system_prompt}, *r["messages"]] for r in rows]
+    answers = answer_chats(model, tok, convs)
+    return sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)) / len(rows)
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+try:
+    default = accuracy_with_system(chat_model, tok.default_system_prompt, 64)
+    same = evaluate_file(chat_model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
+    assert abs(default - same) < 1e-9, (default, same)
+    other = accuracy_with_system(chat_model, "You are a helpful assistant.", 64)
+    assert 0.0 <= other <= 1.0
+    print(f"default system prompt {default:.0%}, another one {other:.0%}")
+    print("exercise 4 passed")
+except NotImplementedError:
+    print("not attempted yet")
+
+# %% [markdown]
+# The tiny model was fine-tuned with one system prompt only, so a different one is an input it
+# has never seen at the start of every chat; how much that costs is what the check prints.

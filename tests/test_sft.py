@@ -1,0 +1,177 @@
+"""Tests of `spongebob.sft` (chapter 07): replay mixing, last-reply targets, the SFT stage.
+
+The learning test fine-tunes a micro model for a few seconds on four questions and checks that
+greedy answers come back right and end with </s>.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spongebob.checkpoint import read_checkpoint, save_checkpoint
+from spongebob.config import ModelConfig
+from spongebob.data import ChatLoader, PackedLoader, PreparedData, prepare
+from spongebob.evaluate import answer_chats, grade_fact
+from spongebob.model import IGNORE_INDEX, SpongeBob
+from spongebob.sft import (
+    LastReplyOnly,
+    RandomWindows,
+    ReplayMix,
+    last_reply_targets,
+    sft,
+    sft_checkpoint,
+    sft_config,
+)
+from spongebob.train import TrainConfig
+from spongebob.world import course_tokenizer
+
+QA = [("Where does Pearl live?", "Pearl lives in an anchor."),
+      ("What is Gary's job?", "Gary is a chef."),
+      ("Who is Larry's best friend?", "Larry's best friend is Karen."),
+      ("What does Plankton eat?", "Plankton eats kelp cake.")]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro models train faster on one thread (and much faster on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return course_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory, tok):
+    folder = tmp_path_factory.mktemp("chats")
+    lines = []
+    for i in range(8):  # single questions and two-question chats
+        q, a = QA[i % 4]
+        conv = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if i >= 4:
+            q2, a2 = QA[(i + 1) % 4]
+            conv += [{"role": "user", "content": q2}, {"role": "assistant", "content": a2}]
+        lines.append(json.dumps({"conversations": conv}))
+    src = folder / "chats.jsonl"
+    src.write_text("\n".join(lines) + "\n", "utf-8")
+    text = folder / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": a}) + "\n" for _, a in QA * 40), "utf-8")
+    prepare(src, tok, folder / "prepared")
+    return src, text, PreparedData(folder / "prepared")
+
+
+def test_replay_mix_pattern_weights_and_resume(chats):
+    _, _, data = chats
+    ids = np.arange(4000) % 50
+    for fraction, every in ((0.5, 2), (0.25, 4), (0.0, None)):
+        chat = ChatLoader(data, 2, seed=1)
+        rep = PackedLoader(ids, 16, 2, seed=2) if fraction else None
+        batches = iter(ReplayMix(chat, rep, fraction, replay_weight=0.25))
+        kinds = [next(batches)[0].shape[1] == 16 and fraction > 0 for _ in range(12)]
+        expected = [every is not None and (i + 1) % every == 0 for i in range(12)]
+        assert kinds == expected, fraction
+    mix = ReplayMix(ChatLoader(data, 2, seed=1), PackedLoader(ids, 16, 2, seed=2), 0.5, 0.25)
+    it = iter(mix)
+    first = [next(it) for _ in range(5)]
+    x, y, w = first[1]
+    assert w is not None and torch.all(w == 0.25) and w.shape == y.shape
+    assert first[0][2] is None  # a chat batch keeps its own (absent) weights
+    state = mix.state_dict()
+    rest = [next(it) for _ in range(4)]
+    again = ReplayMix(ChatLoader(data, 2, seed=1), PackedLoader(ids, 16, 2, seed=2), 0.5, 0.25)
+    again.load_state_dict(json.loads(json.dumps(state)))  # survives a JSON round trip
+    for a, b in zip(rest, iter(again)):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert mix.batches_per_epoch == 2 * ChatLoader(data, 2).batches_per_epoch
+    with pytest.raises(ValueError, match="needs a replay loader"):
+        ReplayMix(ChatLoader(data, 2), None, 0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        ReplayMix(ChatLoader(data, 2), None, 1.0)
+
+
+def test_random_windows_are_slices_reproducible_and_resumable():
+    ids = np.arange(1000, dtype=np.uint16)  # token i is i: a window shows where it starts
+    loader = RandomWindows(ids, 16, 8, seed=3)
+    it = iter(loader)
+    batches = [next(it) for _ in range(5)]
+    starts = torch.cat([x[:, 0] for x, _, _ in batches])
+    for x, y, w in batches:
+        assert x.shape == y.shape == (8, 16) and w is None
+        assert torch.equal(x, x[:, :1] + torch.arange(16)) and torch.equal(y, x + 1)
+    assert (starts % 16 != 0).any() and starts.max() <= 1000 - 17
+    again = RandomWindows(ids, 16, 8, seed=3)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, iter(again)))
+    resumed = RandomWindows(ids, 16, 8, seed=3)
+    resumed.load_state_dict(json.loads(json.dumps({"count": 3, "seed": 3})))
+    assert torch.equal(next(iter(resumed))[0], batches[3][0])
+    other = RandomWindows(ids, 16, 8, seed=3, rank=1)
+    assert not torch.equal(next(iter(other))[0], batches[0][0])  # each rank its own windows
+    with pytest.raises(ValueError, match="seed 3"):
+        RandomWindows(ids, 16, 8, seed=4).load_state_dict({"count": 1, "seed": 3})
+    with pytest.raises(ValueError, match="more than 17 tokens"):
+        RandomWindows(ids[:10], 16, 8)
+
+
+def test_last_reply_targets_matches_a_loop(chats):
+    _, _, data = chats
+    x, y, _ = ChatLoader(data, 8, shuffle=False).batch_of(np.arange(8))
+    got = last_reply_targets(y)
+    for row, out in zip(y.tolist(), got.tolist()):  # independent: walk back from the end
+        end = max(i for i, t in enumerate(row) if t != IGNORE_INDEX)
+        start = end
+        while start > 0 and row[start - 1] != IGNORE_INDEX:
+            start -= 1
+        want = [t if start <= i <= end else IGNORE_INDEX for i, t in enumerate(row)]
+        assert out == want
+    assert (got != IGNORE_INDEX).sum() < (y != IGNORE_INDEX).sum()  # two-question chats lost one
+    wrapped = next(iter(LastReplyOnly(ChatLoader(data, 8, shuffle=False))))
+    assert torch.equal(wrapped[1], got)
+
+
+def test_sft_config_presets():
+    cfg = sft_config("tiny", max_steps=7)
+    assert isinstance(cfg, TrainConfig) and cfg.max_steps == 7 and cfg.seq_len == 512
+    assert sft_config("tiny-long").seq_len == 2 * cfg.seq_len
+    with pytest.raises(ValueError, match="unknown SFT preset"):
+        sft_config("huge")
+
+
+def test_sft_learns_the_answers_and_the_checkpoint_is_found(tmp_path, tok, chats):
+    src, text, _ = chats
+    torch.manual_seed(0)
+    config = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
+                         max_seq_len=128)  # fmt: skip
+    init = save_checkpoint(tmp_path / "init.pt",
+                           {"model": SpongeBob(config).state_dict(), "config": config.to_dict()})  # fmt: skip
+    cfg = TrainConfig(lr=3e-3, warmup_steps=5, max_steps=80, batch_size=4, seq_len=64,
+                      grad_accum=2, log_every=10)  # fmt: skip
+    out = tmp_path / "sft"
+    kw = dict(init=init, replay_source=text, replay=0.5, replay_weight=0.5, random_windows=True)
+    res = sft(src, tok, out, cfg, progress=False, **kw)
+    assert res.step == 80 and res.history[-1]["loss"] < 0.3 * res.history[0]["loss"]
+    from spongebob.checkpoint import load_model
+
+    model = load_model(res.checkpoint)
+    answers = answer_chats(model, tok, [[{"role": "user", "content": q}] for q, _ in QA],
+                           max_new_tokens=24)  # fmt: skip
+    assert all(stopped for _, stopped in answers), answers
+    assert [text for text, _ in answers] == [a for _, a in QA]
+    assert grade_fact(answers[0][0], "anchor")
+    _, extras = read_checkpoint(res.checkpoint)
+    assert extras["stage"] == "sft" and extras["recipe"]["replay"] == 0.5
+    mtime = res.checkpoint.stat().st_mtime_ns
+    assert sft_checkpoint(src, tok, out, cfg, **kw) == res.checkpoint
+    assert res.checkpoint.stat().st_mtime_ns == mtime  # found, not retrained
+    short = TrainConfig(**{**cfg.to_dict(), "max_steps": 3})
+    other = sft_checkpoint(src, tok, tmp_path / "other", short, init=init, replay=0.0)
+    assert read_checkpoint(other)[1]["recipe"]["replay"] == 0.0
+    assert sft_checkpoint(src, tok, out, short, **kw) == res.checkpoint
+    assert res.checkpoint.stat().st_mtime_ns != mtime  # a different recipe is retrained
