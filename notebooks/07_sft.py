@@ -12,8 +12,8 @@
 # **Teach the pretrained model to answer questions in the chat format, measure what that does and
 # does not teach, stretch its context to 1024 tokens, and chat with it.**
 #
-# Runs in about 8 minutes on a laptop CPU (the three fine-tuning runs take most of it; a second
-# run finds the checkpoints and takes about 2).
+# Runs in about 9 minutes on a laptop CPU (the three fine-tuning runs take most of it; a second
+# run finds the checkpoints and takes about 3).
 # Prerequisites: [05 · Data](05_data.ipynb) (chat rendering, the assistant-only loss mask, the
 # loaders) and [06 · Pretraining](06_pretrain.ipynb) (the training loop and the pretrained
 # checkpoint, which this chapter finds or re-creates).
@@ -33,11 +33,11 @@
 #
 # ```text
 #  pretrained (06) ──► SFT: chat batches (loss on replies) + replay batches (pretraining text)
-#                           │                                   ──► sft-tiny/last.pt
+#                           │                                   ──► sft-tiny/last.pt ──► 08
 #                           ▼
 #                      long SFT at 1024: long chats (loss on the last reply) + replay
-#                                                               ──► sft-long-tiny/last.pt ──► 08
-#  evaluate: held-out questions ──► greedy answers ──► grader (fact | number) ──► accuracy, </s> share
+#                                                               ──► sft-long-tiny/last.pt
+#  evaluate: held-out questions ──► greedy answers ──► grader (fact | number) ──► accuracy, </s>
 # ```
 
 # %% [markdown]
@@ -374,9 +374,9 @@ def evaluate_file(
 #| export: evaluate
 # The held-out sets of the embedded world: file, grader, answer budget in tokens.
 EVAL_SETS: dict[str, tuple[str, str, int]] = {
-    "facts": ("eval_facts.jsonl", "fact", 48),
-    "facts_train": ("eval_facts_train.jsonl", "fact", 48),
-    "single_facts": ("eval_single_facts.jsonl", "fact", 48),
+    "facts": ("eval_facts.jsonl", "fact", 96),
+    "facts_train": ("eval_facts_train.jsonl", "fact", 96),
+    "single_facts": ("eval_single_facts.jsonl", "fact", 96),
     "long": ("eval_long.jsonl", "fact", 32),
     "arith": ("eval_arith.jsonl", "number", 256),
 }
@@ -403,8 +403,8 @@ def evaluate_sets(
 
 
 # %% [markdown]
-# Before any SFT, the pretrained model has never seen a chat: it continues the prompt as text.
-# Its answers rarely stop, and even when the value appears it is by luck.
+# Before any SFT, the pretrained model has never seen a chat: it continues the prompt as if it
+# were a pretraining line (and stops where such a line would end), but it does not answer.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -412,7 +412,7 @@ before = evaluate_sets(base, tok, world, ["facts"], limit=64)["facts"]
 print(f"pretrained model on 64 held-out questions: accuracy {before.accuracy:.0%}, "
       f"ends with </s> {before.stopped:.0%}")  # fmt: skip
 print(repr(before.records[0]["answer"][:120]))
-assert before.stopped < 0.5
+assert before.accuracy < 0.2  # measured 0 %
 
 
 # %% [markdown]
@@ -429,8 +429,8 @@ assert before.stopped < 0.5
 # every optimizer step sees one of each, and a resumed run continues the same sequence.
 #
 # One subtlety: chapter 06's loop normalises the loss by the trained tokens of the whole step. A
-# replay batch trains all of its 4,096 positions, a chat batch only its answers (a few hundred),
-# so by token count replay dominates each step. `replay_weight` scales the replay targets' weights
+# replay batch trains all of its 4,096 positions, a chat batch only its answers (about 450), so
+# by token count replay dominates each step. `replay_weight` scales the replay targets' weights
 # if you want to shift that balance (exercise 2 asks you to predict the shares).
 
 
@@ -775,10 +775,10 @@ def show_log(r):
         print(f"  step {r['step']:3d}  loss {r['loss']:.3f}")
 
 
-no_replay = sft(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
-                sft_config("tiny", grad_accum=1, max_steps=150), init=pretrained, replay=0.0,
-                progress=False, on_log=show_log)  # fmt: skip
-plain = evaluate_sets(load_model(no_replay.checkpoint), tok, world, SETS)
+no_replay = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
+                           sft_config("tiny", grad_accum=1, max_steps=150), init=pretrained,
+                           replay=0.0, progress=False, on_log=show_log)  # fmt: skip
+plain = evaluate_sets(load_model(no_replay), tok, world, SETS)
 print({k: f"{r.accuracy:.0%}" for k, r in plain.items()})
 assert plain["facts"].stopped > 0.9  # the format is learnt either way
 
@@ -817,7 +817,24 @@ print("by attribute:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(1).items()})
 
 
 # %% [markdown]
-# MEASURED_SECTION6
+# What this run measured on the reference 2-core CPU (about 1 minute without replay, 3 with):
+#
+# | | held-out residents | SFT residents, rephrased | single-phrasing residents |
+# |---|---|---|---|
+# | SFT alone (150 steps) | 25 % | 28 % | 2 % |
+# | SFT + replay (300 steps) | **44 %** (English 57 %, Chinese 30 %) | 32 % | 2 % |
+#
+# Replay lifts the held-out questions from 25 % to 44 %, and every answer is a single sentence
+# that ends with `</s>`. That is short of the course's 60 % target. The errors are of two kinds:
+# the right attribute of the *wrong resident* (asked about Patrick's home, it says SpongeBob lives
+# in a pineapple: the training residents of `sft_512` pull the answers towards themselves), and,
+# in Chinese, the wrong attribute of the right resident. The knowledge is there (the pretrained
+# model completes 97 % of the English statements, section 7): what fails is *extracting* it
+# through a question. Also measured, each once: lr 3e-4 instead of 1e-3 was worse (26 % against
+# 35 %, on an earlier pretrained model that completed 61 % of the statements); replay windows at
+# fixed cuts or anywhere made no difference there (35 % and 34 %); the original's recipe, SFT
+# alone, is the first row. Closing the gap needs more than this small budget: a longer run with
+# replay, more varied questions in SFT, or a larger model are the obvious next steps.
 
 
 # %% [markdown]
@@ -873,7 +890,12 @@ plt.show()
 
 
 # %% [markdown]
-# MEASURED_SECTION7
+# The effect is as stark as in the paper. The pretrained model completes the fixed biographies of
+# the single residents *perfectly* (100 %; their one sentence was seen many times) and the varied
+# statements of the held-out residents almost as well (97 %). After the same SFT, a question
+# about a held-out resident is answered correctly in English 57 % of the time, a question about a
+# single resident **2 %**: memorised, not extractable. The varied phrasings of pretraining, not
+# SFT, are what turn a sentence into a fact the model can be asked about.
 
 
 # %% [markdown]
@@ -937,10 +959,15 @@ class LastReplyOnly:
 
 
 # %%
-x, y, _ = ChatLoader(chats, batch_size=4, shuffle=False).batch_of(range(12, 16))
+def replies(kinds):
+    return int(((kinds[1:] > 0) & (kinds[:-1] == 0)).sum())  # runs of trained tokens
+
+
+multi = [i for i in range(len(chats)) if replies(chats.doc(i)[1]) > 1][:4]
+x, y, _ = ChatLoader(chats, batch_size=4, shuffle=False).batch_of(multi)
 print("trained positions per chat, all replies vs the last one:",
       (y != -100).sum(1).tolist(), (last_reply_targets(y) != -100).sum(1).tolist())  # fmt: skip
-assert ((last_reply_targets(y) != -100).sum(1) <= (y != -100).sum(1)).all()
+assert ((last_reply_targets(y) != -100).sum(1) < (y != -100).sum(1)).all()
 
 # %% [markdown]
 # To see *where* recall breaks, `at_distance` rebuilds each eval chat with only the first `keep`
@@ -1032,7 +1059,26 @@ plt.show()
 
 
 # %% [markdown]
-# MEASURED_SECTION8
+# What this run measured: recall of the early detail was 0 % after SFT (the SFT model had never
+# seen such a question and answered something else) and **4 %** after long SFT: below the 10 %
+# of guessing, far from the course's 70 % target. The long stage did teach the *form*: 100 % of
+# the answers now have the right template for their kind ("Your locker code is ..."), 97 % end
+# with `</s>`, but the value in them is invented. The curve by distance says why: even with **no**
+# filler between the detail and the question (distance 0, a 150-token prompt) recall is 5 %.
+# The model does not fail to reach 700 tokens back; it has no mechanism to copy a value from its
+# context at all. Its pretraining text gives it no reason to learn one: each line states facts
+# once, nothing in a line repeats an earlier span, so no "induction head" (a head that finds the
+# previous occurrence of the current context and copies what followed) has any gradient to form.
+#
+# What was tried, each measured once on this CPU: the loss on every reply (the original's way;
+# 11 % in the course's calibration), the loss on the last reply only (here, 4 %), 4,000 freshly
+# generated long chats (13 %, calibration), and a curriculum mixing 3,000 chats at every distance
+# from 0 to all fillers with the loss on the last reply (150 steps: 5 %). All stay at chance, and
+# all cost the held-out facts (44 % -> 10 % here): the small model spends its capacity on the new
+# answer template. The fix belongs earlier in the pipeline: copying tasks in *pretraining* (text
+# that repeats a span seen earlier in the same window, at growing distances), so that the model
+# arrives at SFT able to copy; the long stage would then only have to stretch that skill to 1024
+# tokens. Chapter 08 therefore starts from the SFT checkpoint, not from this one.
 
 
 # %% [markdown]
@@ -1040,7 +1086,9 @@ plt.show()
 #
 # A chat is the same harness called turn after turn, with the history growing: each reply is
 # appended as an assistant message and the next question is asked after it. Greedy decoding here
-# (reproducible); `spongebob chat` samples with the original's settings.
+# (reproducible); `spongebob chat` samples with the original's settings. We chat with the SFT
+# model: the long-context model of section 8 has learnt to answer *everything* with a detail
+# ("Your new snail is called ..."), which is what its last-reply-only training rewarded.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -1048,17 +1096,22 @@ history = []
 for question in ["Hi! Who are you?", "Where does Patrick live?", "What is Patrick's job?",
                  "Please remember this: my locker code is 4821.", "What is my locker code?"]:  # fmt: skip
     history.append({"role": "user", "content": question})
-    ((reply, stopped),) = answer_chats(long_model, tok, [history], max_new_tokens=48)
+    ((reply, stopped),) = answer_chats(chat_model, tok, [history], max_new_tokens=64)
     history.append({"role": "assistant", "content": reply})
     print(f"you> {question}\nbot> {reply}{'' if stopped else ' [...]'}")
 print(f"({len(ChatEncoder(tok).encode(history)[0])} tokens of history)")
 
 # %% [markdown]
+# The demo shows both sides of this chapter: every reply is one well-formed sentence that stops,
+# and the questions about Patrick are answered about SpongeBob, the subject confusion of
+# section 6 (the SFT chats are about SpongeBob and the other training residents). Nor does the
+# model recall the locker code it was told one turn earlier (section 8).
+#
 # The same model on the command line (the checkpoint of any stage, or a released state dict of
 # the original with `--tokenizer` pointing at its tokenizer folder):
 #
 # ```bash
-# spongebob chat --checkpoint ~/.cache/spongebob/runs/sft-long-tiny/last.pt      # /clear, /quit
+# spongebob chat --checkpoint ~/.cache/spongebob/runs/sft-tiny/last.pt       # /clear, /quit
 # spongebob chat --checkpoint ... --prompt "Where does Patrick live?" --temperature 0
 # spongebob eval --checkpoint ... --sets facts single_facts long --out report.json
 # spongebob eval --checkpoint ... --file my_questions.jsonl --grader fact
@@ -1102,15 +1155,17 @@ assert again == sft_ckpt
 #
 # * SFT is the training loop of chapter 06 on chat batches whose targets are the assistant
 #   replies (and their `</s>`); what it teaches is the **format**: answer the question asked, in
-#   one sentence, and stop. Every answer of the SFT model ends with `</s>`.
+#   one sentence, and stop. Every answer of the SFT model ends with `</s>` (all 276 here).
 # * The **knowledge** comes from pretraining: questions about residents SFT never mentioned are
-#   answered from facts seen only in pretraining text (MEASURED_FACTS here).
-# * A small model forgets under SFT alone (MEASURED_NO_REPLAY): **replaying pretraining batches**
+#   answered from facts seen only in pretraining text (44 % here, English 57 %).
+# * A small model forgets under SFT alone (25 %): **replaying pretraining batches**
 #   in every step keeps the facts. Mind the token balance: the loop normalises by trained tokens.
 # * A fact memorised in one fixed sentence is completed from its prefix but is hard to extract by
 #   a question (*Physics of Language Models 3.1*): varied phrasings in pretraining matter.
 # * Long-context recall is a skill of its own: the long stage trains at 1024 tokens with the loss
-#   on the answer that needs the early detail; our tiny model MEASURED_LONG.
+#   on the answer that needs the early detail. Our tiny model learnt the answer's form but not
+#   the recall (4 %, chance): it cannot copy from its context even at short range, a skill that
+#   pretraining has to provide.
 # * Evaluation is part of the method: exact graders named by the caller, greedy answers in
 #   batches, and the share of answers that stop.
 #
@@ -1150,7 +1205,7 @@ except NotImplementedError:
 # %% [markdown]
 # **2 (easy; predict, then verify). Whose step is it?** In one step of the tiny recipe (16 chats
 # and 8 replay windows of 512 tokens), what share of the loss's weight falls on the *chat*
-# tokens: about 50 %, 20 % or 5 %? Write down your guess. Then write `chat_share(chat_y,
+# tokens: about 50 %, 25 % or 10 %? Write down your guess. Then write `chat_share(chat_y,
 # replay_y, replay_weight)`: the chat tokens' share of the step's total weight (targets `-100`
 # weigh nothing, replay targets weigh `replay_weight`), and run the check on real batches.
 

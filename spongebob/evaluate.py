@@ -211,9 +211,9 @@ def evaluate_file(
 
 # The held-out sets of the embedded world: file, grader, answer budget in tokens.
 EVAL_SETS: dict[str, tuple[str, str, int]] = {
-    "facts": ("eval_facts.jsonl", "fact", 48),
-    "facts_train": ("eval_facts_train.jsonl", "fact", 48),
-    "single_facts": ("eval_single_facts.jsonl", "fact", 48),
+    "facts": ("eval_facts.jsonl", "fact", 96),
+    "facts_train": ("eval_facts_train.jsonl", "fact", 96),
+    "single_facts": ("eval_single_facts.jsonl", "fact", 96),
     "long": ("eval_long.jsonl", "fact", 32),
     "arith": ("eval_arith.jsonl", "number", 256),
 }

@@ -66,8 +66,9 @@ except NotImplementedError:
 
 # %% [markdown]
 # **2. Whose step is it?** The loop divides by the summed weights of the step's targets: the chat
-# share is the chat's trained tokens over that sum. A chat batch trains a few hundred answer
-# tokens, a replay batch 4,096 positions: the chat gets only a few per cent of the weight.
+# share is the chat's trained tokens over that sum. A chat batch trains about 450 answer tokens,
+# a replay batch 4,096 positions: the chat gets about a tenth of the weight (10 % here), and a
+# replay weight of 0.1 would make the two halves about equal.
 
 
 # %%
@@ -148,4 +149,6 @@ except NotImplementedError:
 
 # %% [markdown]
 # The tiny model was fine-tuned with one system prompt only, so a different one is an input it
-# has never seen at the start of every chat; how much that costs is what the check prints.
+# has never seen at the start of every chat. Measured: no cost at all (45 % with either prompt
+# on these 64 questions). The system prompt is the same in every training chat, so the model
+# learnt to ignore it: it carries no information.
