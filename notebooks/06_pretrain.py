@@ -1101,13 +1101,30 @@ def _time_up(t0: float, minutes: float, world: int, device: torch.device) -> boo
 # %% [markdown]
 # ## 11. A real pretraining run
 #
-# Time to train. `pretrain` is what `spongebob train pretrain` runs: prepare (or reuse) the token
+# Time to train. The pretraining *stage* gets its own small module, `spongebob.pretrain` (the loop
+# above is shared by every stage). `pretrain` is what `spongebob train pretrain` runs: prepare (or reuse) the token
 # stream, hold out 2 % of the windows for validation, build the `tiny` model sized to the tokenizer,
 # and call `train`. `pretrained_checkpoint` returns the finished checkpoint of the same recipe, or
 # trains it first: chapter 07 calls it, so it runs on its own.
 
 # %%
-#| export
+#| export: pretrain
+"""The pretraining stage: a fresh model trained on packed windows of a text corpus. Defined in
+06_pretrain.
+
+`pretrain` is what ``spongebob train pretrain`` runs (the generic loop is `spongebob.train.train`);
+`pretrained_checkpoint` finds a finished run of the same recipe or trains it, so that later chapters
+run on their own.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spongebob.train import TrainConfig, TrainResult, _distributed, train  # noqa: F811
+
+
 def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
     """A ``PreparedData`` of pretraining text from a prepared folder or a JSONL file.
 
@@ -1377,14 +1394,15 @@ for gpus, mfu in ((1, 0.3), (8, 0.3)):
 # Everything above is importable from the package; a later chapter needs three lines:
 #
 # ```python
-# from spongebob.train import TrainConfig, pretrained_checkpoint, train
+# from spongebob.pretrain import pretrained_checkpoint
 # ckpt = pretrained_checkpoint(sample_dir(0) / "pretrain.jsonl", course_tokenizer(),
 #                              artifacts_dir("runs", "pretrain-tiny"))
 # ```
 
 # %%
 from spongebob.checkpoint import resume_training, save_checkpoint, training_state  # noqa: F811
-from spongebob.train import TrainConfig, pretrain, pretrained_checkpoint, train  # noqa: F811
+from spongebob.pretrain import pretrain, pretrained_checkpoint  # noqa: F811
+from spongebob.train import TrainConfig, train  # noqa: F811
 
 again = pretrained_checkpoint(sample_dir(0) / "pretrain.jsonl", tok, run_dir, cfg)
 print("the checkpoint of this recipe is found, not retrained:", again == ckpt)
@@ -1408,7 +1426,8 @@ assert again == ckpt
 #
 # | module | what this chapter exported |
 # |---|---|
-# | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `setup_distributed`, `train`, `TrainResult`, `open_pretraining_data`, `pretrain`, `pretrained_checkpoint` |
+# | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `setup_distributed`, `train`, `TrainResult` |
+# | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain`, `pretrained_checkpoint` |
 # | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT` |
 #
 # Next: chapter 07 (SFT) starts from this checkpoint and teaches the model to answer in the chat

@@ -112,7 +112,8 @@ _TRAIN_FLAGS = {
 
 
 def _train_pretrain(args: argparse.Namespace) -> int:
-    from spongebob.train import TrainConfig, pretrain, setup_distributed
+    from spongebob.pretrain import pretrain
+    from spongebob.train import TrainConfig, setup_distributed
 
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     if args.compile:

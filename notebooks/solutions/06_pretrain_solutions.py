@@ -23,8 +23,9 @@ from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
 from spongebob.evaluate import grade_fact
 from spongebob.generate import generate
 from spongebob.model import SpongeBob
+from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
-from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
+from spongebob.train import TrainConfig, trained_tokens
 from spongebob.world import course_tokenizer, sample_dir
 
 seed_everything(1337)
