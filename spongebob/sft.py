@@ -124,7 +124,7 @@ class RandomWindows:
 # trains at the original's 512 tokens, the long one at 1024 (SEED.md); a replay batch holds as many
 # tokens as a pretraining batch of chapter 06 (16 x 256). The tiny ones are measured in 07_sft.
 SFT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=300, batch_size=16, seq_len=512,
+    "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=600, batch_size=16, seq_len=512,
                             grad_accum=2, log_every=20),
                  options=dict(replay=0.5, replay_batch_size=8, random_windows=True)),
     "tiny-long": dict(train=dict(lr=1e-3, warmup_steps=10, max_steps=100, batch_size=4,
@@ -211,7 +211,8 @@ def sft(
     """
     from spongebob.checkpoint import load_model
     from spongebob.data import PreparedData, prepare, tokenizer_fingerprint
-    from spongebob.train import _distributed, open_pretraining_data, train
+    from spongebob.pretrain import open_pretraining_data
+    from spongebob.train import _distributed, train
 
     out, source = Path(out_dir), Path(source)
     rank, world = _distributed()
@@ -254,7 +255,7 @@ def sft_checkpoint(
     """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
     tokenizer, data, options, and the very ``init`` checkpoint); otherwise run :func:`sft` first.
 
-    Defined in 07_sft. Chapter 08 calls this (after ``spongebob.train.pretrained_checkpoint``) so
+    Defined in 07_sft. Chapter 08 calls this (after ``spongebob.pretrain.pretrained_checkpoint``) so
     that it runs on its own; the long-context stage is the same call with its own preset, ``stage``
     and ``init`` (the SFT checkpoint). ``kw`` go to :func:`sft` (``replay_source``, ``replay``...)::
 

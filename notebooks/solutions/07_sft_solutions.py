@@ -22,9 +22,10 @@ import torch
 from spongebob.checkpoint import load_model
 from spongebob.data import ChatLoader, PackedLoader, PreparedData, read_jsonl
 from spongebob.evaluate import answer_chats, evaluate_file, grade_fact
+from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.sft import ReplayMix, sft_checkpoint, sft_config, sft_options
-from spongebob.train import TrainConfig, pretrained_checkpoint, trained_tokens
+from spongebob.train import TrainConfig, trained_tokens
 from spongebob.world import course_tokenizer, sample_dir
 
 seed_everything(1337)
@@ -149,6 +150,7 @@ except NotImplementedError:
 
 # %% [markdown]
 # The tiny model was fine-tuned with one system prompt only, so a different one is an input it
-# has never seen at the start of every chat. Measured: no cost at all (45 % with either prompt
-# on these 64 questions). The system prompt is the same in every training chat, so the model
-# learnt to ignore it: it carries no information.
+# has never seen at the start of every chat. Measured: a modest cost (52 % with the default
+# prompt, 45 % with the other one, on these 64 questions; an earlier, shorter SFT run showed no
+# difference at all). The prompt is identical in every training chat, so it carries no
+# information and the model mostly learnt to look past it.
