@@ -41,6 +41,12 @@
 # ```
 
 # %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 在预训练模型上做有监督微调（SFT）：损失只算在助手回复上，并在每一步混入预训练文本（回放），否则小模型会忘掉它学到的事实。本章用从未在 SFT 中问过的事实来区分“格式”（SFT 教会的）与“知识”（预训练存下的），用“单一表述”对照组重现《Physics of Language Models 3.1》的现象，把上下文扩展到 1024 个词元并如实报告长上下文检索没有学会，最后与模型多轮对话。导出模块：`spongebob.sft`、`spongebob.evaluate`。
+# :::
+
+# %% [markdown]
 # ## Setup
 #
 # The chat format and loaders come from chapter 05, the training loop and the pretrained
