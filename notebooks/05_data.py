@@ -289,7 +289,8 @@ def read_jsonl(path: str | Path, kind: str | None = None) -> Iterator[dict]:
 # %%
 bad_file = Path(tempfile.mkdtemp()) / "bad.jsonl"
 bad_file.write_bytes(
-    b'{"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}\n'
+    b'{"conversations": [{"role": "user", "content": "Hi"}, '
+    b'{"role": "assistant", "content": "Hello!"}]}\n'
     b'{"conversations": []}\n'
     b'{"conversations": [{"role": "bot", "content": "Hi"}]}\n'
     b'{"conversations": [{"role": "user", "content": "Hi"}]}\n'
@@ -727,8 +728,22 @@ prepared = artifacts_dir("prepared", "world0-bpe2048")
 pre_meta = prepare(world / "pretrain.jsonl", tok, prepared / "pretrain")
 sft_meta = prepare(world / "sft_512.jsonl", tok, prepared / "sft_512", max_seq_len=256)
 for m in (pre_meta, sft_meta):
-    print({k: m[k] for k in ("source", "kind", "documents", "tokens", "trained_tokens",
-                             "truncated", "dropped_untrained")}, "bad lines:", m["bad_lines"]["count"])  # fmt: skip
+    print(
+        {
+            k: m[k]
+            for k in (
+                "source",
+                "kind",
+                "documents",
+                "tokens",
+                "trained_tokens",
+                "truncated",
+                "dropped_untrained",
+            )
+        },
+        "bad lines:",
+        m["bad_lines"]["count"],
+    )
 assert prepare(world / "pretrain.jsonl", tok, prepared / "pretrain") == pre_meta  # reused
 assert pre_meta["documents"] == sum(1 for _ in open(world / "pretrain.jsonl", encoding="utf-8"))
 
@@ -856,8 +871,10 @@ class _Order:
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.batches_per_epoch = len(items) // world_size // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{len(items)} items cannot fill one batch of {batch_size} on each "
-                             f"of {world_size} rank(s); use a smaller batch or more data")  # fmt: skip
+            raise ValueError(
+                f"{len(items)} items cannot fill one batch of {batch_size} on each "
+                f"of {world_size} rank(s); use a smaller batch or more data"
+            )
         self.epoch, self.batch = 0, 0
         self._cached: tuple[int, np.ndarray] | None = None
 

@@ -91,9 +91,13 @@ print("torch", torch.__version__, "| threads", torch.get_num_threads())
 # NBVAL_IGNORE_OUTPUT
 world = sample_dir(0)
 tok = course_tokenizer()
-pretrained = pretrained_checkpoint(world / "pretrain.jsonl", tok,
-                                   artifacts_dir("runs", "pretrain-tiny"),
-                                   TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+pretrained = pretrained_checkpoint(
+    world / "pretrain.jsonl",
+    tok,
+    artifacts_dir("runs", "pretrain-tiny"),
+    TrainConfig.preset("tiny", eval_every=150),
+    progress=False,
+)
 base = load_model(pretrained).eval()
 print(f"pretrained model: {sum(p.numel() for p in base.parameters()):,} parameters, "
       f"context {base.config.max_seq_len} tokens")  # fmt: skip
@@ -248,7 +252,8 @@ def grade_file(path: str | os.PathLike, answers: list[str], grader: str) -> floa
 assert grade_fact("Patrick lives in a rock.", "rock") and not grade_fact(
     "Squidward is bored.", "red"
 )
-assert grade_fact("派大星住在石头屋。", "石头屋") and grade_fact("ＲＯＣＫ!", "rock")
+assert grade_fact("派大星住在石头屋。", "石头屋")
+assert grade_fact("ＲＯＣＫ!", "rock")
 assert grade_number("<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>", "7")
 assert not grade_number("<answer>70</answer>", "7")
 print(
@@ -339,8 +344,14 @@ class EvalReport:
         return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "grader": self.grader, "n": len(self.records),
-                "accuracy": self.accuracy, "stopped": self.stopped, "records": self.records}  # fmt: skip
+        return {
+            "name": self.name,
+            "grader": self.grader,
+            "n": len(self.records),
+            "accuracy": self.accuracy,
+            "stopped": self.stopped,
+            "records": self.records,
+        }
 
 
 def evaluate_file(
@@ -783,9 +794,16 @@ def show_log(r):
         print(f"  step {r['step']:3d}  loss {r['loss']:.3f}")
 
 
-no_replay = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
-                           sft_config("tiny", grad_accum=1, max_steps=150), init=pretrained,
-                           replay=0.0, progress=False, on_log=show_log)  # fmt: skip
+no_replay = sft_checkpoint(
+    world / "sft_512.jsonl",
+    tok,
+    artifacts_dir("runs", "sft-tiny-no-replay"),
+    sft_config("tiny", grad_accum=1, max_steps=150),
+    init=pretrained,
+    replay=0.0,
+    progress=False,
+    on_log=show_log,
+)
 plain = evaluate_sets(load_model(no_replay), tok, world, SETS)
 print({k: f"{r.accuracy:.0%}" for k, r in plain.items()})
 assert plain["facts"].stopped > 0.9  # the format is learnt either way
@@ -883,7 +901,8 @@ control = {
 }  # fmt: skip
 for name, (complete, answer) in control.items():
     print(
-        f"{name:30s} completes the sentence {complete:4.0%}   answers the question (en) {answer:4.0%}"
+        f"{name:30s} completes the sentence {complete:4.0%}   "
+        f"answers the question (en) {answer:4.0%}"
     )
 
 
@@ -1027,8 +1046,10 @@ assert max(lengths) < chat_model.config.max_seq_len
 recall_before, long_before = recall_by_distance(chat_model)
 print("SFT model, recall by filler exchanges kept:",
       {k: f"{v:.0%}" for k, v in recall_before.items()})  # fmt: skip
-print(f"answers in the right form: {answer_form(long_before):.0%}; for example "
-      f"{long_before.records[0]['answer']!r} (expected {long_before.records[0]['expected']!r})")  # fmt: skip
+print(
+    f"answers in the right form: {answer_form(long_before):.0%}; for example "
+    f"{long_before.records[0]['answer']!r} (expected {long_before.records[0]['expected']!r})"
+)
 
 
 # %% [markdown]
@@ -1102,8 +1123,13 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 history = []
-for question in ["Hi! Who are you?", "Where does Patrick live?", "What is Patrick's job?",
-                 "Please remember this: my locker code is 4821.", "What is my locker code?"]:  # fmt: skip
+for question in [
+    "Hi! Who are you?",
+    "Where does Patrick live?",
+    "What is Patrick's job?",
+    "Please remember this: my locker code is 4821.",
+    "What is my locker code?",
+]:
     history.append({"role": "user", "content": question})
     ((reply, stopped),) = answer_chats(chat_model, tok, [history], max_new_tokens=64)
     history.append({"role": "assistant", "content": reply})

@@ -410,8 +410,10 @@ class _Order:
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.batches_per_epoch = len(items) // world_size // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{len(items)} items cannot fill one batch of {batch_size} on each "
-                             f"of {world_size} rank(s); use a smaller batch or more data")  # fmt: skip
+            raise ValueError(
+                f"{len(items)} items cannot fill one batch of {batch_size} on each "
+                f"of {world_size} rank(s); use a smaller batch or more data"
+            )
         self.epoch, self.batch = 0, 0
         self._cached: tuple[int, np.ndarray] | None = None
 

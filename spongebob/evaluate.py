@@ -171,8 +171,14 @@ class EvalReport:
         return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "grader": self.grader, "n": len(self.records),
-                "accuracy": self.accuracy, "stopped": self.stopped, "records": self.records}  # fmt: skip
+        return {
+            "name": self.name,
+            "grader": self.grader,
+            "n": len(self.records),
+            "accuracy": self.accuracy,
+            "stopped": self.stopped,
+            "records": self.records,
+        }
 
 
 def evaluate_file(

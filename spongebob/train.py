@@ -5,7 +5,8 @@
 
 Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused on
 CUDA) with no weight decay on norms and embeddings, a linear warmup from 0 then a cosine to
-``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of trained tokens
+``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of trained
+tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
 CUDA (fp16 with a GradScaler), optional ``torch.compile``, a tqdm bar (loss, lr, tokens/s, ETA, MFU
 on CUDA), a JSONL metrics log, optional wandb/swanlab, periodic validation, and atomic checkpoints
@@ -15,7 +16,8 @@ that resume exactly (``spongebob.checkpoint``)::
     result = train(model, loader, TrainConfig.preset("tiny"), out_dir=run_folder)
 
 A loader yields ``(x, y, w)`` batches forever: ``x``, ``y`` ``(B, T)`` int64 (``y`` already shifted,
-``-100`` = not trained), ``w`` ``None`` or ``(B, T)`` float32 loss weights. ``iter(loader)`` continues
+``-100`` = not trained), ``w`` ``None`` or ``(B, T)`` float32 loss weights. ``iter(loader)``
+continues
 from the loader's position, and ``state_dict()`` / ``load_state_dict()`` save and restore that
 position (the checkpoint stores rank 0's). Under ``torchrun`` each rank reads its own shard.
 """
@@ -153,7 +155,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, fused into one kernel per step on CUDA. Defined in 06_pretrain."""
+    """AdamW over ``param_groups``, fused into one kernel per step on CUDA.
+
+    Defined in 06_pretrain."""
     on_cuda = next(model.parameters()).is_cuda
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=on_cuda or None

@@ -34,9 +34,13 @@ tok = course_tokenizer()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pretrained = pretrained_checkpoint(world / "pretrain.jsonl", tok,
-                                   artifacts_dir("runs", "pretrain-tiny"),
-                                   TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+pretrained = pretrained_checkpoint(
+    world / "pretrain.jsonl",
+    tok,
+    artifacts_dir("runs", "pretrain-tiny"),
+    TrainConfig.preset("tiny", eval_every=150),
+    progress=False,
+)
 sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
                           sft_config("tiny"), init=pretrained,
                           replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
