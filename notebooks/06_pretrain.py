@@ -1367,7 +1367,7 @@ print(
 #
 # ```bash
 # spongebob train pretrain data/pretrain.jsonl --preset seed --out runs/pretrain
-# spongebob train pretrain data/pretrain.jsonl --preset seed --out runs/pretrain --resume  # after a stop
+# spongebob train pretrain data/pretrain.jsonl --preset seed --out runs/pretrain --resume  # again
 # ```
 #
 # On the N GPUs of one machine (each reads its own shard; batch 32 × 8 per GPU, so use a
