@@ -1322,7 +1322,11 @@ assert accuracy > 0.7  # the target is 0.8: see the measured values below
 # positions in every epoch, so over 14 passes each fact came with the same context, cut at the
 # same place, and the model memorised windows. Chapter 05's `PackedLoader` now shifts every
 # epoch's cuts by a random offset: the same 900 steps no longer overfit, and the completion rate
-# rose by 25 points. Varied windows act as data augmentation. Chinese facts still lag English
+# rose by 25 points. Varied windows act as data augmentation. Training twice as long does not
+# help: the same recipe at 1,800 steps (8.8 minutes, 28 passes over the corpus) completed 86 % too
+# (English 96 %, Chinese 75 %), while its validation loss bottomed at 0.79 around step 900 and rose
+# to 1.02: past ~14 passes the tiny model memorises the small corpus again. More *data* (or more
+# phrasings per fact) is what a longer run would need. Chinese facts still lag English
 # ones: a Chinese value is several tokens of 1.5 characters each, and one wrong token fails the
 # whole answer.
 
