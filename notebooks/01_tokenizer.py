@@ -164,17 +164,19 @@ plain Python (and saved as an equivalent Jinja template for `transformers`), the
 prompt names this model, and a declared special token that is not in the vocabulary is an error.
 
     tok = train_tokenizer("pretrain.jsonl", vocab_size=6400, out_dir="tokenizer")
-    tok = load_tokenizer("tokenizer")          # also folders in the original's layout
+    tok = load_tokenizer("tokenizer")          # also the original's folder, with its own template
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi!"}]))
     tok = cached_tokenizer("pretrain.jsonl", 2048, name="mine")  # trained once, then loaded
 """
 
 import codecs
+import functools
 import hashlib
 import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import tokenizers
@@ -515,6 +517,12 @@ class SpongeTokenizer:
     ``encode``/``decode`` round-trip any string exactly; special tokens written in the text (such
     as ``<s>`` in a rendered chat) become their single ids. ``pad_id`` is the unk id, as in the
     original. Build one with `train_tokenizer`, `train_bpe` or `load_tokenizer`.
+
+    ``chat_template`` is a foreign folder's own Jinja template (the original's): chats then render
+    exactly as `transformers` renders them with it (`render_jinja_chat`). When that template renders
+    the course's chat format (`template_system_prompt`), its own default system prompt replaces
+    ``default_system_prompt`` and ``course_format`` stays True, so `chat_segments` (chapter 05's
+    masks) gives the same text; otherwise ``course_format`` is False.
     """
 
     def __init__(
@@ -526,6 +534,7 @@ class SpongeTokenizer:
         eos_token: str = EOS,
         pad_token: str | None = None,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        chat_template: str | None = None,
     ):
         self.tokenizer = tokenizer
         self.default_system_prompt = default_system_prompt
@@ -538,6 +547,11 @@ class SpongeTokenizer:
             raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
         self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids
         self._bytes: list[bytes] | None = None
+        self.foreign_template, self.course_format = chat_template, True
+        if chat_template is not None:
+            system = template_system_prompt(chat_template, **self.template_tokens)
+            self.course_format = system is not None
+            self.default_system_prompt = default_system_prompt if system is None else system
 
     @property
     def vocab_size(self) -> int:
@@ -589,20 +603,32 @@ class SpongeTokenizer:
             self._bytes = token_byte_table(self.tokenizer)
         return self._bytes[token_id]
 
+    @property
+    def template_tokens(self) -> dict[str, str]:
+        """The special tokens a Jinja chat template may name (``bos_token``, ...)."""
+        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                "unk_token": self.unk_token, "pad_token": self.pad_token}  # fmt: skip
+
     def apply_chat_template(
         self, messages: Sequence[dict], add_generation_prompt: bool = True
     ) -> str:
-        """`render_chat` with this tokenizer's default system prompt.
+        """`render_chat` with this tokenizer's default system prompt, or the folder's own
+        template (``foreign_template``) rendered as `transformers` does.
 
-        ``add_generation_prompt`` is accepted for `transformers` compatibility and changes nothing:
-        the format already ends every user turn with ``<s>assistant\\n``.
+        ``add_generation_prompt`` changes nothing in the course format (it already ends every user
+        turn with ``<s>assistant\\n``); a foreign template receives it.
         """
+        if self.foreign_template is not None:
+            return render_jinja_chat(self.foreign_template, messages, add_generation_prompt,
+                                     **self.template_tokens)  # fmt: skip
         return render_chat(messages, self.default_system_prompt)
 
     @property
     def chat_template(self) -> str:
-        """`render_chat` as a Jinja template (for ``tokenizer_config.json``), with this
-        tokenizer's default system prompt."""
+        """The Jinja template (for ``tokenizer_config.json``): the folder's own, else
+        `render_chat` as Jinja with this tokenizer's default system prompt."""
+        if self.foreign_template is not None:
+            return self.foreign_template
         return chat_template_jinja(self.default_system_prompt)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
@@ -954,6 +980,106 @@ def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
 
 
 # %% [markdown]
+# A folder we did not write (the original's) carries *its own* template, and the released models
+# were trained on what that template renders, default system prompt included. So a foreign
+# template is rendered, not replaced: by Jinja in the same sandbox and with the same settings as
+# `transformers` (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`, a `tojson`
+# that keeps Chinese text). `jinja2` is a core dependency for this; it comes with PyTorch anyway.
+# When the template renders our format, `template_system_prompt` finds its default system prompt
+# by rendering probe chats, so chapter 05's masks can use `chat_segments` with it.
+
+# %%
+#| export
+@functools.lru_cache(maxsize=16)
+def _compiled_template(template: str):
+    """A sandboxed Jinja template with `transformers`' chat-template environment."""
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(jinja2.ext.Extension):  # {% generation %}...{% endgeneration %}: kept as is
+        tags = {"generation"}
+
+        def parse(self, parser):
+            line = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_keep"), [], [], body).set_lineno(line)
+
+        def _keep(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)  # fmt: skip
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception,
+                       strftime_now=lambda fmt: datetime.now().strftime(fmt))  # fmt: skip
+    return env.from_string(template)
+
+
+# %%
+#| export
+def render_jinja_chat(
+    template: str, messages: Sequence[dict], add_generation_prompt: bool = False, **tokens: str
+) -> str:
+    """Render a Jinja chat template as `transformers`' ``apply_chat_template`` does.
+
+    Defined in 01_tokenizer. Keys whose value is None are dropped; a reasoning text (under
+    ``reasoning_content``, ``thinking`` or ``reasoning``) is offered under the first two names
+    too; ``tokens`` are the special tokens the template may name (``bos_token="<s>"``, ...).
+    A template's ``raise_exception`` or syntax error becomes ``ValueError``.
+    """
+    import jinja2
+
+    msgs = []
+    for m in messages:
+        m = {k: v for k, v in m.items() if v is not None}
+        why = next((m[k] for k in ("reasoning_content", "thinking", "reasoning") if k in m), None)
+        msgs.append(m if why is None else {"thinking": why, **m, "reasoning_content": why})
+    try:
+        return _compiled_template(template).render(
+            messages=msgs, add_generation_prompt=add_generation_prompt, tools=None,
+            documents=None, **tokens,
+        )  # fmt: skip
+    except jinja2.TemplateError as e:
+        raise ValueError(f"chat template: {e}") from e
+
+
+# %%
+#| export
+def template_system_prompt(template: str, **tokens: str) -> str | None:
+    """The default system prompt of a Jinja template that renders the course's chat format.
+
+    Defined in 01_tokenizer. Renders a user turn alone to read the system block, then checks that
+    probe chats (system or not, several turns, reasoning tags, spaces and newlines kept, with and
+    without ``add_generation_prompt``) render exactly as `render_chat` with that prompt. None when
+    any probe differs: the template renders another format.
+    """
+    u, a = {"role": "user", "content": " 你好\nu "}, {"role": "assistant", "content": "a\n"}
+    r = {"role": "assistant", "content": "<think>\nt\n</think>\n<answer>\n2\n</answer>"}
+    s = {"role": "system", "content": " s\n"}
+    head, tail = f"{BOS}system\n", render_chat([u], "")[len(render_chat([], "")) :]
+    try:
+        one = render_jinja_chat(template, [u], True, **tokens)
+        if not (one.startswith(head) and one.endswith(EOS + "\n" + tail)):
+            return None
+        system = one[len(head) : -len(EOS + "\n" + tail)]
+        for chat in ([u, a], [s, u], [u, a, u], [s, u, r, u, a], [u, r]):
+            for gen in (True, False):
+                if render_jinja_chat(template, chat, gen, **tokens) != render_chat(chat, system):
+                    return None
+    except (ValueError, TypeError, KeyError):
+        return None
+    return system
+
+
+# %% [markdown]
 # A tokenizer folder, in the layout Hugging Face uses and the original released: `tokenizer.json`
 # (vocabulary, merges, pre-tokenizer, decoder, special tokens) and `tokenizer_config.json` (which
 # tokens are bos/eos/unk/pad, the tokenizer class for `transformers`, the chat template). Files are
@@ -982,7 +1108,7 @@ def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "default_system_prompt": tok.default_system_prompt,
-        "chat_template": tok.chat_template,
+        "chat_template": tok.chat_template,  # a foreign folder's own template is kept
     }
     atomic_write_text(out / "tokenizer.json", tok.tokenizer.to_str(pretty=True))
     atomic_write_text(
@@ -996,8 +1122,10 @@ def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
 # dicts older Hugging Face versions write), so a folder in the original's layout loads too: vocab
 # 6400, only `<unk>`, `<s>`, `</s>` (its tags stay multi-token), its ids unchanged. The tests check
 # this on a stand-in folder of that shape, since the released folder itself could not be inspected
-# here; a folder whose vocabulary lacks a declared special token is refused (section 5). Chats
-# always render with `render_chat`; for such a folder that means our default system prompt.
+# here; a folder whose vocabulary lacks a declared special token is refused (section 5). A folder
+# whose template is not the one we write (`chat_template_jinja` of its `default_system_prompt`) is
+# foreign: its template is kept and renders its chats, as in `transformers`. The template comes
+# from `chat_template.jinja` if present (newer `transformers` save it there), else the config.
 
 # %%
 #| export
@@ -1006,14 +1134,27 @@ def _token_name(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _folder_template(folder: Path, config: dict) -> str | None:
+    """A folder's chat template as `transformers` picks it: ``chat_template.jinja``, else the
+    config's ``chat_template`` (a string, or a list of named templates: the ``default`` one)."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
 def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
     """Load a tokenizer folder (``tokenizer.json`` + optional ``tokenizer_config.json``).
 
     Defined in 01_tokenizer. Works for our folders and for folders in the original's layout (vocab
     6400, no reasoning tokens); a declared special token missing from the vocabulary raises
-    ``ValueError``. The default system prompt comes from our config's
-    ``default_system_prompt``, else `DEFAULT_SYSTEM_PROMPT` (the original's template names another
-    model: SEED.md defect 10). ``path`` may also be the ``tokenizer.json`` file itself.
+    ``ValueError``. Our folders render `render_chat` with their config's ``default_system_prompt``
+    (else `DEFAULT_SYSTEM_PROMPT`); a folder with another template (the original's) keeps it, so
+    its chats render as in `transformers`, with its own default system prompt (see
+    `SpongeTokenizer`). ``path`` may also be the ``tokenizer.json`` file itself.
     """
     path = Path(path)
     folder, file = (path, path / "tokenizer.json") if path.is_dir() else (path.parent, path)
@@ -1022,13 +1163,16 @@ def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
     names = {k: _token_name(config.get(f"{k}_token")) for k in ("unk", "bos", "eos", "pad")}
+    system = config.get("default_system_prompt", DEFAULT_SYSTEM_PROMPT)
+    template = _folder_template(folder, config)
     return SpongeTokenizer(
         Tokenizer.from_file(str(file)),
         unk_token=names["unk"] or SPECIAL_TOKENS[0],
         bos_token=names["bos"] or BOS,
         eos_token=names["eos"] or EOS,
         pad_token=names["pad"],
-        default_system_prompt=config.get("default_system_prompt", DEFAULT_SYSTEM_PROMPT),
+        default_system_prompt=system,
+        chat_template=None if template in (None, chat_template_jinja(system)) else template,
     )
 
 
@@ -1050,6 +1194,29 @@ for gen in (True, False):
     assert hf.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen) == prompt
 print("same ids and same chat text in tokenizers, transformers and ours")
 print("transformers ids of bos/eos/pad:", hf.bos_token_id, hf.eos_token_id, hf.pad_token_id)
+
+# %% [markdown]
+# A foreign folder keeps its own template. Here is one written like the original's (its default
+# system prompt is the Chinese sentence of SEED.md); our loader and `transformers` render the same
+# text, and since the template renders our format, its default system prompt is found by probing.
+
+# %%
+like_original = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ '<s>system\\n' + messages[0]['content'] + '</s>\\n' }}"
+    "{% else %}{{ '<s>system\\n你是 MiniMind，"
+    "是一个有用的人工智能助手。</s>\\n' }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{{ '<s>user\\n' + m['content'] + '</s>\\n<s>assistant\\n' }}"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] + '</s>\\n' }}{% endif %}{% endfor %}"
+)
+with tempfile.TemporaryDirectory() as tmp:
+    SpongeTokenizer(tok.tokenizer, chat_template=like_original).save(tmp)
+    foreign, hf = load_tokenizer(tmp), transformers.AutoTokenizer.from_pretrained(tmp)
+hi = [{"role": "user", "content": "你好"}]
+print(foreign.apply_chat_template(hi))
+assert foreign.apply_chat_template(hi) == hf.apply_chat_template(hi, tokenize=False)
+assert foreign.course_format and foreign.default_system_prompt.startswith("你是 MiniMind")
 
 # %% [markdown]
 # ## 7. Decoding a stream

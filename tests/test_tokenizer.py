@@ -303,10 +303,14 @@ def test_custom_default_system_prompt_survives_save_and_jinja(tok, tmp_path):
     assert hf.apply_chat_template([U1], tokenize=False) == expected
 
 
+ORIGINAL_SYSTEM = "你是 MiniMind，是一个有用的人工智能助手。"  # SEED.md
+
+
 def _original_style_folder(tmp_path: Path, corpus_file: Path) -> Path:
     """A stand-in with the shape of the original's released folder (never its files): vocab
-    without reasoning tokens, AddedToken-dict special tokens, its own Jinja template whose
-    default system prompt names another model."""
+    without reasoning tokens, AddedToken-dict special tokens, its own Jinja template (written
+    here from SEED.md's description) whose default system prompt is the Chinese sentence naming
+    another model."""
     tok = train_tokenizer(corpus_file, vocab_size=600, special_tokens=SPECIAL_TOKENS)
     folder = tmp_path / "original"
     folder.mkdir()
@@ -318,7 +322,7 @@ def _original_style_folder(tmp_path: Path, corpus_file: Path) -> Path:
     }
     template = (
         "{% if messages[0]['role'] == 'system' %}{{ '<s>system\\n' + messages[0]['content'] + "
-        "'</s>\\n' }}{% else %}{{ '<s>system\\nI am SomeOtherModel.</s>\\n' }}{% endif %}"
+        f"'</s>\\n' }}}}{{% else %}}{{{{ '<s>system\\n{ORIGINAL_SYSTEM}</s>\\n' }}}}{{% endif %}}"
         "{% for message in messages %}{% if message['role'] == 'user' %}"
         "{{ '<s>user\\n' + message['content'] + '</s>\\n<s>assistant\\n' }}"
         "{% elif message['role'] == 'assistant' %}{{ message['content'] + '</s>' + '\\n' }}"
@@ -351,18 +355,97 @@ def test_original_style_folder_loads_and_renders_per_seed(tmp_path, corpus_file)
     raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
     for text in MIXED:
         assert tok.encode(text) == raw.encode(text).ids and tok.decode(tok.encode(text)) == text
-    # our rendering: the SEED.md format, with our default system prompt (defect 10 fixed)
+    # its own template renders its chats: the SEED.md format with its Chinese default prompt
+    assert tok.foreign_template is not None and tok.course_format
+    assert tok.default_system_prompt == ORIGINAL_SYSTEM
     assert tok.apply_chat_template([U1, A1]) == (
-        f"<s>system\n{DEFAULT_SYSTEM_PROMPT}</s>\n<s>user\nWho lives in a pineapple?</s>\n"
+        f"<s>system\n{ORIGINAL_SYSTEM}</s>\n<s>user\nWho lives in a pineapple?</s>\n"
         "<s>assistant\nSpongeBob!</s>\n"
     )
-    transformers = pytest.importorskip("transformers")
-    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
-    for conv in ([SYS, U1], [SYS, U1, A1, U2, A2]):  # with a system turn, the templates agree
-        assert hf.apply_chat_template(conv, tokenize=False) == tok.apply_chat_template(conv)
-    # re-saving writes our template: transformers then uses our default prompt too
-    hf2 = transformers.AutoTokenizer.from_pretrained(str(tok.save(tmp_path / "resaved")))
-    assert hf2.apply_chat_template([U1], tokenize=False) == tok.apply_chat_template([U1])
+    # re-saving keeps its template (and loads as foreign again)
+    again = load_tokenizer(tok.save(tmp_path / "resaved"))
+    assert again.foreign_template == tok.foreign_template
+    assert again.apply_chat_template([U1]) == tok.apply_chat_template([U1])
+
+
+REASONED = {"role": "assistant", "content": "<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>"}
+FOREIGN_CHATS = {
+    "no-system": [U1],
+    "system": [SYS, U1],
+    "multi-turn": [U1, A1, U2, A2, {"role": "user", "content": "海绵宝宝住在哪里？"}],
+    "system-multi-turn": [SYS, U1, A1, U2],
+    "reasoning": [U1, REASONED, U2],
+    "reasoning-field": [U1, {"role": "assistant", "content": "7", "reasoning_content": "3+4"}, U2],
+    "ends-with-reply": [U1, A1],
+}
+# A template in another format (ChatML-like, written here): it reads add_generation_prompt, a
+# reasoning field and bos_token, loops with loop controls and uses tojson.
+CHATML_LIKE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'tool' %}{% continue %}{% endif %}"
+    "<|{{ m['role'] }}|>\n{% if m.reasoning_content %}[{{ m.reasoning_content | tojson }}]"
+    "{% endif %}{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("name", list(FOREIGN_CHATS))
+def test_a_foreign_folder_renders_and_tokenizes_as_in_transformers(tmp_path, corpus_file, name):
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra")
+    from spongebob.data import ChatEncoder
+
+    folder = _original_style_folder(tmp_path, corpus_file)
+    tok, hf = load_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(str(folder))
+    conv = FOREIGN_CHATS[name]
+    for gen in (True, False):
+        text = hf.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+        assert tok.apply_chat_template(conv, add_generation_prompt=gen) == text
+    if conv[0]["role"] != "system":
+        assert text.startswith(f"<s>system\n{ORIGINAL_SYSTEM}</s>\n")
+    ids = hf.apply_chat_template(conv, tokenize=True, return_dict=False)
+    # chapter 05's encoder (chat, eval and training masks) gives transformers' ids too
+    assert ChatEncoder(tok).encode(conv)[0] == ids == tok.encode(text)
+
+
+@pytest.mark.parametrize("where", ["config", "named-list", "jinja-file"])
+def test_a_template_in_another_format_is_rendered_not_replaced(tmp_path, tok, where):
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra")
+    folder = tok.save(tmp_path / "chatml")
+    cfg_file = folder / "tokenizer_config.json"
+    config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if where == "config":
+        config["chat_template"] = CHATML_LIKE
+    elif where == "named-list":
+        config["chat_template"] = [{"name": "default", "template": CHATML_LIKE}]
+    else:  # newer transformers save it beside the config; the file wins over the config
+        (folder / "chat_template.jinja").write_text(CHATML_LIKE, encoding="utf-8")
+    cfg_file.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    foreign, hf = load_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert foreign.foreign_template == CHATML_LIKE and not foreign.course_format
+    tool = {"role": "tool", "content": "skipped"}
+    for conv in [*FOREIGN_CHATS.values(), [U1, tool, A1]]:
+        for gen in (True, False):
+            want = hf.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+            assert foreign.apply_chat_template(conv, add_generation_prompt=gen) == want
+    assert foreign.apply_chat_template([U1], add_generation_prompt=True).endswith("<|assistant|>\n")
+
+
+def test_our_own_folders_keep_our_template(tok, tmp_path):
+    again = load_tokenizer(tok.save(tmp_path / "ours"))
+    assert again.foreign_template is None and again.course_format
+    assert again.default_system_prompt == DEFAULT_SYSTEM_PROMPT
+    assert again.apply_chat_template([U1]) == render_chat([U1])
+    # our Jinja template is recognised as the course format (its system prompt read back)
+    assert T.template_system_prompt(T.chat_template_jinja("p q"), bos_token="<s>") == "p q"
+    assert T.template_system_prompt(CHATML_LIKE, bos_token="<s>") is None
+
+
+def test_a_foreign_template_error_is_a_value_error(tok):
+    bad = T.SpongeTokenizer(tok.tokenizer, chat_template="{{ raise_exception('no tools here') }}")
+    assert not bad.course_format
+    with pytest.raises(ValueError, match="chat template: no tools here"):
+        bad.apply_chat_template([U1])
+    with pytest.raises(ValueError, match="chat template"):
+        T.render_jinja_chat("{% for %}", [U1])
 
 
 def test_declared_special_token_missing_from_vocab_is_an_error(tmp_path, corpus_file):
