@@ -12,6 +12,10 @@
         (interactive with history, /clear and /quit; --prompt answers once and prints the answer)
     spongebob eval --checkpoint CKPT [--sets facts long ...] [--out FILE.json]
     spongebob eval --checkpoint CKPT --file MY.jsonl --grader fact|number
+    spongebob export hf|gguf --checkpoint CKPT [--tokenizer DIR] --out DIR|FILE.gguf [--dtype ...]
+        (a Hugging Face LlamaForCausalLM folder, or a GGUF file for llama.cpp; book/hf_export.md)
+    Every --checkpoint takes our checkpoints and bare state dicts (the original's releases: the
+    config is inferred from the shapes, --n-heads defaults to 8, the inferred config is printed).
 
 Heavy imports happen inside each command, so `spongebob --help` is instant.
 """
@@ -145,13 +149,14 @@ def _train_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ chat and eval
+# ------------------------------------------------ checkpoints (every command's --checkpoint)
 def infer_config(state: dict, n_heads: int = 8, max_seq_len: int = 1024):
     """A ``ModelConfig`` read from a bare state dict's tensor shapes (the original's releases).
 
     ``dim`` and ``vocab_size`` from ``tok_embeddings.weight``, ``n_layers`` from the layer keys,
     ``hidden_dim`` from ``w1``, ``n_kv_heads`` from ``wk`` and the head size ``dim / n_heads``;
-    ``n_heads`` is not in the shapes (8 in the original), so it is an argument.
+    ``n_heads`` is not in the shapes (8 in the original), so it is an argument. ``max_seq_len``,
+    ``rope_theta`` and ``norm_eps`` are not in the shapes either: the original's values.
     """
     from spongebob.checkpoint import CheckpointError
     from spongebob.config import ModelConfig
@@ -166,15 +171,24 @@ def infer_config(state: dict, n_heads: int = 8, max_seq_len: int = 1024):
         raise CheckpointError(f"cannot infer the model: {len(layers)} layers, dim {dim}, "
                               f"n_heads {n_heads} (dim must divide by --n-heads)")  # fmt: skip
     head_dim = dim // n_heads
-    wk = state["layers.0.attention.wk.weight"]
-    hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
+    wk, w1 = state.get("layers.0.attention.wk.weight"), state.get("layers.0.feed_forward.w1.weight")
+    if wk is None or w1 is None:
+        raise CheckpointError(
+            "not a SpongeBob/MiniMind state dict: no layers.0.attention.wk.weight "
+            "or layers.0.feed_forward.w1.weight"
+        )
+    hidden = w1.shape[0]
     return ModelConfig(dim=dim, n_layers=max(layers) + 1, n_heads=n_heads,
                        n_kv_heads=wk.shape[0] // head_dim, vocab_size=vocab_size,
                        hidden_dim=hidden, max_seq_len=max_seq_len)  # fmt: skip
 
 
-def load_chat_model(path: Path, n_heads: int | None = None, log=print):
-    """``(model, extras)`` from one of our checkpoints (config inside) or a bare state dict."""
+def load_model_checkpoint(path: Path, n_heads: int | None = None, log=print):
+    """``(model, extras)`` from one of our checkpoints (config inside) or a bare state dict.
+
+    The one loader of ``--checkpoint`` (chat, eval, export): a bare state dict's config is
+    inferred from its shapes (`infer_config`, ``n_heads`` 8 unless given) and printed via ``log``.
+    """
     from spongebob.checkpoint import CheckpointError, load_state_dict_checked, read_checkpoint
     from spongebob.config import ModelConfig
     from spongebob.model import SpongeBob
@@ -191,7 +205,10 @@ def load_chat_model(path: Path, n_heads: int | None = None, log=print):
         config = infer_config(state, n_heads or 8)
         shown = ", ".join(f"{k}={getattr(config, k)}" for k in
                           ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim"))  # fmt: skip
-        log(f"{path.name}: a bare state dict; inferred {shown} (n_heads from --n-heads)")
+        log(
+            f"{path.name}: a bare state dict; inferred {shown} (n_heads: --n-heads, default 8; "
+            f"max_seq_len={config.max_seq_len}, rope_theta={config.rope_theta:g} assumed)"
+        )
     model = SpongeBob(config)
     load_state_dict_checked(model, state, source=str(path))
     return model.eval(), extras
@@ -224,6 +241,33 @@ def _chat_tokenizer(args: argparse.Namespace, model, extras: dict):
         raise ValueError(f"{args.checkpoint} was trained with another tokenizer (fingerprint "
                          "differs); pass the one it was trained with as --tokenizer")  # fmt: skip
     return tok
+
+
+class TemplatePrompts:
+    """Prompts rendered by a foreign tokenizer folder's own chat template, tokenized as
+    `transformers` does (special tokens parsed); ``encode`` returns ``(ids, None)`` like
+    `ChatEncoder`'s. For templates in another format than the course's (``course_format`` False);
+    ``system_prompt`` becomes a leading system message."""
+
+    def __init__(self, tokenizer, system_prompt: str | None = None) -> None:
+        self.tokenizer, self.system_prompt = tokenizer, system_prompt
+
+    def encode(self, messages: list[dict]) -> tuple[list[int], None]:
+        msgs = list(messages)
+        if self.system_prompt is not None:
+            msgs = [{"role": "system", "content": self.system_prompt}, *msgs]
+        text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
+        return self.tokenizer.encode(text), None
+
+
+def prompt_encoder(tokenizer, system_prompt: str | None = None):
+    """`ChatEncoder` for the course format (our folders, and foreign templates that render it, with
+    their own default system prompt); `TemplatePrompts` for a template in another format."""
+    from spongebob.data import ChatEncoder
+
+    if tokenizer.course_format:
+        return ChatEncoder(tokenizer, system_prompt)
+    return TemplatePrompts(tokenizer, system_prompt)
 
 
 def fit_history(encoder, history: list[dict], budget: int) -> tuple[list[dict], list[int], int]:
@@ -318,14 +362,12 @@ def _reply(model, tok, encoder, history, args, show) -> str:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from spongebob.data import ChatEncoder
-
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    model, extras = load_chat_model(args.checkpoint, args.n_heads,
-                                    log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    model, extras = load_model_checkpoint(args.checkpoint, args.n_heads,
+                                          log=lambda m: print(m, file=sys.stderr))  # fmt: skip
     tok = _chat_tokenizer(args, model, extras)
-    encoder = ChatEncoder(tok, args.system)
+    encoder = prompt_encoder(tok, args.system)
     if args.prompt is not None:
         reply = _reply(model, tok, encoder, [{"role": "user", "content": args.prompt}], args,
                        show=lambda kind, text: None)  # fmt: skip
@@ -383,8 +425,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     if (args.file is None) != (args.grader is None):
         raise ValueError("--file and --grader go together (a file is never graded by guessing)")
-    model, extras = load_chat_model(args.checkpoint, args.n_heads)
+    model, extras = load_model_checkpoint(args.checkpoint, args.n_heads)
     tok = _chat_tokenizer(args, model, extras)
+    if not tok.course_format:  # answer_chats (07) renders prompts with chat_segments
+        raise ValueError(
+            f"{args.tokenizer}: its chat template renders another format than the course's; "
+            "eval prompts need the course format (chat takes any template)"
+        )
     kw = {"batch_size": args.batch_size, "limit": args.limit}
     if args.file is not None:
         budget = args.max_new_tokens or 64
@@ -409,6 +456,25 @@ def _eval(args: argparse.Namespace) -> int:
         doc = {"checkpoint": str(args.checkpoint), "stage": extras.get("stage"), "sets": results}
         atomic_write_text(args.out, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ export
+def _export(args: argparse.Namespace) -> int:
+    from spongebob import export
+
+    model, extras = load_model_checkpoint(args.checkpoint, args.n_heads)
+    tok = _chat_tokenizer(args, model, extras)
+    fn = export.export_hf if args.format == "hf" else export.export_gguf
+    try:
+        out = fn(model, tok, args.out, dtype=args.dtype)
+    except ImportError as e:  # the hf or gguf extra is not installed
+        print(f"spongebob: error: {e}", file=sys.stderr)
+        return 2
+    c = model.config
+    shape = f"{c.n_layers} layers, dim {c.dim}, {c.n_heads}/{c.n_kv_heads} heads/kv heads"
+    print(f"{args.checkpoint.name} ({shape}, vocab {c.vocab_size}) -> {out} "
+          f"({args.format}, {args.dtype})")  # fmt: skip
     return 0
 
 
@@ -550,6 +616,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="answer budget (default: per set; 64 for --file)")  # fmt: skip
     ev.set_defaults(func=_eval)
+
+    ex = groups.add_parser("export", help="export a checkpoint to Hugging Face or GGUF (llama.cpp)")
+    ex_cmds = ex.add_subparsers(dest="format", required=True)
+    for fmt, what, out_help, dtypes in (
+        ("hf", "a Hugging Face LlamaForCausalLM folder (transformers)", "output folder",
+         ("float32", "bfloat16", "float16")),
+        ("gguf", "a GGUF file (llama.cpp, ollama)", "output .gguf file", ("f32", "f16")),
+    ):  # fmt: skip
+        e = ex_cmds.add_parser(fmt, help=f"write {what}")
+        model_args(e)
+        e.add_argument("--out", type=Path, required=True, help=out_help)
+        e.add_argument("--dtype", choices=dtypes, default=dtypes[0],
+                       help=f"weight type (default {dtypes[0]}: exact)")  # fmt: skip
+        e.set_defaults(func=_export)
     return p
 
 
