@@ -192,6 +192,53 @@ for b in range(B):  # the same, one head at a time with the draft
     torch.testing.assert_close(batched[b], torch.cat(per_head, dim=-1))
 
 # %% [markdown]
+# ### Building the layer, step 1: a skeleton
+#
+# These pieces make a layer. We build it in steps, each an unexported class that runs, and mark
+# what each step adds with `# New:`; the finished `Attention` of section 9 is the last step. The
+# skeleton holds the four projections, with the original's names `wq, wk, wv, wo` and no biases,
+# and does by hand what the cell above did: split heads, causal softmax attention, merge heads.
+
+
+# %%
+class AttentionStep1(torch.nn.Module):
+    """Skeleton step 1 (not exported): causal multi-head attention, computed by hand."""
+
+    def __init__(self, dim, n_heads):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, dim // n_heads
+        self.wq = torch.nn.Linear(dim, dim, bias=False)
+        self.wk = torch.nn.Linear(dim, dim, bias=False)
+        self.wv = torch.nn.Linear(dim, dim, bias=False)
+        self.wo = torch.nn.Linear(dim, dim, bias=False)  # mixes the concatenated heads
+
+    def forward(self, x):  # x: (B, T, C)
+        B, T, C = x.shape
+        q, k, v = (
+            w(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+            for w in (self.wq, self.wk, self.wv)
+        )
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.wo(out)
+
+
+# %% [markdown]
+# Given the weights of the cell above (`nn.Linear` stores the transposed matrix) and `wo` set to
+# the identity, the skeleton must reproduce `batched`:
+
+# %%
+step1 = AttentionStep1(C, H)
+with torch.no_grad():
+    for layer_w, w in ((step1.wq, wq), (step1.wk, wk), (step1.wv, wv)):
+        layer_w.weight.copy_(w.T)
+    step1.wo.weight.copy_(torch.eye(C))
+    y1 = step1(x)
+torch.testing.assert_close(y1, batched)
+print("x", tuple(x.shape), "-> step 1 ->", tuple(y1.shape))
+
+# %% [markdown]
 # ## 5. Grouped-query attention (GQA)
 #
 # During generation every layer keeps the keys and values of all past tokens (section 8), and
@@ -259,6 +306,52 @@ kv[0, 0, 0, 0] += 1.0
 assert rep[0, 0, 0, 0] != kv[0, 0, 0, 0]  # rep is a copy, 4 times the size of kv
 
 # %% [markdown]
+# ### Step 2: grouped-query heads
+#
+# The skeleton learns GQA: `wk` and `wv` produce only `n_kv_heads` heads, and `repeat_kv` lines
+# them up with the query heads before the same computation as step 1.
+
+
+# %%
+class AttentionStep2(torch.nn.Module):
+    """Skeleton step 2 (not exported): step 1 with n_kv_heads shared key/value heads."""
+
+    def __init__(self, dim, n_heads, n_kv_heads):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
+        self.n_rep = n_heads // n_kv_heads  # New: query heads per kv head
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)  # New: n_rep x smaller
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)  # New: n_rep x smaller
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x):  # x: (B, T, C)
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # New: (B, T, H_kv, D)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)  # New: (B, T, H_kv, D)
+        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # New: (B, T, H, D), a copy
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.wo(out)
+
+
+# %% [markdown]
+# With `n_kv_heads = n_heads` it is step 1 (same weights, same outputs); with 2 kv heads for 8
+# query heads, `wk` and `wv` are 4 times smaller:
+
+# %%
+torch.manual_seed(13)
+step2 = AttentionStep2(C, H, H)
+step2.load_state_dict(step1.state_dict())  # the same four weights
+torch.testing.assert_close(step2(x), step1(x))
+gqa2 = AttentionStep2(64, 8, 2)
+print("wq", tuple(gqa2.wq.weight.shape), "| wk", tuple(gqa2.wk.weight.shape))
+print("y", tuple(gqa2(torch.randn(2, 5, 64)).shape))
+
+# %% [markdown]
 # ## 6. Fused attention: `F.scaled_dot_product_attention`
 #
 # The manual version materialises the `(B, H, T, T)` score matrix in memory, then the softmax,
@@ -296,6 +389,49 @@ k_rep, v_rep = (repeat_kv(t, H // H_kv).transpose(1, 2) for t in (k, v))  # (B, 
 repeated = F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True)
 torch.testing.assert_close(shared, repeated)
 print("enable_gqa == repeat_kv + SDPA")
+
+# %% [markdown]
+# ### Step 3: RoPE and the fused kernel
+#
+# The skeleton's hand-written maths gives way to one SDPA call, which also takes over the causal
+# mask (`is_causal`) and the sharing of kv heads (`enable_gqa`, no `repeat_kv` copy). And the
+# layer finally learns where its tokens are: chapter 02's `apply_rope` rotates q and k (never v)
+# by the angles of their positions, passed in as the tables `cos` and `sin`. `__init__` is step
+# 2's, inherited.
+
+
+# %%
+class AttentionStep3(AttentionStep2):
+    """Skeleton step 3 (not exported): RoPE on q and k, and SDPA with enable_gqa."""
+
+    def forward(self, x, cos, sin):  # New: cos, sin (T, D // 2), the tables of positions 0..T-1
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, H_kv, D)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # New: positions, chapter 02
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D), k, v: (B, H_kv, T, D)
+        out = F.scaled_dot_product_attention(  # New: fused, causal, kv heads shared in the kernel
+            q, k, v, is_causal=True, enable_gqa=self.n_rep > 1
+        )  # (B, H, T, D)
+        return self.wo(out.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+# %% [markdown]
+# Rotation by angle 0 (`cos = 1`, `sin = 0`) leaves q and k unchanged, so step 3 then equals step
+# 2; with the real tables the outputs change, since the scores now depend on positions:
+
+# %%
+torch.manual_seed(14)
+step3 = AttentionStep3(64, 8, 2)
+step3.load_state_dict(gqa2.state_dict())
+x3 = torch.randn(2, 5, 64)  # (B, T, C)
+no_turn = (torch.ones(5, 4), torch.zeros(5, 4))  # (T, D // 2): angle 0 everywhere
+torch.testing.assert_close(step3(x3, *no_turn), gqa2(x3))
+cos3, sin3 = precompute_rope(8, 5)
+diff = (step3(x3, cos3, sin3) - gqa2(x3)).abs().max().item()
+print(f"largest change from RoPE: {diff:.2f}")
+assert diff > 1e-3
 
 # %% [markdown]
 # Measured on the course's CPU (`docs/benchmarks.md`: seed model sizes with 2 kv heads, 1 thread),
@@ -454,11 +590,56 @@ class KVCache:
 
 
 # %% [markdown]
+# ### Step 4: the cache
+#
+# The skeleton gains the cache: new keys and values go into it, and the queries attend over
+# everything stored. `start_pos` says where the new tokens sit, and a chunk of several new tokens
+# after cached ones needs section 8's offset causal mask (`is_causal` would put its diagonal in
+# the wrong place). `__init__` is still step 2's.
+
+
+# %%
+class AttentionStep4(AttentionStep2):
+    """Skeleton step 4 (not exported): step 3 with a KVCache."""
+
+    def forward(self, x, cos, sin, cache=None, start_pos=0):  # New: cache, start_pos
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, H_kv, D)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # cos, sin of the new positions
+        if cache is not None:  # New: store the new k, v, get back every cached position
+            k, v = cache.update(k, v, start_pos)  # (B, S, H_kv, D), S = start_pos + T
+        S = k.shape[1]
+        mask = None if T in (1, S) else causal_mask(T, S, x.device)  # New: a chunk's diagonal
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D), k, v: (B, H_kv, S, D)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=self.n_rep > 1
+        )  # (B, H, T, D)
+        return self.wo(out.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+# %% [markdown]
+# A prompt of 3 tokens, then 2 steps of one token, gives step 3's full forward:
+
+# %%
+torch.manual_seed(15)
+step4 = AttentionStep4(64, 8, 2)
+step4.load_state_dict(step3.state_dict())
+cache4 = KVCache(batch_size=2, max_seq_len=8, n_kv_heads=2, head_dim=8)
+parts = [step4(x3[:, :3], cos3[:3], sin3[:3], cache4, start_pos=0)]  # prefill
+parts += [step4(x3[:, t : t + 1], cos3[t : t + 1], sin3[t : t + 1], cache4, t) for t in (3, 4)]
+torch.testing.assert_close(torch.cat(parts, dim=1), step3(x3, cos3, sin3))
+print("cached:", [tuple(p.shape) for p in parts], "== full forward", tuple(x3.shape))
+
+# %% [markdown]
 # ## 9. The finished layer
 #
-# `Attention` puts everything together: projections without biases (named `wq, wk, wv, wo` as in the
-# original, so its checkpoints load unchanged), RoPE on q and k, the cache, and SDPA with
-# `enable_gqa` for the shared key/value heads.
+# `Attention` is step 4 plus three things: a `mask` argument for the *complete* mask that a model
+# builds once per forward (next paragraphs), dropout for training (off by default, as in the
+# original), and a clear error for head counts that do not divide. Everything else (projections
+# without biases named `wq, wk, wv, wo` as in the original, so its checkpoints load unchanged,
+# RoPE on q and k, the cache, SDPA with `enable_gqa`) is the skeleton's.
 #
 # The mask takes the cheapest correct form, because the form decides which fused kernel SDPA may
 # use (the table after the checks): **no mask** for a single new token (it may see every cached
@@ -619,6 +800,15 @@ for t in range(12):
     outs.append(y)
 torch.testing.assert_close(torch.cat(outs, dim=1), full)
 print("cached decoding == chunked prefill == original-style cache == full causal forward")
+
+# %% [markdown]
+# And the finished layer is the last skeleton step, with the same weights:
+
+# %%
+step4 = AttentionStep4(dim, n_heads, n_kv_heads)
+step4.load_state_dict(attn.state_dict())
+torch.testing.assert_close(step4(x, cos[:12], sin[:12]), full)
+print("Attention == skeleton step 4:", tuple(full.shape))
 
 # %% [markdown]
 # A full cache refuses more positions:
@@ -1024,7 +1214,10 @@ except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
     want = 8 * KVCache(3, 512, 2, 64, torch.float32, "meta").nbytes
-    assert got == want, f"{got} != {want}"
+    assert got == want, (
+        f"Exercise 1: {got:,} != {want:,}. Hint: 2 tensors (k and v) x layers x batch x "
+        "positions x kv heads x head_dim values, each of bytes_per_value bytes"
+    )
     print("Exercise 1: correct")
 
 # %% [markdown]
@@ -1050,7 +1243,14 @@ except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
     want = torch.log(torch.arange(1.0, T + 1)).mean()
-    torch.testing.assert_close(got, torch.stack([want, torch.tensor(0.0)]))
+    torch.testing.assert_close(
+        got,
+        torch.stack([want, torch.tensor(0.0)]),
+        msg=lambda m: (
+            f"Exercise 2: {m}\nHint: 0 * log 0 is nan in floating point; use torch.xlogy(w, w) "
+            "or clamp w before the log, sum over keys, then average over dims 0 and 2"
+        ),
+    )
     print("Exercise 2: correct")
 
 # %% [markdown]
@@ -1073,12 +1273,19 @@ except NotImplementedError:
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
-    assert m.tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]]
+    assert m.tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]], (
+        f"Exercise 3: got {m.int().tolist()}. Hint: query i sits at position S - T + i and sees "
+        "keys j with 0 <= (S - T + i) - j < window"
+    )
     torch.manual_seed(11)
     layer, xs = Attention(32, 4, 2).eval(), torch.randn(1, 8, 32)
     c, s = precompute_rope(8, 8)
     out = layer(xs, c, s, mask=sliding_window_mask(8, 8, 3))
-    torch.testing.assert_close(out[:, 5], layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2])  # sees 3..5
+    torch.testing.assert_close(
+        out[:, 5],
+        layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2],  # position 5 sees 3..5 only
+        msg=lambda m: f"Exercise 3: as the layer's mask it must hide keys < t - 2. {m}",
+    )
     print("Exercise 3: correct")
 
 # %% [markdown]
@@ -1104,5 +1311,13 @@ except NotImplementedError:
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
-    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v))
+    torch.testing.assert_close(
+        got,
+        F.scaled_dot_product_attention(q, k, v),
+        msg=lambda m: (
+            f"Exercise 4: {m}\nHint: per chunk, m_new = max(m, chunk scores max); scale l and acc "
+            "by exp(m - m_new) before adding exp(scores - m_new) and its product with v; divide "
+            "acc by l at the end"
+        ),
+    )
     print("Exercise 4: correct")

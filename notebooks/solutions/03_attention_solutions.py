@@ -34,9 +34,14 @@ try:
     got = kv_cache_bytes(8, 2, 64, 512, batch_size=3, bytes_per_value=4)
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
     want = 8 * KVCache(3, 512, 2, 64, torch.float32, "meta").nbytes
-    assert got == want, f"{got} != {want}"
+    assert got == want, (
+        f"Exercise 1: {got:,} != {want:,}. Hint: 2 tensors (k and v) x layers x batch x "
+        "positions x kv heads x head_dim values, each of bytes_per_value bytes"
+    )
     print("Exercise 1: correct")
 
 # %% [markdown]
@@ -59,9 +64,18 @@ try:
     got = attention_entropy(torch.stack([uniform, one_hot])[None])  # (1, 2, T, T) -> (2,)
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
     want = torch.log(torch.arange(1.0, T + 1)).mean()
-    torch.testing.assert_close(got, torch.stack([want, torch.tensor(0.0)]))
+    torch.testing.assert_close(
+        got,
+        torch.stack([want, torch.tensor(0.0)]),
+        msg=lambda m: (
+            f"Exercise 2: {m}\nHint: 0 * log 0 is nan in floating point; use torch.xlogy(w, w) "
+            "or clamp w before the log, sum over keys, then average over dims 0 and 2"
+        ),
+    )
     print("Exercise 2: correct")
 
 # %% [markdown]
@@ -81,13 +95,22 @@ try:
     m = sliding_window_mask(3, 6, window=2)
 except NotImplementedError:
     print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
-    assert m.tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]]
+    assert m.tolist() == [[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]], (
+        f"Exercise 3: got {m.int().tolist()}. Hint: query i sits at position S - T + i and sees "
+        "keys j with 0 <= (S - T + i) - j < window"
+    )
     torch.manual_seed(11)
     layer, xs = Attention(32, 4, 2).eval(), torch.randn(1, 8, 32)
     c, s = precompute_rope(8, 8)
     out = layer(xs, c, s, mask=sliding_window_mask(8, 8, 3))
-    torch.testing.assert_close(out[:, 5], layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2])  # sees 3..5
+    torch.testing.assert_close(
+        out[:, 5],
+        layer(xs[:, 3:6], c[3:6], s[3:6])[:, 2],  # position 5 sees 3..5 only
+        msg=lambda m: f"Exercise 3: as the layer's mask it must hide keys < t - 2. {m}",
+    )
     print("Exercise 3: correct")
 
 # %% [markdown]
@@ -120,6 +143,16 @@ try:
     got = chunked_attention(q, k, v, chunk=8)
 except NotImplementedError:
     print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
-    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, v))
+    torch.testing.assert_close(
+        got,
+        F.scaled_dot_product_attention(q, k, v),
+        msg=lambda m: (
+            f"Exercise 4: {m}\nHint: per chunk, m_new = max(m, chunk scores max); scale l and acc "
+            "by exp(m - m_new) before adding exp(scores - m_new) and its product with v; divide "
+            "acc by l at the end"
+        ),
+    )
     print("Exercise 4: correct")

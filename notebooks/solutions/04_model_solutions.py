@@ -43,12 +43,20 @@ def param_count(cfg: ModelConfig) -> int:
 # %%
 try:
     odd = ModelConfig(dim=96, n_layers=3, n_heads=6, n_kv_heads=3, vocab_size=1000, hidden_dim=200)
-    for c in (ModelConfig(), ModelConfig.preset("seed-gqa"), tiny, odd):
-        assert param_count(c) == count_parameters(SpongeBob(c)), c
+    configs = (ModelConfig(), ModelConfig.preset("seed-gqa"), tiny, odd)
+    got = [param_count(c) for c in configs]
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    print("exercise 1: correct")
+    for c, n in zip(configs, got):
+        want = count_parameters(SpongeBob(c))
+        assert n == want, (
+            f"Exercise 1: {n:,} != {want:,} for {c}. Hint: count the tied embedding once, "
+            "wk and wv with n_kv_heads * head_dim rows, and the norms' gains (2 per layer + 1)"
+        )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **Exercise 2.** Compare each probability with `min_p` times the row's largest one; the top token
@@ -66,12 +74,20 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 try:
     lg = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25]]).log()
     out = min_p_filter(lg, 0.4)
-    assert torch.isfinite(out).tolist() == [[True, True, False, False], [True] * 4]
-    torch.testing.assert_close(out[0, :2], lg[0, :2])
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
-    print("exercise 2: correct")
+    kept = torch.isfinite(out).tolist()
+    assert kept == [[True, True, False, False], [True] * 4], (
+        f"Exercise 2: kept {kept}. Hint: compare softmax probabilities (not logits) with "
+        "min_p * the largest probability of the same row (keepdim=True)"
+    )
+    torch.testing.assert_close(
+        out[0, :2], lg[0, :2], msg=lambda m: f"Exercise 2: kept logits must not change. {m}"
+    )
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **Exercise 3.** Feed prompt + answer without its last token; the target at position `t` is token
@@ -94,14 +110,20 @@ def answer_loss(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
 # %%
 try:
     p_ids, a_ids = [5, 9, 13, 2, 7], [40, 41, 42]
+    got = answer_loss(model, p_ids, a_ids)
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
     with torch.no_grad():
         logp = model(torch.tensor([p_ids + a_ids])).logits[0].log_softmax(-1)  # (T, V)
     expected = -sum(logp[len(p_ids) - 1 + i, a].item() for i, a in enumerate(a_ids)) / len(a_ids)
-    assert abs(answer_loss(model, p_ids, a_ids) - expected) < 1e-4
-except NotImplementedError:
-    print("not attempted yet")
-else:
-    print("exercise 3: correct")
+    assert abs(got - expected) < 1e-4, (
+        f"Exercise 3: {got:.4f} != {expected:.4f}. Hint: the token at position t is predicted "
+        "from position t - 1, so targets are the inputs shifted by one, -100 over the prompt"
+    )
+    print("Exercise 3: correct")
 
 # %%
 for bad in (([], [40, 41]), ([5, 9], [])):
@@ -140,11 +162,16 @@ def has_repeated_ngram(seq, n):
 
 try:
     start = [7, 8, 9, 7, 8]
-    plain = generate(model, start, 30, temperature=0)[0]
     fixed = generate(model, start, 30, temperature=0, logits_processor=no_repeat_ngram(3))[0]
-    assert len(fixed) == 30 and not has_repeated_ngram(start + fixed, 3)
-    print("repeats without the processor:", has_repeated_ngram(start + plain, 3))
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
-    print("exercise 4: correct")
+    plain = generate(model, start, 30, temperature=0)[0]
+    assert len(fixed) == 30 and not has_repeated_ngram(start + fixed, 3), (
+        f"Exercise 4: a 3-gram repeats in {start + fixed}. Hint: for each row, look up the last "
+        "n - 1 tokens among all earlier (n - 1)-grams and forbid each token that followed one"
+    )
+    print("repeats without the processor:", has_repeated_ngram(start + plain, 3))
+    print("Exercise 4: correct")
