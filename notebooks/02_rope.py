@@ -26,13 +26,7 @@
 #    and `wk` that converts between them (`interleaved_to_half_rows`, `half_to_interleaved_rows`);
 # 5. how `rope_theta` sets the wavelengths, and what that means for longer contexts.
 #
-# ```text
-#  token ids (B, T) ─► tok_embeddings ─► x (B, T, C) ─► wq, wk ─► q, k (B, T, H, D)
-#                                                                   │
-#                        position m ─► angles m·θ_i (cos, sin) ─► apply_rope: rotate pairs
-#                                                                   │
-#                                                   q_m · k_n depends only on m − n  (chapter 03)
-# ```
+# ![RoPE: token ids to embeddings x; wq and wk give q and k; the angles of position m (cos, sin) rotate pairs of q and k; q_m · k_n then depends only on m − n](../book/figures/rope_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要
@@ -471,6 +465,7 @@ torch.testing.assert_close(
 # exported, for any head size: `interleaved_to_half_rows` for an export to Hugging Face,
 # `half_to_interleaved_rows` to import a Hugging Face checkpoint back.
 
+
 # %%
 #| export
 def _half_order(head_dim: int, device=None) -> Tensor:
@@ -729,7 +724,10 @@ except NameError as err:  # a name from the chapter is missing: run it first
 else:
     for i, lam in zip((0, 16, 31), got):
         angle = lam * 1e6 ** (-2 * i / 64)  # how far pair i turns over lam tokens
-        assert math.isclose(angle, 2 * math.pi, rel_tol=1e-9), f"pair {i}: not a full turn"
+        assert math.isclose(angle, 2 * math.pi, rel_tol=1e-9), (
+            f"Exercise 1: pair {i} turns {angle:.3f} rad over {lam:.1f} tokens, not 2π. "
+            "Hint: pair i turns by θ_i = theta ** (-2 * i / head_dim) per token"
+        )
     print("Exercise 1: correct")
 
 # %% [markdown]
@@ -756,7 +754,14 @@ except NotImplementedError:
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
-    torch.testing.assert_close(got, apply_rope_half(x, cos, sin))
+    torch.testing.assert_close(
+        got,
+        apply_rope_half(x, cos, sin),
+        msg=lambda m: (
+            f"Exercise 2: {m}\nHint: reorder x's last dimension with the inverse of "
+            "(0, 2, 4, ..., 1, 3, 5, ...) (argsort gives it), apply_rope, then reorder back"
+        ),
+    )
     print("Exercise 2: correct")
 
 # %% [markdown]
@@ -781,8 +786,14 @@ except NotImplementedError:
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
-    assert max(got) - min(got) < 1e-3, f"scores differ across equal distances: {got}"
-    assert abs(score_at(q, k, 5, 2) - score_at(q, k, 2, 5)) > 1e-4, "m - n and n - m should differ"
+    assert max(got) - min(got) < 1e-3, (
+        f"Exercise 3: scores differ across equal distances: {got}. Hint: rotate q by position m "
+        "and k by position n (rows m and n of the tables), each as a (1, 1, 1, D) tensor"
+    )
+    assert abs(score_at(q, k, 5, 2) - score_at(q, k, 2, 5)) > 1e-4, (
+        "Exercise 3: m - n and n - m should give different scores. Hint: are q and k rotated "
+        "by different positions?"
+    )
     print("Exercise 3: correct")
 
 # %% [markdown]
@@ -810,9 +821,12 @@ except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
     cos, sin = precompute_rope(64, 1024, 1e6)
-    assert cos_i.shape == (2048, 32) and cos_i.dtype == torch.float32
-    tol = {"atol": 1e-4, "rtol": 1e-4}  # float32 angles (up to about 4e-5 off) pass too
+    assert cos_i.shape == (2048, 32) and cos_i.dtype == torch.float32, (
+        f"Exercise 4: got {tuple(cos_i.shape)} {cos_i.dtype}, want (2048, 32) torch.float32"
+    )
+    hint = "Hint: the angles are outer(positions / scale, inv_freq), positions 0 .. max_seq_len - 1"
+    tol = {"atol": 1e-4, "rtol": 1e-4, "msg": lambda m: f"Exercise 4: {m}\n{hint}"}
     torch.testing.assert_close(cos_i[::2], cos, **tol)  # position 2m now looks like position m
-    torch.testing.assert_close(sin_i[::2], sin, **tol)
+    torch.testing.assert_close(sin_i[::2], sin, **tol)  # (float32 angles, 4e-5 off, pass too)
     torch.testing.assert_close(cos_i[1, 0], torch.tensor(math.cos(0.5)), **tol)
     print("Exercise 4: correct")
