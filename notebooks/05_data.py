@@ -161,6 +161,7 @@ def record_kind(record: object) -> str | None:
 # must end with the assistant (the last reply is what is learned), evaluation prompts with the user
 # (the model writes the reply):
 
+
 # %%
 #| export
 def turns_problem(turns: object, must_end_with: str) -> str | None:
@@ -221,6 +222,7 @@ def record_problem(record: object, kind: str | None = None) -> str | None:
 # everything with `FILE:LINE: problem`. With `skip_bad_lines=True` a bad line is skipped, and a
 # `BadLines` report counts and lists it, so that a long preparation of messy real data can finish
 # and still tell you exactly what it left out.
+
 
 # %%
 #| export
@@ -498,6 +500,7 @@ assert same == len(sft)
 # token is never trained, and the token after `</s>\n` (the next turn's `<s>`) is. Here is a
 # re-creation of that rule from its description (not the original's code), beside ours:
 
+
 # %%
 def original_style_kinds(ids, tok):
     """The original's mask, re-created from SEED.md: positions start+1 .. end+len(eos) trained."""
@@ -662,6 +665,7 @@ def _write_chunk(records, kind, encoder, max_seq_len, stats, files) -> None:
 # The preparation loop itself: records in, chunks encoded, arrays appended. Pretraining documents
 # become `<s> text </s>`; chats go through `ChatEncoder`.
 
+
 # %%
 #| export
 def prepare(
@@ -750,6 +754,7 @@ assert pre_meta["documents"] == sum(1 for _ in open(world / "pretrain.jsonl", en
 # %% [markdown]
 # Reading a prepared folder back: `PreparedData` opens the files as memmaps and checks them
 # against `meta.json`. A document is a slice of `ids` between two offsets:
+
 
 # %%
 #| export
@@ -856,6 +861,7 @@ assert useful["pretrain:\npad to 512"] < 0.25 and useful["SFT: pad to\nbatch lon
 # and the batch within it: `state_dict()` saves it in a checkpoint, `load_state_dict()` restores
 # it, and training continues with exactly the batches it would have seen.
 
+
 # %%
 #| export
 class _Order:
@@ -925,6 +931,7 @@ def _split_items(n: int, split: str, val_fraction: float) -> np.ndarray:
 # 900 steps (14 epochs) with fixed cuts reached 61% held-out fact completion while the validation
 # loss rose after step 600; with cuts that move, the same run reached 86%.
 
+
 # %%
 #| export
 class _Loader:
@@ -991,6 +998,7 @@ class PackedLoader(_Loader):
 # The chat loader: conversation $i$ gives `x = ids[:-1]`, and `y = ids[1:]` with `-100` wherever
 # the target is context; rows are right-padded to the longest of the batch. `tag_weight` (chapter
 # 08) puts a weight on the reasoning-tag targets: `w` is then a float tensor, else `None`.
+
 
 # %%
 #| export
@@ -1118,6 +1126,7 @@ assert int((w == 10).sum()) == 4 * 8  # four tags per reply, eight replies
 # your two numbers, then check them with `ChatEncoder` and `original_style_kinds` on a chat of your
 # own making.
 
+
 # %%
 def trained_counts(answer_token_counts: list[int]) -> tuple[int, int]:
     """(ours, original's) number of trained tokens for replies of these lengths."""
@@ -1126,19 +1135,23 @@ def trained_counts(answer_token_counts: list[int]) -> tuple[int, int]:
 
 # %%
 try:
-    assert trained_counts([6, 9]) == (17, 18), (
-        "hint: count each reply's </s>; the original \
-skips each first answer token but trains the '\\n' after </s> and, mid-chat, the next <s>"
-    )
+    got = trained_counts([6, 9])
 except NotImplementedError:
-    print("exercise 1: not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    print("exercise 1: correct")
+    assert got == (17, 18), (
+        f"Exercise 1: {got}. Hint: ours trains each reply and its </s>; the original skips "
+        "each reply's first token but trains the '\\n' after </s> and, mid-chat, the next <s>"
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **2 (easy). Padding waste.** Write `padding_waste(lengths, batch_size)`: the fraction of
 # positions that are padding when `lengths` (in this order) are cut into consecutive batches that
 # are padded to their longest row (drop a last incomplete batch).
+
 
 # %%
 def padding_waste(lengths: list[int], batch_size: int) -> float:
@@ -1148,12 +1161,17 @@ def padding_waste(lengths: list[int], batch_size: int) -> float:
 # %%
 try:
     got = padding_waste([2, 4, 3, 3, 5], 2)
-    assert abs(got - 2 / 14) < 1e-9, f"{got}: batches [2, 4] and [3, 3] hold 2 pads in 14 slots"
-    assert padding_waste([7, 7, 7], 3) == 0.0
 except NotImplementedError:
-    print("exercise 2: not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
-    print("exercise 2: correct")
+    assert abs(got - 2 / 14) < 1e-9, (
+        f"Exercise 2: {got:.4f} != {2 / 14:.4f}. Hint: batches [2, 4] and [3, 3] hold 2 pads "
+        "in 4 * 2 + 3 * 2 = 14 slots; the last batch [5] is incomplete and dropped"
+    )
+    assert padding_waste([7, 7, 7], 3) == 0.0, "Exercise 2: equal lengths need no padding"
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **3 (medium). Length bucketing.** Sorting conversations by length before batching cuts padding,
@@ -1162,26 +1180,35 @@ else:
 # permutation, and on the world's SFT lengths it must waste less than a plain shuffle. (Run the
 # chapter first: the check uses `chat_lens`.)
 
+
 # %%
 def bucketed_order(lengths, batch_size: int, seed: int) -> np.ndarray:
     raise NotImplementedError
 
 
 # %%
+def waste(o):  # the padding fraction of order o in batches of 16
+    bs = [chat_lens[o[i : i + 16]] for i in range(0, len(o) - 15, 16)]
+    return 1 - sum(b.sum() for b in bs) / sum(16 * b.max() for b in bs)
+
+
 try:
     order_b = bucketed_order(chat_lens, 16, seed=0)
-    assert sorted(order_b.tolist()) == list(range(len(chat_lens))), "not a permutation"
-    plain_order = np.random.default_rng(0).permutation(len(chat_lens))
-
-    def waste(o):
-        bs = [chat_lens[o[i : i + 16]] for i in range(0, len(o) - 15, 16)]
-        return 1 - sum(b.sum() for b in bs) / sum(16 * b.max() for b in bs)
-
-    assert waste(order_b) < waste(plain_order) / 2, (waste(order_b), waste(plain_order))
 except NotImplementedError:
-    print("exercise 3: not attempted yet")
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
-    print("exercise 3: correct")
+    assert sorted(order_b.tolist()) == list(range(len(chat_lens))), (
+        "Exercise 3: not a permutation of range(len(lengths)). Hint: sort the *indices* of each "
+        "block by length (np.argsort on the block's lengths), never the lengths themselves"
+    )
+    plain_order = np.random.default_rng(0).permutation(len(chat_lens))
+    assert waste(order_b) < waste(plain_order) / 2, (
+        f"Exercise 3: waste {waste(order_b):.3f} vs {waste(plain_order):.3f} for a plain shuffle. "
+        "Hint: cut the sorted order into batches of batch_size *before* shuffling the batches"
+    )
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # **4 (harder). Document masking.** Packed windows let a token attend to earlier documents in the
@@ -1189,6 +1216,7 @@ else:
 # `(B, 1, T, T)` mask, True where query $i$ may attend key $j$: $j \le i$ and no `<s>` at a
 # position in $(j, i]$. (Such masks rule out the fused causal kernels; chapter 06 explains why we
 # do not use them.)
+
 
 # %%
 def document_mask(x: torch.Tensor, bos_id: int) -> torch.Tensor:
@@ -1199,9 +1227,16 @@ def document_mask(x: torch.Tensor, bos_id: int) -> torch.Tensor:
 try:
     xs = torch.tensor([[5, 1, 7, 8, 1, 9]])
     m = document_mask(xs, bos_id=1)[0, 0]
-    assert m.shape == (6, 6) and m[3].tolist() == [False, True, True, True, False, False]
-    assert m[5].tolist() == [False] * 4 + [True, True] and m[0, 0]
 except NotImplementedError:
-    print("exercise 4: not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
-    print("exercise 4: correct")
+    hint = (
+        "Hint: number the documents with a cumulative sum of (x == bos_id); query i may see key "
+        "j when j <= i and both carry the same number"
+    )
+    assert m.shape == (6, 6), f"Exercise 4: shape {tuple(m.shape)}, want (B, 1, T, T). {hint}"
+    assert m[3].tolist() == [False, True, True, True, False, False], f"Exercise 4: row 3. {hint}"
+    assert m[5].tolist() == [False] * 4 + [True, True] and m[0, 0], f"Exercise 4: row 5. {hint}"
+    print("Exercise 4: correct")

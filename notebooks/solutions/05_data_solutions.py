@@ -78,14 +78,17 @@ assert measured == trained_counts([6, 9])
 
 # %%
 try:
-    assert trained_counts([6, 9]) == (17, 18), (
-        "hint: count each reply's </s>; the original \
-skips each first answer token but trains the '\\n' after </s> and, mid-chat, the next <s>"
-    )
+    got = trained_counts([6, 9])
 except NotImplementedError:
-    print("exercise 1: not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    print("exercise 1: correct")
+    assert got == (17, 18), (
+        f"Exercise 1: {got}. Hint: ours trains each reply and its </s>; the original skips "
+        "each reply's first token but trains the '\\n' after </s> and, mid-chat, the next <s>"
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **Exercise 2.** Cut into full batches, pad each to its longest row, count.
@@ -102,12 +105,17 @@ def padding_waste(lengths: list[int], batch_size: int) -> float:
 # %%
 try:
     got = padding_waste([2, 4, 3, 3, 5], 2)
-    assert abs(got - 2 / 14) < 1e-9, f"{got}: batches [2, 4] and [3, 3] hold 2 pads in 14 slots"
-    assert padding_waste([7, 7, 7], 3) == 0.0
 except NotImplementedError:
-    print("exercise 2: not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
-    print("exercise 2: correct")
+    assert abs(got - 2 / 14) < 1e-9, (
+        f"Exercise 2: {got:.4f} != {2 / 14:.4f}. Hint: batches [2, 4] and [3, 3] hold 2 pads "
+        "in 4 * 2 + 3 * 2 = 14 slots; the last batch [5] is incomplete and dropped"
+    )
+    assert padding_waste([7, 7, 7], 3) == 0.0, "Exercise 2: equal lengths need no padding"
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **Exercise 3.** Shuffle, sort inside large blocks (so neighbours have similar lengths), cut into
@@ -127,20 +135,28 @@ def bucketed_order(lengths, batch_size: int, seed: int) -> np.ndarray:
 
 
 # %%
+def waste(o):  # the padding fraction of order o in batches of 16
+    bs = [chat_lens[o[i : i + 16]] for i in range(0, len(o) - 15, 16)]
+    return 1 - sum(b.sum() for b in bs) / sum(16 * b.max() for b in bs)
+
+
 try:
     order_b = bucketed_order(chat_lens, 16, seed=0)
-    assert sorted(order_b.tolist()) == list(range(len(chat_lens))), "not a permutation"
-    plain_order = np.random.default_rng(0).permutation(len(chat_lens))
-
-    def waste(o):
-        bs = [chat_lens[o[i : i + 16]] for i in range(0, len(o) - 15, 16)]
-        return 1 - sum(b.sum() for b in bs) / sum(16 * b.max() for b in bs)
-
-    assert waste(order_b) < waste(plain_order) / 2, (waste(order_b), waste(plain_order))
 except NotImplementedError:
-    print("exercise 3: not attempted yet")
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
 else:
-    print("exercise 3: correct")
+    assert sorted(order_b.tolist()) == list(range(len(chat_lens))), (
+        "Exercise 3: not a permutation of range(len(lengths)). Hint: sort the *indices* of each "
+        "block by length (np.argsort on the block's lengths), never the lengths themselves"
+    )
+    plain_order = np.random.default_rng(0).permutation(len(chat_lens))
+    assert waste(order_b) < waste(plain_order) / 2, (
+        f"Exercise 3: waste {waste(order_b):.3f} vs {waste(plain_order):.3f} for a plain shuffle. "
+        "Hint: cut the sorted order into batches of batch_size *before* shuffling the batches"
+    )
+    print("Exercise 3: correct")
 print(f"padding: plain shuffle {waste(plain_order):.1%}, bucketed {waste(order_b):.1%}")
 
 # %% [markdown]
@@ -161,9 +177,16 @@ def document_mask(x: torch.Tensor, bos_id: int) -> torch.Tensor:
 try:
     xs = torch.tensor([[5, 1, 7, 8, 1, 9]])
     m = document_mask(xs, bos_id=1)[0, 0]
-    assert m.shape == (6, 6) and m[3].tolist() == [False, True, True, True, False, False]
-    assert m[5].tolist() == [False] * 4 + [True, True] and m[0, 0]
 except NotImplementedError:
-    print("exercise 4: not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
 else:
-    print("exercise 4: correct")
+    hint = (
+        "Hint: number the documents with a cumulative sum of (x == bos_id); query i may see key "
+        "j when j <= i and both carry the same number"
+    )
+    assert m.shape == (6, 6), f"Exercise 4: shape {tuple(m.shape)}, want (B, 1, T, T). {hint}"
+    assert m[3].tolist() == [False, True, True, True, False, False], f"Exercise 4: row 3. {hint}"
+    assert m[5].tolist() == [False] * 4 + [True, True] and m[0, 0], f"Exercise 4: row 5. {hint}"
+    print("Exercise 4: correct")
