@@ -162,6 +162,7 @@ assert abs(loss0 - math.log(tok.vocab_size)) < 0.3
 # recipe: lr 5e-4, batch 32 × accumulation 8, T = 512, clip 1.0, seed 1337, bf16 on CUDA, one epoch).
 # The command line (`spongebob train pretrain --preset tiny`) takes every default from a preset.
 
+
 # %%
 #| export
 @dataclass
@@ -278,6 +279,7 @@ assert TrainConfig.from_dict(seed_cfg.to_dict()) == seed_cfg
 # second moment forget faster than the default 0.999, a common choice for language models that
 # keeps a sudden large gradient from being followed by tiny steps for a long time.
 
+
 # %%
 #| export
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -329,6 +331,7 @@ assert sum(p.numel() for g in groups for p in g["params"]) == sum(
 # peak; then a cosine lowers it smoothly to a floor (`lr / 10`), so the last steps refine rather
 # than jump. The original computed `lr / 10 + 0.5 lr (1 + cos(π step / total))`: at step 0 that
 # is **1.1 × lr**, the warmup argument was never used (SEED.md defect 6). We start at 0.
+
 
 # %%
 #| export
@@ -397,6 +400,7 @@ assert sched(0) == 0 and sched(30) == 3e-3 and abs(sched(900) - 3e-4) < 1e-12
 # The fix: count the trained tokens $N$ of the whole step first (all micro-batches, all-reduced over
 # ranks), then back-propagate each micro-batch's summed loss divided by $N$. Here is the error with
 # numbers: four sequences whose trained targets number 1 to 8.
+
 
 # %%
 #| export
@@ -478,6 +482,7 @@ torch.testing.assert_close(normalised, full)
 # `accumulate_gradients` over four micro-batches of one sequence each gives the big batch's
 # gradient (to float rounding).
 
+
 # %%
 def grads_of(micro_batches):
     torch.manual_seed(0)
@@ -503,6 +508,7 @@ torch.testing.assert_close(four, one, rtol=1e-4, atol=1e-6)
 # the optimizer state and sensitive reductions (softmax, norms, our loss) in fp32. The original
 # called `autocast()` without a dtype, which means fp16 on CUDA, and enabled a scaler for bf16
 # (SEED.md defect 1). `precision` states the policy once.
+
 
 # %%
 #| export
@@ -594,6 +600,7 @@ assert peak_flops(torch.device("cpu")) is None
 # package is an error that says what to install, never a silent no-op (the original could not turn
 # wandb *off*). A validation loss on held-out windows, every `eval_every` steps, is the honest
 # number: the training loss of packed text can drop by memorising.
+
 
 # %%
 #| export
@@ -788,6 +795,7 @@ def resume_training(
 # steps straight, versus 6 steps, a checkpoint, a *new* model, optimizer and loader (as after a
 # crash), and 6 more.
 
+
 # %%
 def short_run(stop: int, resume_from=None):
     torch.manual_seed(1337)
@@ -849,6 +857,7 @@ except CheckpointError as e:
 # **torch.compile** (`compile=True`, `--compile`) traces the model into fused kernels: on a GPU it
 # removes much of the Python and memory traffic of a small model; on a CPU it needs a C++
 # compiler and pays a compile time longer than our whole run, so the `tiny` preset leaves it off.
+
 
 # %%
 #| export
@@ -1337,6 +1346,7 @@ assert accuracy > 0.7  # the target is 0.8: see the measured values below
 # training, heads specialise: some look at the previous token, some at the start of the sequence
 # (a "sink" where attention parks when nothing else is useful), some at the subject of a sentence.
 
+
 # %%
 def layer_attention(m, ids, layer):
     """Attention weights (B, H, T, T) of one layer: capture its input with a hook, recompute."""
@@ -1443,6 +1453,23 @@ assert again == ckpt
 # format, with the loss on the answers only, where token-normalised accumulation matters.
 
 # %% [markdown]
+# ## Predict, then verify
+#
+# **A.** One micro-batch trains 1 token, with loss 4.0; the next trains 9 tokens, with loss 1.0
+# each. What loss does averaging the two micro-batch means report, and what is the loss of the
+# whole step?
+#
+# **B.** Section 4's schedule (lr 3e-3, 30 warmup steps, cosine to lr / 10 at step 900): halfway
+# through the cosine, at step 465, is the learning rate above, at or below half the peak?
+
+# %%
+toy_means, toy_counts = torch.tensor([4.0, 1.0]), torch.tensor([1.0, 9.0])
+print("mean of the means:", round(toy_means.mean().item(), 3))
+print("loss of the step: ", round(((toy_means * toy_counts).sum() / toy_counts.sum()).item(), 3))
+print(f"lr at step 465: {sched(465) / sched(30):.2f} x the peak")
+
+
+# %% [markdown]
 # ## Exercises
 #
 # Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
@@ -1452,6 +1479,7 @@ assert again == ckpt
 # same warmup as `WarmupCosine`, then a *straight line* down to `lr * min_ratio` at `total`, flat
 # after.
 
+
 # %%
 def warmup_linear(step: int, lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
     raise NotImplementedError
@@ -1460,15 +1488,22 @@ def warmup_linear(step: int, lr: float, warmup: int, total: int, min_ratio: floa
 # %%
 try:
     got = [warmup_linear(s, 1.0, 10, 110) for s in (0, 5, 10, 60, 110, 200)]
-    expected = [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
-    assert all(abs(a - b) < 1e-9 for a, b in zip(got, expected)), got
-    print("exercise 1 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    expected = [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(got, expected)), (
+        f"Exercise 1: got {got} at steps 0, 5, 10, 60, 110, 200, want {expected}. Hint: "
+        "lr * step / warmup while step < warmup, then interpolate from lr to lr * min_ratio"
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **2 (easy). The step's loss from micro-batch means.** Given each micro-batch's *mean* loss and its
 # number of trained tokens, return the loss of the whole step (what one big batch would report).
+
 
 # %%
 def step_loss(means: list[float], counts: list[int]) -> float:
@@ -1478,16 +1513,21 @@ def step_loss(means: list[float], counts: list[int]) -> float:
 # %%
 try:
     got = step_loss([m.item() for m in means], counts)
-    assert abs(got - full.item()) < 1e-5, (got, full.item())
-    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12
-    print("exercise 2 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: weight each micro-batch's mean by its token count, divide by the total count"
+    assert abs(got - full.item()) < 1e-5, f"Exercise 2: {got} != {full.item()}. {hint}"
+    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12, f"Exercise 2: 1.5 expected. {hint}"
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **3 (medium). Why fp16 needs a scaler.** Write `survives(value, dtype)`: True when the positive
 # gradient `value` is not rounded to zero when stored in `dtype`. Then find the smallest power of
 # ten that survives in fp16 and in bf16.
+
 
 # %%
 def survives(value: float, dtype: torch.dtype) -> bool:
@@ -1496,20 +1536,32 @@ def survives(value: float, dtype: torch.dtype) -> bool:
 
 # %%
 try:
-    assert survives(1e-3, torch.float16) and not survives(1e-9, torch.float16)
-    assert survives(1e-30, torch.bfloat16) and not survives(1e-50, torch.bfloat16)
+    survives(1.0, torch.float16)
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: torch.tensor(value, dtype=dtype) rounds on storing; compare the stored value to 0"
+    assert survives(1e-3, torch.float16) and not survives(1e-9, torch.float16), (
+        f"Exercise 3. {hint}"
+    )
+    assert survives(1e-30, torch.bfloat16) and not survives(1e-50, torch.bfloat16), (
+        f"Exercise 3: bf16 has float32's exponent range. {hint}"
+    )
     smallest = {d: min(10.0**-k for k in range(60) if survives(10.0**-k, d))
                 for d in (torch.float16, torch.bfloat16)}  # fmt: skip
     print({str(d): f"{v:.0e}" for d, v in smallest.items()})
-    assert smallest[torch.float16] == 1e-7 and smallest[torch.bfloat16] == 1e-40
-    print("exercise 3 passed")
-except NotImplementedError:
-    print("not attempted yet")
+    assert smallest[torch.float16] == 1e-7 and smallest[torch.bfloat16] == 1e-40, (
+        f"Exercise 3: {smallest}. {hint}"
+    )
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # **4 (harder). Which facts are missed?** Write `accuracy_by(graded, part)`: from `graded` (pairs
 # of an id like `"patrick.home.en"` and a bool), the accuracy per value of the id's `part`-th dot
 # field (0 = resident, 1 = attribute, 2 = language). Which attribute is hardest for the model?
+
 
 # %%
 def accuracy_by(graded: list[tuple[str, bool]], part: int) -> dict[str, float]:
@@ -1519,14 +1571,17 @@ def accuracy_by(graded: list[tuple[str, bool]], part: int) -> dict[str, float]:
 # %%
 try:
     by_attr = accuracy_by(graded, 1)
-    by_lang2 = accuracy_by(graded, 2)
-    assert set(by_lang2) == {"en", "zh"}
-    assert abs(by_lang2["en"] - sum(by_lang["en"]) / len(by_lang["en"])) < 1e-12
-    assert accuracy_by([("a.x.en", True), ("b.x.en", False), ("a.y.zh", True)], 1) == {
-        "x": 0.5,
-        "y": 1.0,
-    }
-    print("hardest attribute:", min(by_attr, key=by_attr.get))
-    print("exercise 4 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: key = item_id.split('.')[part]; accuracy = number True / number of ids per key"
+    toy = accuracy_by([("a.x.en", True), ("b.x.en", False), ("a.y.zh", True)], 1)
+    assert toy == {"x": 0.5, "y": 1.0}, f"Exercise 4: {toy} for the toy ids. {hint}"
+    by_lang2 = accuracy_by(graded, 2)
+    assert set(by_lang2) == {"en", "zh"}, f"Exercise 4: keys {set(by_lang2)}. {hint}"
+    want_en = sum(by_lang["en"]) / len(by_lang["en"])
+    assert abs(by_lang2["en"] - want_en) < 1e-12, f"Exercise 4: en {by_lang2['en']}. {hint}"
+    print("hardest attribute:", min(by_attr, key=by_attr.get))
+    print("Exercise 4: correct")

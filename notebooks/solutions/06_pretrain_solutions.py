@@ -75,11 +75,17 @@ def warmup_linear(step: int, lr: float, warmup: int, total: int, min_ratio: floa
 # %%
 try:
     got = [warmup_linear(s, 1.0, 10, 110) for s in (0, 5, 10, 60, 110, 200)]
-    expected = [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
-    assert all(abs(a - b) < 1e-9 for a, b in zip(got, expected)), got
-    print("exercise 1 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    expected = [0.0, 0.5, 1.0, 0.55, 0.1, 0.1]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(got, expected)), (
+        f"Exercise 1: got {got} at steps 0, 5, 10, 60, 110, 200, want {expected}. Hint: "
+        "lr * step / warmup while step < warmup, then interpolate from lr to lr * min_ratio"
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **Exercise 2.** A mean times its count is the micro-batch's summed loss; the step's loss is the
@@ -94,11 +100,15 @@ def step_loss(means: list[float], counts: list[int]) -> float:
 # %%
 try:
     got = step_loss([m.item() for m in means], counts)
-    assert abs(got - full.item()) < 1e-5, (got, full.item())
-    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12
-    print("exercise 2 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: weight each micro-batch's mean by its token count, divide by the total count"
+    assert abs(got - full.item()) < 1e-5, f"Exercise 2: {got} != {full.item()}. {hint}"
+    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12, f"Exercise 2: 1.5 expected. {hint}"
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **Exercise 3.** Store the value in the dtype and look at it again. fp16's smallest subnormal is
@@ -113,15 +123,26 @@ def survives(value: float, dtype: torch.dtype) -> bool:
 
 # %%
 try:
-    assert survives(1e-3, torch.float16) and not survives(1e-9, torch.float16)
-    assert survives(1e-30, torch.bfloat16) and not survives(1e-50, torch.bfloat16)
+    survives(1.0, torch.float16)
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: torch.tensor(value, dtype=dtype) rounds on storing; compare the stored value to 0"
+    assert survives(1e-3, torch.float16) and not survives(1e-9, torch.float16), (
+        f"Exercise 3. {hint}"
+    )
+    assert survives(1e-30, torch.bfloat16) and not survives(1e-50, torch.bfloat16), (
+        f"Exercise 3: bf16 has float32's exponent range. {hint}"
+    )
     smallest = {d: min(10.0**-k for k in range(60) if survives(10.0**-k, d))
                 for d in (torch.float16, torch.bfloat16)}  # fmt: skip
     print({str(d): f"{v:.0e}" for d, v in smallest.items()})
-    assert smallest[torch.float16] == 1e-7 and smallest[torch.bfloat16] == 1e-40
-    print("exercise 3 passed")
-except NotImplementedError:
-    print("not attempted yet")
+    assert smallest[torch.float16] == 1e-7 and smallest[torch.bfloat16] == 1e-40, (
+        f"Exercise 3: {smallest}. {hint}"
+    )
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # **Exercise 4.** Group the booleans by the chosen field of the id and average each group.
@@ -139,14 +160,18 @@ def accuracy_by(graded: list[tuple[str, bool]], part: int) -> dict[str, float]:
 # NBVAL_IGNORE_OUTPUT
 try:
     by_attr = accuracy_by(graded, 1)
-    by_lang2 = accuracy_by(graded, 2)
-    assert set(by_lang2) == {"en", "zh"}
-    assert abs(by_lang2["en"] - sum(by_lang["en"]) / len(by_lang["en"])) < 1e-12
-    assert accuracy_by([("a.x.en", True), ("b.x.en", False), ("a.y.zh", True)], 1) == {
-        "x": 0.5,
-        "y": 1.0,
-    }
-    print({k: round(v, 2) for k, v in sorted(by_attr.items(), key=lambda kv: kv[1])})
-    print("exercise 4 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: key = item_id.split('.')[part]; accuracy = number True / number of ids per key"
+    toy = accuracy_by([("a.x.en", True), ("b.x.en", False), ("a.y.zh", True)], 1)
+    assert toy == {"x": 0.5, "y": 1.0}, f"Exercise 4: {toy} for the toy ids. {hint}"
+    by_lang2 = accuracy_by(graded, 2)
+    assert set(by_lang2) == {"en", "zh"}, f"Exercise 4: keys {set(by_lang2)}. {hint}"
+    want_en = sum(by_lang["en"]) / len(by_lang["en"])
+    assert abs(by_lang2["en"] - want_en) < 1e-12, f"Exercise 4: en {by_lang2['en']}. {hint}"
+    print({k: round(v, 2) for k, v in sorted(by_attr.items(), key=lambda kv: kv[1])})
+    print("hardest attribute:", min(by_attr, key=by_attr.get))
+    print("Exercise 4: correct")
