@@ -25,6 +25,8 @@
 # 5. decode a stream of tokens safely, and measure how well English and Chinese compress at
 #    several vocabulary sizes.
 #
+# ![The tokenizer: a chat is rendered to text with its template; text becomes UTF-8 bytes, is pre-tokenised into words and merged by BPE into token ids; decoding turns the ids back into the same text](../book/figures/tokenizer_overview.svg)
+#
 # Everything marked `#| export` goes into `spongebob/tokenizer.py` (and the plot helpers into
 # `spongebob/viz.py`); later chapters import it from there.
 
@@ -248,6 +250,7 @@ assert all(len(c.encode("utf-8")) == 3 for c in "海绵宝宝派大星蟹老板�
 # adjacent pairs, replace every occurrence of the most frequent pair by a new id (256, 257, ...),
 # and repeat. This is a naive draft for learning: it is not exported.
 
+
 # %%
 def pair_counts(ids: list[int]) -> Counter:
     """How often each adjacent pair of ids occurs."""
@@ -272,6 +275,7 @@ assert merge([5, 5, 5], (5, 5), 9) == [9, 5]  # overlapping pairs merge once
 
 # %% [markdown]
 # Training records each merge (pair → new id) and what the new token spells, as bytes:
+
 
 # %%
 def train_bpe_draft(text: str, n_merges: int):
@@ -312,6 +316,7 @@ print("tokens per step:", [len(ids) for ids in history])
 # The merge steps as a picture: each row is the toy string after one more merge, one box per
 # token. Watch ` p`, ` pa`, ` pat` grow, then `rabby`, then a token that spans two words.
 
+
 # %%
 def plot_segmentations(history, vocab):
     fig, ax = plt.subplots(figsize=(11, 0.34 * len(history) + 0.4), dpi=90)
@@ -345,6 +350,7 @@ plt.show()
 # %% [markdown]
 # To **encode** new text, split it into bytes and apply the learned merges *in the order they were
 # learned* (earliest first), wherever they fit. Decoding is just concatenating the bytes.
+
 
 # %%
 def encode_draft(text: str, merges: dict) -> list[int]:
@@ -386,6 +392,7 @@ for piece, span in byte_level.pre_tokenize_str("Gary's 2 pets: Patrick! 海绵�
 # behind this is simple: the 188 printable Latin-1 bytes stand for themselves, and the 68 others
 # (control characters, space, ...) are shifted to `chr(256 + n)`. We export it, because decoding a
 # token into raw bytes (section 7) needs the inverse.
+
 
 # %%
 #| export
@@ -456,6 +463,7 @@ assert raw.decode(enc.ids) == "krabby patties 蟹黄堡"
 # output (every JSONL file of the course goes through it: blank lines are skipped, anything else
 # must be valid UTF-8 JSON); here we only pick the text field.
 
+
 # %%
 #| export
 def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
@@ -504,10 +512,87 @@ with tempfile.TemporaryDirectory() as tmp:
         print(str(e).replace(tmp, "TMP"))
 
 # %% [markdown]
-# We wrap the trained `tokenizers.Tokenizer` in a small class, `SpongeTokenizer`, that knows its
-# special ids and the chat format (sections 5–7 fill in what its methods call). Two design choices:
-# `encode` never adds tokens by itself (the chat format and chapter 05 decide where `<s>`/`</s>`
-# go), and declaring a special token that the vocabulary lacks is an error, not a silent new id.
+# We wrap the trained `tokenizers.Tokenizer` in a small class of our own, `SpongeTokenizer`, and
+# build it in steps, each an unexported class that runs, marking what a step adds with `# New:`.
+# Step 1 is a thin wrapper: text to ids and back. One design choice already: `encode` never adds
+# tokens by itself (the chat format and chapter 05 decide where `<s>` and `</s>` go).
+
+
+# %%
+class SpongeTokenizerStep1:
+    """Skeleton step 1 (not exported): encode and decode through a `tokenizers.Tokenizer`."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids  # no <s>, </s> added
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids))
+
+
+step1 = SpongeTokenizerStep1(raw)  # the three-line tokenizer above
+toy_ids = step1.encode("krabby patties 蟹黄堡")
+print(step1.vocab_size, "tokens |", toy_ids)
+assert step1.decode(toy_ids) == "krabby patties 蟹黄堡"
+
+# %% [markdown]
+# Step 2 knows the special tokens (section 5 says what each is for): the names of the unknown,
+# beginning, end and padding tokens, and their ids. A special token declared but missing from the
+# vocabulary is an error, not a silent new id (the original trained `<ukn>` but declared `<unk>`:
+# SEED.md defect 10, which section 5 takes apart). A toy tokenizer with three special tokens:
+
+
+# %%
+class SpongeTokenizerStep2(SpongeTokenizerStep1):
+    """Skeleton step 2 (not exported): the special tokens' ids, checked."""
+
+    def __init__(self, tokenizer, unk_token="<unk>", bos_token=BOS, eos_token=EOS, pad_token=None):
+        super().__init__(tokenizer)
+        self.pad_token = pad_token or unk_token  # New: padding reuses <unk>, as in the original
+        names = [unk_token, bos_token, eos_token, self.pad_token]
+        ids = [tokenizer.token_to_id(t) for t in names]  # New: None when not in the vocabulary
+        if None in ids:  # New: fail loudly
+            missing = list(dict.fromkeys(t for t, i in zip(names, ids) if i is None))
+            raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
+        self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids  # New
+
+
+# %%
+toy_sp = Tokenizer(models.BPE(unk_token="<unk>"))
+toy_sp.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+toy_sp.decoder = decoders.ByteLevel()
+trainer = trainers.BpeTrainer(
+    vocab_size=300,
+    special_tokens=["<unk>", "<s>", "</s>"],  # trained first: ids 0, 1, 2
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+)
+toy_sp.train_from_iterator([toy, "krabby patties for Patrick"], trainer=trainer)
+try:
+    SpongeTokenizerStep2(toy_sp, pad_token="<pad>")  # declared, never trained
+except ValueError as e:
+    print("ValueError:", e)
+step2 = SpongeTokenizerStep2(toy_sp)
+print("unk, bos, eos, pad ids:", step2.unk_id, step2.bos_id, step2.eos_id, step2.pad_id)
+assert step2.encode("<s>krabby</s>")[0] == step2.bos_id  # a special token is one id, matched whole
+
+# %% [markdown]
+# The finished `SpongeTokenizer` is step 2 plus small methods that hand over to functions of the
+# next sections; skim them now, each comes back where its idea is explained:
+#
+# * `special_tokens` and `reasoning_ids` list the special tokens (section 5);
+# * `apply_chat_template`, `chat_template` and `save` render chats and write a folder that
+#   `transformers` loads (section 6); a folder's own Jinja template (`chat_template=`, the
+#   original's) is used as it is, and then decides the default system prompt;
+# * `token_bytes` gives the raw bytes of a token, for decoding a stream (section 7);
+# * `encode_batch`, `token_to_id`, `id_to_token` and `__repr__` are conveniences.
+
 
 # %%
 #| export
@@ -637,10 +722,21 @@ class SpongeTokenizer:
 
 
 # %% [markdown]
+# On what step 2 did, the finished class agrees with it:
+
+# %%
+final = SpongeTokenizer(toy_sp)
+assert final.encode("<s>krabby</s>") == step2.encode("<s>krabby</s>")
+assert (final.unk_id, final.bos_id, final.eos_id, final.pad_id) == (0, 1, 2, 0)
+print(final, "| special tokens:", final.special_tokens)
+
+
+# %% [markdown]
 # Training follows SEED.md exactly: `models.BPE`, `ByteLevel(add_prefix_space=False)`, the
 # `ByteLevel` decoder, and an initial alphabet of all 256 byte symbols, so that no input is ever
 # unknown even if the training text never contained some byte. The special tokens are handed to
 # the trainer first, so they get ids 0, 1, 2, ... in order.
+
 
 # %%
 #| export
@@ -673,6 +769,7 @@ def train_bpe(
 # %% [markdown]
 # `train_tokenizer` is the file version (what `spongebob tokenizer train` runs): it streams the
 # `"text"` field of a JSONL file and saves the folder when asked.
+
 
 # %%
 #| export
@@ -719,6 +816,7 @@ print("most bytes:     ", [tok.decode([i]) for i in most_bytes])
 #
 # Here is what the tokenizer does to one English and one Chinese line: each coloured box is one
 # token (hover for its id). A box showing `�` holds only part of a character's bytes (section 7).
+
 
 # %%
 def show_encoding(tok, text: str) -> list[int]:
@@ -778,6 +876,7 @@ for t in REASONING_TOKENS:
 # reached prompt positions too (SEED.md). Measured on the course's reasoning data
 # (`r1_1024.jsonl`): we count the positions the weight-10 rule would hit in the user turns, and in
 # the assistant turns inside and outside the tags.
+
 
 # %%
 def tag_hits(tokenizer, text: str) -> tuple[int, int]:
@@ -879,6 +978,7 @@ print(DEFAULT_SYSTEM_PROMPT)
 # `</s>`: what SFT will train in chapter 05, which encodes these same segments one by one). The
 # rendered chat is the segments joined:
 
+
 # %%
 #| export
 def chat_segments(
@@ -955,6 +1055,7 @@ assert ids.count(tok.eos_id) == 3 and tok.encode(render_chat([chat[0]])).count(t
 # nothing in this format, because `<s>assistant\n` already follows every user turn; our
 # `apply_chat_template` accepts the flag for the same reason.
 
+
 # %%
 #| export
 def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
@@ -987,6 +1088,7 @@ def chat_template_jinja(system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:
 # that keeps Chinese text). `jinja2` is a core dependency for this; it comes with PyTorch anyway.
 # When the template renders our format, `template_system_prompt` finds its default system prompt
 # by rendering probe chats, so chapter 05's masks can use `chat_segments` with it.
+
 
 # %%
 #| export
@@ -1086,6 +1188,7 @@ def template_system_prompt(template: str, **tokens: str) -> str | None:
 # written atomically (`spongebob.files.atomic_write_text`: a temporary file in the same folder,
 # renamed over the target), because several notebooks may load the shared course tokenizer at once.
 
+
 # %%
 #| export
 def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
@@ -1126,6 +1229,7 @@ def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
 # whose template is not the one we write (`chat_template_jinja` of its `default_system_prompt`) is
 # foreign: its template is kept and renders its chats, as in `transformers`. The template comes
 # from `chat_template.jinja` if present (newer `transformers` save it there), else the config.
+
 
 # %%
 #| export
@@ -1235,6 +1339,7 @@ print([tok.decode([i]) for i in ids])
 # `byte_to_unicode`, plus added tokens, which `decoders.ByteLevel` writes as plain UTF-8), then
 # feed the bytes to Python's incremental UTF-8 decoder, which holds back an unfinished character
 # until its last byte arrives.
+
 
 # %%
 #| export
@@ -1530,6 +1635,7 @@ for vocab in (6400, 32000):
 # **1. (easy) UTF-8 length by hand.** Without calling `.encode`, return how many bytes UTF-8 uses
 # for a character, from its code point `ord(ch)` and the table in section 1.
 
+
 # %%
 def utf8_length(ch: str) -> int:
     raise NotImplementedError
@@ -1538,18 +1644,25 @@ def utf8_length(ch: str) -> int:
 # %%
 try:
     samples = "A~\x00\x7f\x80éΩ߿ࠀ海，\uffff𐀀🍍\U0010ffff"
-    assert [utf8_length(c) for c in samples] == [len(c.encode("utf-8")) for c in samples]
-    print("exercise 1: correct")
+    got = [utf8_length(c) for c in samples]
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    wrong = [(hex(ord(c)), n) for c, n in zip(samples, got) if n != len(c.encode("utf-8"))]
+    assert not wrong, (
+        f"Exercise 1: wrong lengths for code points {wrong}. Hint: the table's limits are "
+        "0x7F (1 byte), 0x7FF (2), 0xFFFF (3), and up to 0x10FFFF (4); compare with <="
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **2. (medium) BPE inside words.** Change the draft trainer so that merges never cross a word
 # boundary: split the text with `re.findall(r" ?\w+| ?[^\w\s]+|\s+", text)` (a space sticks to the
 # word after it), count pairs inside each piece only (weighting a piece by how often it occurs),
 # and merge inside every piece. Return the list of new tokens' bytes in the order learned.
+
 
 # %%
 def train_bpe_words(text: str, n_merges: int) -> list[bytes]:
@@ -1559,21 +1672,30 @@ def train_bpe_words(text: str, n_merges: int) -> list[bytes]:
 # %%
 try:
     learned = train_bpe_words(toy, 12)
-    print(learned)
-    assert 8 <= len(learned) <= 12 and b" pat" in learned and b"rabby" in learned
-    pieces = [p.encode() for p in re.findall(r" ?\w+| ?[^\w\s]+|\s+", toy)]
-    assert all(any(t in p for p in pieces) for t in learned), "a merge crossed a piece boundary"
-    print("exercise 2: correct")
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    print(learned)
+    pieces = [p.encode() for p in re.findall(r" ?\w+| ?[^\w\s]+|\s+", toy)]
+    crossing = [t for t in learned if not any(t in p for p in pieces)]
+    assert not crossing, (
+        f"Exercise 2: {crossing} cross a piece boundary. Hint: count pairs within each piece "
+        "(weighted by Counter(pieces)), never across two pieces"
+    )
+    assert 8 <= len(learned) <= 12 and b" pat" in learned and b"rabby" in learned, (
+        "Exercise 2: expected 8 to 12 merges including b' pat' and b'rabby'. Hint: return the "
+        "bytes of each new token (the two merged parts joined), in the order learned"
+    )
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **3. (medium) Who pays for the training mix?** Train a 1024-token tokenizer on the training lines
 # without Chinese (the English lines and the equations: `[t for t in train_lines if language(t) !=
 # "zh"]`) and return its characters per token on the held-out Chinese lines `test_zh`. Compare
 # with the mixed tokenizer's value in section 8.
+
 
 # %%
 def chinese_cpt_english_only(vocab_size: int = 1024) -> float:
@@ -1583,20 +1705,25 @@ def chinese_cpt_english_only(vocab_size: int = 1024) -> float:
 # %%
 try:
     only_en = chinese_cpt_english_only()
-    mixed_zh = chars_per_token(train_bpe(train_lines, vocab_size=1024), test_zh)
-    print(f"Chinese chars/token: English-only {only_en:.2f} vs mixed {mixed_zh:.2f}")
-    assert only_en < 0.6 * mixed_zh
-    print("exercise 3: correct")
 except NotImplementedError:
     print("Exercise 3: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
+    mixed_zh = chars_per_token(train_bpe(train_lines, vocab_size=1024), test_zh)
+    print(f"Chinese chars/token: English-only {only_en:.2f} vs mixed {mixed_zh:.2f}")
+    assert only_en < 0.6 * mixed_zh, (
+        f"Exercise 3: {only_en:.2f} is not well below the mixed {mixed_zh:.2f}. Hint: train with "
+        "train_bpe on the lines whose language(t) != 'zh', then measure chars_per_token on test_zh"
+    )
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # **4. (hard) A stream decoder without `codecs`.** Write a generator that yields the text of a
 # stream of ids (no special tokens) one whole character at a time, using `tok.token_bytes` and the
 # UTF-8 lead byte to know how long each character is (`0xxxxxxx`: 1, `110xxxxx`: 2, `1110xxxx`: 3,
 # `11110xxx`: 4). You may assume the ids spell valid UTF-8.
+
 
 # %%
 def stream_chars(tokenizer, ids):
@@ -1608,9 +1735,13 @@ def stream_chars(tokenizer, ids):
 try:
     text = "SpongeBob 海绵宝宝 🍍🦀 lives at 124 Conch Street. 蟹老板：钱！"
     chars = list(stream_chars(tok, tok.encode(text)))
-    assert "".join(chars) == text and all(len(c) == 1 for c in chars)
-    print("exercise 4: correct")
 except NotImplementedError:
     print("Exercise 4: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 4: run the chapter's cells above first ({err})")
+else:
+    assert "".join(chars) == text and all(len(c) == 1 for c in chars), (
+        f"Exercise 4: got {chars[:8]}... Hint: collect bytes in a buffer; while the buffer holds "
+        "a whole character (its lead byte tells the length), yield it decoded and drop its bytes"
+    )
+    print("Exercise 4: correct")

@@ -62,10 +62,18 @@ def utf8_length(ch: str) -> int:
 # %%
 try:
     samples = "A~\x00\x7f\x80éΩ߿ࠀ海，\uffff𐀀🍍\U0010ffff"
-    assert [utf8_length(c) for c in samples] == [len(c.encode("utf-8")) for c in samples]
-    print("exercise 1: correct")
+    got = [utf8_length(c) for c in samples]
 except NotImplementedError:
-    print("exercise 1: not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    wrong = [(hex(ord(c)), n) for c, n in zip(samples, got) if n != len(c.encode("utf-8"))]
+    assert not wrong, (
+        f"Exercise 1: wrong lengths for code points {wrong}. Hint: the table's limits are "
+        "0x7F (1 byte), 0x7FF (2), 0xFFFF (3), and up to 0x10FFFF (4); compare with <="
+    )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # ## Exercise 2: BPE inside words
@@ -111,13 +119,23 @@ def train_bpe_words(text: str, n_merges: int) -> list[bytes]:
 # %%
 try:
     learned = train_bpe_words(toy, 12)
-    print(learned)
-    assert 8 <= len(learned) <= 12 and b" pat" in learned and b"rabby" in learned
-    pieces = [p.encode() for p in re.findall(r" ?\w+| ?[^\w\s]+|\s+", toy)]
-    assert all(any(t in p for p in pieces) for t in learned), "a merge crossed a piece boundary"
-    print("exercise 2: correct")
 except NotImplementedError:
-    print("exercise 2: not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    print(learned)
+    pieces = [p.encode() for p in re.findall(r" ?\w+| ?[^\w\s]+|\s+", toy)]
+    crossing = [t for t in learned if not any(t in p for p in pieces)]
+    assert not crossing, (
+        f"Exercise 2: {crossing} cross a piece boundary. Hint: count pairs within each piece "
+        "(weighted by Counter(pieces)), never across two pieces"
+    )
+    assert 8 <= len(learned) <= 12 and b" pat" in learned and b"rabby" in learned, (
+        "Exercise 2: expected 8 to 12 merges including b' pat' and b'rabby'. Hint: return the "
+        "bytes of each new token (the two merged parts joined), in the order learned"
+    )
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # ## Exercise 3: who pays for the training mix?
@@ -136,12 +154,18 @@ def chinese_cpt_english_only(vocab_size: int = 1024) -> float:
 # %%
 try:
     only_en = chinese_cpt_english_only()
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
     mixed_zh = chars_per_token(train_bpe(train_lines, vocab_size=1024), test_zh)
     print(f"Chinese chars/token: English-only {only_en:.2f} vs mixed {mixed_zh:.2f}")
-    assert only_en < 0.6 * mixed_zh
-    print("exercise 3: correct")
-except NotImplementedError:
-    print("exercise 3: not attempted yet")
+    assert only_en < 0.6 * mixed_zh, (
+        f"Exercise 3: {only_en:.2f} is not well below the mixed {mixed_zh:.2f}. Hint: train with "
+        "train_bpe on the lines whose language(t) != 'zh', then measure chars_per_token on test_zh"
+    )
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # ## Exercise 4: a stream decoder without `codecs`
@@ -174,7 +198,13 @@ def stream_chars(tokenizer, ids):
 try:
     text = "SpongeBob 海绵宝宝 🍍🦀 lives at 124 Conch Street. 蟹老板：钱！"
     chars = list(stream_chars(tok, tok.encode(text)))
-    assert "".join(chars) == text and all(len(c) == 1 for c in chars)
-    print("exercise 4: correct")
 except NotImplementedError:
-    print("exercise 4: not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
+else:
+    assert "".join(chars) == text and all(len(c) == 1 for c in chars), (
+        f"Exercise 4: got {chars[:8]}... Hint: collect bytes in a buffer; while the buffer holds "
+        "a whole character (its lead byte tells the length), yield it decoded and drop its bytes"
+    )
+    print("Exercise 4: correct")
