@@ -1229,13 +1229,21 @@ def replay_pattern(fraction: float, n: int) -> list[bool]:
 
 # %%
 try:
-    for f in (0.0, 0.25, 0.3, 0.5, 0.75):
-        got = replay_pattern(f, 40)
-        assert got == [ReplayMix([None], [None], f).is_replay(i) for i in range(40)], f
-        assert sum(got) == int(40 * f)
-    print("exercise 1 passed")
+    got = {f: replay_pattern(f, 40) for f in (0.0, 0.25, 0.3, 0.5, 0.75)}
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    for f, pattern in got.items():
+        want = [ReplayMix([None], [None], f).is_replay(i) for i in range(40)]
+        assert pattern == want, (
+            f"Exercise 1: fraction {f}: the first difference is at batch "
+            f"{next(i for i, (a, b) in enumerate(zip(pattern, want)) if a != b)}. Hint: read "
+            "replay batches are spread evenly: batch i replays when the running count "
+            "floor(fraction * (i + 1)) goes up at i"
+        )
+    print("Exercise 1: correct")
 
 # %% [markdown]
 # **2 (easy; predict, then verify). Whose step is it?** In one step of the tiny recipe (16 chats
@@ -1256,14 +1264,20 @@ try:
     cy = ChatLoader(chats, 16, seed=0).batch_of(range(16))[1]
     ry = PackedLoader(replay_data, 512, 8, seed=0).batch_of([0, 1, 2, 3, 4, 5, 6, 7])[1]
     share = chat_share(cy, ry)
-    want = trained_tokens(cy) / (trained_tokens(cy) + trained_tokens(ry))
-    assert abs(share - want.item()) < 1e-6
-    assert abs(chat_share(cy, ry, 0.1) - (want / (want + 0.1 * (1 - want))).item()) < 1e-6
-    print(f"chat share of a step: {share:.1%} (replay weight 1), "
-          f"{chat_share(cy, ry, 0.1):.1%} (replay weight 0.1)")  # fmt: skip
-    print("exercise 2 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    hint = "Hint: count targets != -100 in each batch; the replay ones weigh replay_weight each"
+    want = trained_tokens(cy) / (trained_tokens(cy) + trained_tokens(ry))
+    assert abs(share - want.item()) < 1e-6, f"Exercise 2: {share} != {want.item()}. {hint}"
+    share_01 = chat_share(cy, ry, 0.1)
+    want_01 = (want / (want + 0.1 * (1 - want))).item()
+    assert abs(share_01 - want_01) < 1e-6, f"Exercise 2, weight 0.1: {share_01}. {hint}"
+    print(f"chat share of a step: {share:.1%} (replay weight 1), "
+          f"{share_01:.1%} (replay weight 0.1)")  # fmt: skip
+    print("Exercise 2: correct")
 
 # %% [markdown]
 # **3 (medium). Trim a history by whole turns.** A chat history is a list of messages with their
@@ -1280,16 +1294,22 @@ def first_kept(counts: list[int], budget: int) -> int:
 
 # %%
 try:
-    assert first_kept([5, 5, 5, 5, 3], 23) == 0 and first_kept([5, 5, 5, 5, 3], 22) == 2
-    assert first_kept([5, 5, 5, 5, 3], 3) == 4 and first_kept([9, 1, 1, 1, 2], 5) == 2
+    got = [first_kept([5, 5, 5, 5, 3], b) for b in (23, 22, 3)] + [first_kept([9, 1, 1, 1, 2], 5)]
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
+    assert got == [0, 2, 4, 2], (
+        f"Exercise 3: got {got}, want [0, 2, 4, 2]. Hint: start at 0 and move the start 2 "
+        "messages on (a whole exchange) while the kept counts exceed the budget"
+    )
     try:
         first_kept([1, 1, 9], 5)
-        raise AssertionError("the last message alone does not fit: expected ValueError")
+        raise AssertionError("Exercise 3: the last message alone does not fit: raise ValueError")
     except ValueError:
         pass
-    print("exercise 3 passed")
-except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 3: correct")
 
 # %% [markdown]
 # **4 (harder; predict, then verify). Does the system prompt matter?** SFT always used the
@@ -1307,11 +1327,18 @@ def accuracy_with_system(model, system_prompt: str, n: int = 64) -> float:
 # %%
 try:
     default = accuracy_with_system(chat_model, tok.default_system_prompt, 64)
-    same = evaluate_file(chat_model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
-    assert abs(default - same) < 1e-9, (default, same)
-    other = accuracy_with_system(chat_model, "You are a helpful assistant.", 64)
-    assert 0.0 <= other <= 1.0
-    print(f"default system prompt {default:.0%}, another one {other:.0%}")
-    print("exercise 4 passed")
 except NotImplementedError:
-    print("not attempted yet")
+    print("Exercise 4: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 4: run the chapter's cells above first ({err})")
+else:
+    same = evaluate_file(chat_model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
+    assert abs(default - same) < 1e-9, (
+        f"Exercise 4: {default:.3f} with the default prompt, evaluate_file gives {same:.3f}. "
+        "Hint: read the first n lines of eval_facts.jsonl, put {'role': 'system', ...} before "
+        "their messages, answer them with answer_chats and grade each answer with grade_fact"
+    )
+    other = accuracy_with_system(chat_model, "You are a helpful assistant.", 64)
+    assert 0.0 <= other <= 1.0, f"Exercise 4: an accuracy is a fraction, got {other}"
+    print(f"default system prompt {default:.0%}, another one {other:.0%}")
+    print("Exercise 4: correct")
