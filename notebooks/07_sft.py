@@ -641,8 +641,8 @@ def sft_options(preset: str, **overrides: Any) -> dict[str, Any]:
 #| export
 def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
                replay_batch_size: int | None = None, replay_weight: float = 1.0,
-               last_reply_only: bool = False, random_windows: bool = False, rank: int = 0,
-               world_size: int = 1) -> ReplayMix:  # fmt: skip
+               last_reply_only: bool = False, random_windows: bool = False,
+               tag_weight: float = 1.0, rank: int = 0, world_size: int = 1) -> ReplayMix:  # fmt: skip
     """The batches of an SFT run. Defined in 07_sft.
 
     ``data``: a ``PreparedData`` of chats, ``replay_data`` one of pretraining text (or None);
@@ -653,7 +653,7 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
     from spongebob.data import ChatLoader, PackedLoader
 
     shard = dict(rank=rank, world_size=world_size)
-    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, **shard)
+    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, tag_weight=tag_weight, **shard)
     chat = LastReplyOnly(chat) if last_reply_only else chat
     rep = None
     if replay > 0:
@@ -666,7 +666,7 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
 # %%
 #| export
 _OPTION_DEFAULTS = dict(replay=0.5, replay_batch_size=None, replay_weight=1.0,
-                        last_reply_only=False, random_windows=False)  # fmt: skip
+                        last_reply_only=False, random_windows=False, tag_weight=1.0)  # fmt: skip
 
 
 def sft(
@@ -682,6 +682,7 @@ def sft(
     replay_weight: float = 1.0,
     last_reply_only: bool = False,
     random_windows: bool = False,
+    tag_weight: float = 1.0,
     stage: str = "sft",
     **train_kwargs: Any,
 ) -> TrainResult:
@@ -692,6 +693,7 @@ def sft(
     folder) supplies the ``replay`` share of the batches (see :func:`sft_loader`). The model (its
     configuration from the checkpoint) is trained with ``spongebob.train.train``; ``last.pt``
     records the stage, the options and the fingerprints that :func:`sft_checkpoint` compares.
+    ``tag_weight`` multiplies the loss of reasoning-tag targets (chapter 08's distillation).
     ``train_kwargs`` go to ``train`` (``resume``, ``progress``, ``on_log``...).
     """
     from spongebob.checkpoint import load_model
@@ -715,7 +717,7 @@ def sft(
         replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay")
     options = dict(replay=replay, replay_batch_size=replay_batch_size,
                    replay_weight=replay_weight, last_reply_only=last_reply_only,
-                   random_windows=random_windows)  # fmt: skip
+                   random_windows=random_windows, tag_weight=tag_weight)  # fmt: skip
     loader = sft_loader(data, cfg, replay_data, rank=rank, world_size=world, **options)
     model = load_model(init)
     if torch.cuda.is_available():
@@ -767,7 +769,7 @@ def sft_checkpoint(
                   else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
         got = extras.get("recipe") or {}
         if all(extras.get(k) == v for k, v in want.items()) and all(
-            got.get(k) == v for k, v in recipe.items()
+            got.get(k, _OPTION_DEFAULTS.get(k)) == v for k, v in recipe.items()
         ):
             return path
     return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
