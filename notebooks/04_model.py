@@ -600,9 +600,10 @@ n1 = sum(p.numel() for p in step1.parameters())
 print(f"{n1:,} parameters, {tiny.vocab_size * tiny.dim:,} of them in the output head")
 
 # %% [markdown]
-# Step 2 adds the three decisions above: the output head *is* the embedding table (tied), the RoPE
-# tables become non-persistent buffers, the weights get the GPT-2 initialisation, and `forward`
-# computes the loss when given targets and returns a `ModelOutput`.
+# Step 2 adds the three decisions of this section and the initialisation: the output head *is*
+# the embedding table (tied), the RoPE tables become non-persistent buffers, the weights get the
+# GPT-2 initialisation, and `forward` computes the loss when given targets and returns a
+# `ModelOutput`.
 
 
 # %%
