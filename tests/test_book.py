@@ -141,25 +141,33 @@ def test_glossary_is_bilingual():
         assert any(term in r and zh in r for r in rows), term
 
 
-def test_the_hugging_face_export_recipe_gives_the_same_logits():
+def test_the_export_page_transformers_recipe_runs_on_an_export(tmp_path, monkeypatch, capsys):
     torch = pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason="needs the hf extra")
     from spongebob.config import ModelConfig
+    from spongebob.export import export_hf
     from spongebob.model import SpongeBob
+    from spongebob.world import course_tokenizer
 
     text = (ROOT / "book" / "hf_export.md").read_text(encoding="utf-8")
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    scope: dict = {}
-    exec(compile(code, "book/hf_export.md", "exec"), scope)
+    assert 'from_pretrained("spongebob-hf")' in code
     torch.manual_seed(0)
     cfg = ModelConfig.preset("tiny")
     assert cfg.n_kv_heads < cfg.n_heads  # the permutation per KV head is exercised
-    model = SpongeBob(cfg).eval()
-    hf = scope["to_llama"](model).eval()
-    ids = torch.randint(0, cfg.vocab_size, (2, 19))
+    model, tok = SpongeBob(cfg).eval(), course_tokenizer()
+    export_hf(model, tok, tmp_path / "spongebob-hf")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "book/hf_export.md", "exec"), scope)
+    ids = scope["ids"]
+    assert ids[0].tolist() == tok.encode(tok.apply_chat_template(scope["chat"]))
+    assert type(scope["model"]).__name__ == "LlamaForCausalLM"
     with torch.no_grad():
-        ours, theirs = model(ids).logits, hf(ids).logits
-    torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=2e-4)
+        ours, theirs = model(ids).logits, scope["model"](ids).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+    new = scope["out"][0, ids.shape[1] :].tolist()
+    assert capsys.readouterr().out == tok.decode(new, skip_special_tokens=True) + "\n"
 
 
 # --- the Sphinx extension ---------------------------------------------------------------------------

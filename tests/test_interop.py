@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -347,6 +348,19 @@ def test_cli_export_gguf_f16_keeps_norms_in_f32(bare, original_folder, tmp_path,
     assert not list(tmp_path.glob(".*partial"))
 
 
+@pytest.mark.parametrize("fmt, module, extra", [("hf", "safetensors.torch", "spongebob[hf]"),
+                                                ("gguf", "gguf", "spongebob[gguf]")])  # fmt: skip
+def test_export_without_its_extra_names_the_extra(bare, original_folder, tmp_path, monkeypatch,
+                                                  capsys, fmt, module, extra):  # fmt: skip
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: import fails
+    rc = cli.main(["export", fmt, "--checkpoint", str(bare["path"]), "--tokenizer",
+                   str(original_folder), "--n-heads", "4",
+                   "--out", str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("spongebob: error:") and extra in err
+    assert not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------- llama.cpp (opt-in)
 @pytest.mark.skipif(os.environ.get("SPONGEBOB_LLAMA_CPP") != "1",
                     reason="opt-in: set SPONGEBOB_LLAMA_CPP=1 (needs llama-cpp-python, a C++ "
@@ -374,15 +388,20 @@ def test_llama_cpp_runs_the_gguf_export_with_our_tokens(tmp_path):
         if t == tok.eos_id or len(theirs) == 32:
             break
     assert theirs == ours and len(ours) >= 5
-    # and its logits agree with ours on the prompt
-    llm.reset()
-    llm.eval(prompt)
+    # its logits on the prompt equal ours in fp32 once its KV cache is fp32 too (the default f16
+    # cache rounds keys and values: 0.07 off on logits up to 24 here, the greedy tokens unchanged)
+    f32 = llama_cpp.GGML_TYPE_F32
+    exact = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, logits_all=True, verbose=False,
+                            type_k=f32, type_v=f32)  # fmt: skip
+    exact.eval(prompt)
     with torch.no_grad():
         want = model(torch.tensor([prompt])).logits[0]
-    got = torch.tensor(llm.scores[: len(prompt)])
-    assert (got - want).abs().max() < 1e-3
+    got = torch.tensor(exact.scores[: len(prompt)])
+    assert (got - want).abs().max() < 2e-4
     # as a chat model: its chat template from the file, greedy, gives our answer text
     reply = llm.create_chat_completion(chat, temperature=0.0, top_k=1, repeat_penalty=1.0,
                                        max_tokens=32)  # fmt: skip
     text = reply["choices"][0]["message"]["content"]
-    assert text == tok.decode(ours[:-1] if ours[-1] == tok.eos_id else ours)
+    answer = b"".join(tok.token_bytes(i) for i in ours if i != tok.eos_id)
+    # a random model writes broken UTF-8 pieces: llama-cpp-python drops them (errors="ignore")
+    assert text == answer.decode("utf-8", errors="ignore") and len(text) >= 5
