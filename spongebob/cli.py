@@ -8,6 +8,11 @@
     spongebob train pretrain DATA --preset tiny|seed [--out DIR] [--resume | --init CKPT] [...]
         (DATA: a pretraining JSONL file or a prepared folder; every other flag defaults to the
         preset's value; also under `torchrun --nproc_per_node=N -m spongebob train pretrain ...`)
+    spongebob train sft DATA --init CKPT --preset tiny|tiny-long|seed|seed-long [--replay-data F]
+    spongebob train distill DATA --init CKPT --preset tiny|seed [--tag-weight W] [--replay-data F]
+        (DATA: a chat JSONL file or a prepared folder, or --data; the same flags as pretrain)
+    spongebob pipeline --preset tiny|seed [--out DIR] [--dry-run]
+        (tokenizer, pretrain, SFT, long SFT, distill, eval and a report; finished stages skipped)
     spongebob chat --checkpoint CKPT [--tokenizer DIR] [--prompt TEXT] [--temperature 0 ...]
         (interactive with history, /clear and /quit; --prompt answers once and prints the answer)
     spongebob eval --checkpoint CKPT [--sets facts long ...] [--out FILE.json]
@@ -146,6 +151,123 @@ def _train_pretrain(args: argparse.Namespace) -> int:
         val = result.val_history[-1]["val_loss"] if result.val_history else float("nan")
         print(f"done: {result.step} steps, loss {last.get('loss', float('nan')):.3f}, "
               f"validation loss {val:.3f}, checkpoint {result.checkpoint}")  # fmt: skip
+    return 0
+
+
+def _train_tokenizer(args: argparse.Namespace):
+    """The tokenizer of ``--tokenizer``, else the course tokenizer of the embedded data."""
+    if args.tokenizer is not None:
+        from spongebob.tokenizer import load_tokenizer
+
+        return load_tokenizer(args.tokenizer)
+    from spongebob.world import course_tokenizer
+
+    return course_tokenizer()
+
+
+def _data_arg(args: argparse.Namespace) -> Path:
+    """DATA (positional, like `train pretrain`) or ``--data``: exactly one, and it must exist."""
+    if (args.data is None) == (args.data_opt is None):
+        raise ValueError("give the training data once: DATA or --data FILE_OR_PREPARED_DIR")
+    data = args.data if args.data is not None else args.data_opt
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such file or folder (a chat JSONL file or a "
+                                "prepared folder)")  # fmt: skip
+    return data
+
+
+def _check_init(init: Path, tok) -> None:
+    """One-line errors, before any data is prepared, for an --init that cannot start this run."""
+    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.data import tokenizer_fingerprint
+
+    state, extras = read_checkpoint(init)
+    if not extras.get("config"):
+        raise CheckpointError(f"{init}: a bare state dict carries no configuration; --init needs "
+                              "one of our checkpoints (e.g. a pretrain run's last.pt)")  # fmt: skip
+    vocab = extras["config"].get("vocab_size")
+    if vocab != tok.vocab_size:
+        raise ValueError(f"{init} was built for {vocab} tokens but the tokenizer has "
+                         f"{tok.vocab_size}; pass the matching --tokenizer")  # fmt: skip
+    want = extras.get("tokenizer")
+    if want and want != tokenizer_fingerprint(tok):
+        raise ValueError(f"{init} was trained with another tokenizer (fingerprint differs); pass "
+                         "the one it was trained with as --tokenizer")  # fmt: skip
+
+
+def _train_chat_stage(args: argparse.Namespace, kind: str) -> int:
+    """`train sft` and `train distill`: the same flags, another stage function and preset table."""
+    from spongebob.train import setup_distributed
+
+    if kind == "sft":
+        from spongebob.sft import sft as run
+        from spongebob.sft import sft_config as make_config
+        from spongebob.sft import sft_options as options
+    else:
+        from spongebob.distill import distill as run
+        from spongebob.distill import distill_config as make_config
+        from spongebob.distill import distill_options as options
+
+    data = _data_arg(args)
+    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.compile:
+        overrides["compile"] = True
+    if args.max_minutes is not None and args.max_steps is None:
+        overrides["max_steps"] = None  # the time budget decides the length
+    cfg = make_config(args.preset, **overrides)
+    opts = options(args.preset)
+    if args.replay is not None:
+        opts["replay"] = args.replay
+    if kind == "distill" and args.tag_weight is not None:
+        opts["tag_weight"] = args.tag_weight
+    if opts.get("replay", 0) > 0 and args.replay_data is None:
+        raise ValueError(f"the {args.preset} preset replays pretraining text (replay "
+                         f"{opts['replay']}): pass --replay-data FILE_OR_PREPARED_DIR, or "
+                         "--replay 0")  # fmt: skip
+    if args.replay_data is not None and not args.replay_data.exists():
+        raise FileNotFoundError(f"{args.replay_data}: no such file or folder (--replay-data: "
+                                "pretraining JSONL or a prepared folder)")  # fmt: skip
+    tok = _train_tokenizer(args)
+    _check_init(args.init, tok)
+    if kind == "sft":
+        opts["stage"] = "sft_long" if args.preset.endswith("-long") else "sft"
+    out = args.out or Path("runs") / f"{kind}-{args.preset}"
+    rank, world, _ = setup_distributed()
+    if rank == 0:
+        print(f"{kind} ({args.preset} preset, {world} process(es)) from {args.init} -> {out}",
+              flush=True)  # fmt: skip
+    result = run(data, tok, out, cfg, init=args.init, replay_source=args.replay_data,
+                 resume=args.resume, **opts)  # fmt: skip
+    if rank == 0:
+        last = result.history[-1] if result.history else {}
+        print(f"done: {result.step} steps, loss {last.get('loss', float('nan')):.3f}, "
+              f"checkpoint {result.checkpoint}")  # fmt: skip
+    return 0
+
+
+def _train_sft(args: argparse.Namespace) -> int:
+    return _train_chat_stage(args, "sft")
+
+
+def _train_distill(args: argparse.Namespace) -> int:
+    return _train_chat_stage(args, "distill")
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from spongebob.pipeline import build_plan, describe_plan, run_pipeline
+
+    plan = build_plan(args.preset, args.out, data_dir=args.data, max_steps=args.max_steps,
+                      eval_limit=args.eval_limit)  # fmt: skip
+    print(describe_plan(plan), flush=True)
+    if args.dry_run:
+        return 0
+    from spongebob.download import DownloadError
+
+    try:
+        run_pipeline(plan, log=lambda m: print(m, flush=True))
+    except DownloadError as e:
+        print(f"spongebob: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -580,6 +702,41 @@ def build_parser() -> argparse.ArgumentParser:
         )
     pt.set_defaults(func=_train_pretrain)
 
+    for kind, presets, what in (
+        ("sft", ("tiny", "tiny-long", "seed", "seed-long"),
+         "supervised fine-tuning of a checkpoint on chats (SFT or long SFT)"),
+        ("distill", ("tiny", "seed"), "reasoning distillation of an SFT checkpoint (R1 chats)"),
+    ):  # fmt: skip
+        c = tr_cmds.add_parser(kind, help=what)
+        c.add_argument("data", type=Path, nargs="?", default=None,
+                       help="chat JSONL file or a prepared folder (or --data)")  # fmt: skip
+        c.add_argument("--data", dest="data_opt", type=Path, default=None,
+                       help="the same as DATA")  # fmt: skip
+        c.add_argument("--init", type=Path, required=True,
+                       help="checkpoint to start from (pretrain for SFT, SFT for distill)")  # fmt: skip
+        c.add_argument("--preset", choices=presets, default="tiny",
+                       help=f"recipe ({', '.join(presets)}; *-long: 1024-token chats, the long "
+                            "stage)" if kind == "sft" else "recipe (tiny: CPU minutes; seed: "
+                            "the original's)")  # fmt: skip
+        c.add_argument("--out", type=Path, default=None,
+                       help=f"run folder for last.pt and metrics.jsonl (default runs/{kind}-PRESET)")  # fmt: skip
+        c.add_argument("--tokenizer", type=Path, default=None,
+                       help="tokenizer folder (default: the course tokenizer of the embedded data)")  # fmt: skip
+        c.add_argument("--replay-data", type=Path, default=None,
+                       help="pretraining JSONL or prepared folder replayed among the chats "
+                            "(needed when the preset's replay share is > 0)")  # fmt: skip
+        c.add_argument("--replay", type=float, default=None,
+                       help="share of replay batches (default: the preset's; 0 = none)")  # fmt: skip
+        if kind == "distill":
+            c.add_argument("--tag-weight", type=float, default=None,
+                           help="loss weight of the reasoning-tag targets (default: the preset's)")  # fmt: skip
+        c.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
+        c.add_argument("--compile", action="store_true", help="torch.compile the model")
+        for name, (typ, text) in _TRAIN_FLAGS.items():
+            c.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                           help=text + " (default: the preset's)")  # fmt: skip
+        c.set_defaults(func=_train_sft if kind == "sft" else _train_distill)
+
     def model_args(c: argparse.ArgumentParser) -> None:
         c.add_argument("--checkpoint", type=Path, required=True,
                        help="a checkpoint of any stage, or a bare state dict (the original's)")  # fmt: skip
@@ -616,6 +773,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=None,
                     help="answer budget (default: per set; 64 for --file)")  # fmt: skip
     ev.set_defaults(func=_eval)
+
+    pl = groups.add_parser("pipeline", help="every stage in one resumable run, with a report")
+    pl.add_argument("--preset", choices=("tiny", "seed"), default="tiny",
+                    help="tiny: the embedded data on a CPU (minutes); seed: the original's recipe "
+                         "on the real data (GPU; downloads it first)")  # fmt: skip
+    pl.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: $SPONGEBOB_HOME/pipeline/PRESET)")  # fmt: skip
+    pl.add_argument("--data", type=Path, default=None,
+                    help="folder with the JSONL files (default: the embedded world for tiny, "
+                         "OUT/data, downloaded, for seed)")  # fmt: skip
+    pl.add_argument("--dry-run", action="store_true", help="print the stage plan, run nothing")
+    pl.add_argument("--max-steps", type=int, default=None,
+                    help="cap every training stage at N steps (a smoke test)")  # fmt: skip
+    pl.add_argument("--eval-limit", type=int, default=None,
+                    help="grade only the first N questions of each eval set (a smoke test)")  # fmt: skip
+    pl.set_defaults(func=_pipeline)
 
     ex = groups.add_parser("export", help="export a checkpoint to Hugging Face or GGUF (llama.cpp)")
     ex_cmds = ex.add_subparsers(dest="format", required=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Top-level hand-written modules (spongebob/<name>.py).
-HAND_WRITTEN = {"__init__", "__main__", "cli", "files", "download", "runtime", "export"}
+HAND_WRITTEN = {"__init__", "__main__", "cli", "files", "download", "runtime", "export", "pipeline"}
 # Sub-packages of spongebob/ whose every module is hand-written.
 HAND_WRITTEN_PACKAGES = {"world"}
 HAND_WRITTEN_MARK = "Hand-written module"

@@ -1,0 +1,172 @@
+"""Tests of `spongebob train sft` and `spongebob train distill` (hand-written in spongebob/cli.py).
+
+Real runs of a few steps on a cut-down world (the generated sample, its training files shortened)
+from a tiny pretraining checkpoint made by `spongebob train pretrain`: what the checkpoint
+records (stage, recipe, configuration, steps), that the weights moved, that --resume continues,
+and that bad input is one line on stderr with exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spongebob import cli
+from spongebob.checkpoint import read_checkpoint, save_checkpoint
+from spongebob.config import ModelConfig
+from spongebob.model import SpongeBob
+from spongebob.world import write_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"pretrain.jsonl": 1200, "sft_512.jsonl": 64, "sft_1024.jsonl": 16, "r1_1024.jsonl": 64}
+
+
+def small_world(out: Path) -> Path:
+    """The sample world with its training files cut to a few lines (eval files whole)."""
+    write_sample(out, seed=0)
+    for name, n in SMALL.items():
+        lines = (out / name).read_text("utf-8").splitlines(keepends=True)[:n]
+        (out / name).write_text("".join(lines), "utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return small_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(world, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain")
+    rc = cli.main(["train", "pretrain", str(world / "pretrain.jsonl"), "--out", str(out),
+                   "--max-steps", "1", "--batch-size", "2"])  # fmt: skip
+    assert rc == 0
+    return out / "last.pt"
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text("utf-8").splitlines()]
+
+
+def _sft(world, init, out, *extra) -> int:
+    return cli.main(["train", "sft", str(world / "sft_512.jsonl"), "--init", str(init),
+                     "--replay-data", str(world / "pretrain.jsonl"), "--out", str(out),
+                     "--batch-size", "2", *extra])  # fmt: skip
+
+
+def test_train_sft_records_the_recipe_and_moves_the_weights(world, pretrained, tmp_path, capsys):
+    out = tmp_path / "sft"
+    assert _sft(world, pretrained, out, "--max-steps", "2", "--lr", "0.01") == 0
+    printed = capsys.readouterr().out
+    assert "sft (tiny preset, 1 process(es))" in printed and "done: 2 steps" in printed
+    state, extras = read_checkpoint(out / "last.pt")
+    assert extras["stage"] == "sft" and extras["step"] == 2
+    cfg = extras["train_config"]
+    assert (cfg["max_steps"], cfg["lr"], cfg["batch_size"], cfg["seq_len"]) == (2, 0.01, 2, 512)
+    recipe = extras["recipe"]
+    assert recipe["replay"] == 0.5 and recipe["random_windows"] is True  # the tiny preset's
+    assert recipe["replay_sha256"] is not None and recipe["last_reply_only"] is False
+    init_state, _ = read_checkpoint(pretrained)
+    assert any(not torch.equal(state[k], init_state[k]) for k in state)
+    assert [r["step"] for r in _metrics(out) if "loss" in r][-1] == 2
+
+
+def test_train_sft_long_preset_and_resume(world, pretrained, tmp_path):
+    out = tmp_path / "long"
+    base = ["--preset", "tiny-long", "--batch-size", "1"]
+    data = ["--data", str(world / "sft_1024.jsonl")]
+    args = ["train", "sft", *data, "--init", str(pretrained), "--replay-data",
+            str(world / "pretrain.jsonl"), "--out", str(out), *base]  # fmt: skip
+    assert cli.main([*args, "--max-steps", "1"]) == 0
+    _, first = read_checkpoint(out / "last.pt")
+    assert first["stage"] == "sft_long" and first["recipe"]["last_reply_only"] is True
+    assert first["train_config"]["seq_len"] == 1024
+    assert cli.main([*args, "--max-steps", "2", "--resume"]) == 0
+    _, second = read_checkpoint(out / "last.pt")
+    assert second["step"] == 2
+    steps = [r["step"] for r in _metrics(out) if "loss" in r]
+    assert steps == [1, 2]  # the resumed run appended to the first run's log
+
+
+def test_train_sft_without_replay(world, pretrained, tmp_path):
+    out = tmp_path / "noreplay"
+    rc = cli.main(["train", "sft", str(world / "sft_512.jsonl"), "--init", str(pretrained),
+                   "--replay", "0", "--out", str(out), "--max-steps", "1", "--batch-size", "2"])  # fmt: skip
+    assert rc == 0
+    _, extras = read_checkpoint(out / "last.pt")
+    assert extras["recipe"]["replay"] == 0 and extras["recipe"]["replay_sha256"] is None
+
+
+def test_train_distill_tag_weight(world, pretrained, tmp_path):
+    pytest.importorskip("spongebob.distill")
+    out = tmp_path / "distill"
+    rc = cli.main(["train", "distill", str(world / "r1_1024.jsonl"), "--init", str(pretrained),
+                   "--replay-data", str(world / "pretrain.jsonl"), "--out", str(out),
+                   "--max-steps", "1", "--batch-size", "2", "--tag-weight", "3"])  # fmt: skip
+    assert rc == 0
+    _, extras = read_checkpoint(out / "last.pt")
+    assert extras["stage"] == "distill" and extras["step"] == 1
+    assert extras["recipe"]["tag_weight"] == 3.0
+
+
+@pytest.fixture(scope="module")
+def other_vocab(tmp_path_factory) -> Path:
+    small = ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=300)
+    path = tmp_path_factory.mktemp("other") / "other.pt"
+    return save_checkpoint(path, {"model": SpongeBob(small).state_dict(),
+                                  "config": small.to_dict()})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_data", "nope.jsonl: no such file or folder"),
+        ("missing_init", "nope.pt: no such checkpoint file"),
+        ("no_replay_data", "pass --replay-data"),
+        ("missing_replay_data", "nope_replay.jsonl: no such file or folder"),
+        ("pretrain_data", "holds pretrain data; SFT needs chat lines"),
+        ("other_vocab", "built for 300 tokens but the tokenizer has 2048"),
+        ("data_twice", "give the training data once"),
+    ],
+)
+def test_bad_input_is_one_line(world, pretrained, other_vocab, tmp_path, capsys, case, message):
+    data, init = str(world / "sft_512.jsonl"), str(pretrained)
+    replay = ["--replay-data", str(world / "pretrain.jsonl")]
+    extra: list[str] = []
+    if case == "missing_data":
+        data = str(tmp_path / "nope.jsonl")
+    elif case == "missing_init":
+        init = str(tmp_path / "nope.pt")
+    elif case == "no_replay_data":
+        replay = []
+    elif case == "missing_replay_data":
+        replay = ["--replay-data", str(tmp_path / "nope_replay.jsonl")]
+    elif case == "pretrain_data":
+        data = str(world / "pretrain.jsonl")
+    elif case == "other_vocab":
+        init = str(other_vocab)
+    elif case == "data_twice":
+        extra = ["--data", data]
+    rc = cli.main(["train", "sft", data, "--init", init, *replay, *extra,
+                   "--out", str(tmp_path / "run"), "--max-steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("spongebob: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_bad_input_from_the_shell_has_no_traceback(world, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "spongebob", "train", "sft",
+                        str(world / "sft_512.jsonl"), "--init", str(tmp_path / "missing.pt"),
+                        "--replay", "0"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"spongebob: error: {tmp_path / 'missing.pt'}: no such checkpoint file; check the path"
+    ]
