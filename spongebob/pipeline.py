@@ -15,6 +15,9 @@ Every training stage goes through the chapter's own "find or re-create" function
 (``pretrained_checkpoint``, ``sft_checkpoint``, ``distill_checkpoint``): a folder that holds a
 finished run of the same recipe (data, tokenizer, configuration, init checkpoint) is reused and
 the stage says ``finished run found, skipped``; anything else trains again from the stage's start.
+Those functions need a fixed ``max_steps``; a one-epoch stage (the seed presets) is tracked by the
+pipeline's own ``stage.json`` instead, which also lets an interrupted stage resume from its last
+periodic checkpoint (hours of GPU time are not thrown away).
 Evaluations are cached in ``eval/NAME.json`` under the sha256 of the checkpoint they graded.
 
 ``--preset seed`` is the original's GPU recipe on the real data: the four ModelScope files are
@@ -238,26 +241,86 @@ def _embedded_dir() -> Path:
     return artifacts_dir("data", "world-seed0")  # where spongebob.world.sample_dir(0) lives
 
 
-def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> dict:
+def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any) -> Path:
+    """Train ``stage`` with the chapter's own stage function (``pretrain``, ``sft``,
+    ``distill``) or, by default, its find-or-re-create wrapper; ``kw`` go to it."""
     out = plan.out / stage.name
     data, replay = plan.data_dir / stage.data, plan.data_dir / "pretrain.jsonl"
+    find = kw.pop("find", True)
+    if stage.name == "pretrain":
+        from spongebob.pretrain import pretrain, pretrained_checkpoint
+
+        if find:
+            return pretrained_checkpoint(data, tok, out, stage.cfg, model_preset=plan.model, **kw)
+        return pretrain(data, tok, out, stage.cfg, model_preset=plan.model, **kw).checkpoint
+    chat = dict(init=ckpts[stage.init], replay_source=replay, **stage.options, **kw)
+    if stage.name == "distill":
+        from spongebob.distill import distill, distill_checkpoint
+
+        fn = distill_checkpoint if find else distill
+        result = fn(data, tok, out, stage.cfg, **chat)
+    else:
+        from spongebob.sft import sft, sft_checkpoint
+
+        chat["stage"] = "sft_long" if stage.name == "sft-long" else "sft"
+        fn = sft_checkpoint if find else sft
+        result = fn(data, tok, out, stage.cfg, **chat)
+    return result if find else result.checkpoint
+
+
+def _stage_key(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path]) -> dict:
+    """What makes a run of ``stage`` the same run: recipe, data file (by size and time; the real
+    files are gigabytes), tokenizer and the very init checkpoint."""
+    from spongebob.data import tokenizer_fingerprint
+    from spongebob.files import sha256_file
+
+    data = (plan.data_dir / stage.data).stat()
+    key = {"stage": stage.name, "preset": stage.preset, "train_config": stage.cfg.to_dict(),
+            "options": stage.options, "model": plan.model,
+            "data": [str(plan.data_dir / stage.data), data.st_size, data.st_mtime_ns],
+            "tokenizer": tokenizer_fingerprint(tok),
+            "init_sha256": sha256_file(ckpts[stage.init]) if stage.init else None}  # fmt: skip
+    return json.loads(json.dumps(key))  # as read back from stage.json (tuples become lists)
+
+
+def _train_until_done(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log, **kw) -> Path:
+    """A stage whose length is one epoch (``max_steps`` None: the seed presets), which the
+    find-or-re-create functions cannot tell finished from interrupted. ``stage.json`` records the
+    run's key (`_stage_key`) when it starts and the checkpoint's hash when it ends: a finished run
+    of the same key is skipped, an unfinished one resumes from its ``last.pt`` (saved every
+    ``save_every`` steps), anything else trains from the start."""
+    from spongebob.files import atomic_write_text, sha256_file
+
+    out = plan.out / stage.name
+    last, marker = out / "last.pt", out / "stage.json"
+    key = _stage_key(stage, plan, tok, ckpts)
+    try:
+        mark = json.loads(marker.read_text("utf-8")) if marker.is_file() else {}
+    except ValueError:
+        mark = {}
+    same = mark.get("key") == key and last.is_file()
+    if same and mark.get("sha256") and mark["sha256"] == sha256_file(last):
+        return last
+    resume = same and not mark.get("sha256")
+    if resume:
+        log(f"{stage.name}: an interrupted run of this recipe found, resuming it")
+    else:
+        last.unlink(missing_ok=True)  # another run's: never to be resumed by mistake
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"key": key, "sha256": None}) + "\n")
+    ckpt = Path(_run_stage(stage, plan, tok, ckpts, find=False, resume=resume, **kw))
+    atomic_write_text(marker, json.dumps({"key": key, "sha256": sha256_file(ckpt)}) + "\n")
+    return ckpt
+
+
+def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> dict:
+    out = plan.out / stage.name
     before, t0 = _mtime(out / "last.pt"), time.perf_counter()
     kw = dict(progress=False, on_log=_progress(stage.name, stage.cfg.max_steps, log))
-    if stage.name == "pretrain":
-        from spongebob.pretrain import pretrained_checkpoint
-
-        ckpt = pretrained_checkpoint(data, tok, out, stage.cfg, model_preset=plan.model, **kw)
-    elif stage.name == "distill":
-        from spongebob.distill import distill_checkpoint
-
-        ckpt = distill_checkpoint(data, tok, out, stage.cfg, init=ckpts[stage.init],
-                                  replay_source=replay, **stage.options, **kw)  # fmt: skip
+    if stage.cfg.max_steps is not None:
+        ckpt = _run_stage(stage, plan, tok, ckpts, **kw)
     else:
-        from spongebob.sft import sft_checkpoint
-
-        ckpt = sft_checkpoint(data, tok, out, stage.cfg, init=ckpts[stage.init],
-                              stage="sft_long" if stage.name == "sft-long" else "sft",
-                              replay_source=replay, **stage.options, **kw)  # fmt: skip
+        ckpt = _train_until_done(stage, plan, tok, ckpts, log, **kw)
     ckpts[stage.name] = Path(ckpt)
     wall = time.perf_counter() - t0
     skipped = before is not None and _mtime(Path(ckpt)) == before

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from spongebob import cli
 from spongebob.checkpoint import read_checkpoint
 from spongebob.evaluate import is_well_formed_r1
 from spongebob.files import sha256_file
-from spongebob.pipeline import TARGETS, build_plan, read_metrics
+from spongebob.pipeline import TARGETS, build_plan, read_metrics, run_pipeline
 from spongebob.sft import sft_config, sft_options
 from spongebob.train import TrainConfig
 from spongebob.world import write_sample
@@ -250,3 +251,38 @@ def test_seed_offline_fails_fast_before_any_stage(home, tmp_path, monkeypatch):
     assert rc == 2 and err.count("\n") == 1 and err.startswith("spongebob: error: ")
     assert "cannot reach 127.0.0.1:443" in err or "ModelScope client" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no stage started
+
+
+# ------------------------------------------------------------------------------ one-epoch stages
+def test_one_epoch_stage_is_marked_done_skipped_and_resumed(home, world, tmp_path):
+    """The seed presets run one epoch (max_steps None): `stage.json` tells finished from
+    interrupted. Here the tiny pretraining stage, made one-epoch-long (a few steps)."""
+    plan = build_plan("tiny", tmp_path, data_dir=world)
+    cfg = replace(plan.stages[0].cfg, max_steps=None, epochs=0.03, log_every=1, eval_every=0)
+    plan.stages, plan.evals = [replace(plan.stages[0], cfg=cfg)], ()
+    logged: list[str] = []
+    first = run_pipeline(plan, log=logged.append)["stages"]["pretrain"]
+    steps, last = first["steps"], tmp_path / "pretrain" / "last.pt"
+    assert steps >= 2 and read_checkpoint(last)[1]["step"] == steps
+    assert json.loads((tmp_path / "pretrain" / "stage.json").read_text())["sha256"] == (
+        sha256_file(last)
+    )
+    stamp = last.stat().st_mtime_ns
+    logged.clear()
+    assert run_pipeline(plan, log=logged.append)["stages"]["pretrain"]["skipped"] is True
+    assert "pretrain: finished run found, skipped" in logged and last.stat().st_mtime_ns == stamp
+    # as if interrupted after its last save: resumed (no step retrained), not started again
+    marker = tmp_path / "pretrain" / "stage.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "sha256": None}))
+    logged.clear()
+    again = run_pipeline(plan, log=logged.append)["stages"]["pretrain"]
+    assert "pretrain: an interrupted run of this recipe found, resuming it" in logged
+    assert again["steps"] == steps and again["final_loss"] == first["final_loss"]
+    history, _ = read_metrics(tmp_path / "pretrain" / "metrics.jsonl")
+    assert [r["step"] for r in history] == list(range(1, steps + 1))  # appended, no new steps
+    # another recipe (lr) trains from the start
+    plan.stages[0].cfg = replace(cfg, lr=1e-3)
+    logged.clear()
+    run_pipeline(plan, log=logged.append)
+    assert not any("resuming" in m for m in logged)
+    assert read_checkpoint(last)[1]["train_config"]["lr"] == 1e-3
