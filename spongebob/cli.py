@@ -710,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         c = tr_cmds.add_parser(kind, help=what)
         c.add_argument("data", type=Path, nargs="?", default=None,
                        help="chat JSONL file or a prepared folder (or --data)")  # fmt: skip
-        c.add_argument("--data", dest="data_opt", type=Path, default=None,
+        c.add_argument("--data", dest="data_opt", metavar="DATA", type=Path, default=None,
                        help="the same as DATA")  # fmt: skip
         c.add_argument("--init", type=Path, required=True,
                        help="checkpoint to start from (pretrain for SFT, SFT for distill)")  # fmt: skip
