@@ -2114,7 +2114,7 @@ print(f"\n\n{len(new_ids)} tokens -> {len(pieces)} text pieces")
 # | `spongebob.checkpoint` | `load_checkpoint`, `load_model`, `read_checkpoint`, `load_state_dict_checked`, `CheckpointError` |
 # | `spongebob.generate` | `generate`, `stream_generate`, `stream_text`, `decode_steps`, `sample_next`, `filter_logits`, `apply_repetition_penalty`, `prepare_prompts`, `fit_context`, `CHAT_SAMPLING` |
 #
-# Next: chapter 05 (data, being written) turns the JSONL files into training batches, with the loss masks
+# Next: [05 · Data](05_data.ipynb) turns the JSONL files into training batches, with the loss masks
 # that `lm_loss` expects.
 
 # %% [markdown]

@@ -1211,7 +1211,7 @@ assert again == sft_ckpt
 # | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets` |
 # | `spongebob.sft` | `ReplayMix`, `last_reply_targets`, `LastReplyOnly`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `sft`, `sft_checkpoint` |
 #
-# Next: chapter 08 · Distillation (being written) starts from these checkpoints and teaches the model
+# Next: [08 · Distillation](08_distill.ipynb) starts from the SFT checkpoint and teaches the model
 # to reason in `<think>...</think>` before it answers.
 
 # %% [markdown]

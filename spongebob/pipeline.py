@@ -255,8 +255,10 @@ def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any)
         return pretrain(data, tok, out, stage.cfg, model_preset=plan.model, **kw).checkpoint
     chat = dict(init=ckpts[stage.init], replay_source=replay, **stage.options, **kw)
     if stage.name == "distill":
-        from spongebob.distill import distill, distill_checkpoint
+        from spongebob.distill import distill, distill_checkpoint, drill_lines
 
+        if stage.options.get("replay", 0) > 0:  # the tiny recipe replays the equation lines only
+            chat["replay_source"] = drill_lines(replay, out / "drill.jsonl")
         fn = distill_checkpoint if find else distill
         result = fn(data, tok, out, stage.cfg, **chat)
     else:

@@ -110,7 +110,7 @@ def test_defects_appendix_covers_every_defect_of_the_seed_with_its_chapter():
     for n, body in zip(numbers, sections[1::2]):
         assert "**Evidence.**" in body and "**Fixed in**" in body, f"defect {n}"
     fixed_by = {n: body.split("**Fixed in**")[1] for n, body in zip(numbers, sections[1::2])}
-    assert "chapter 08 (coming)" in fixed_by[5]
+    assert "08_distill" in fixed_by[5]
     for n in (1, 6):
         assert "06_pretrain" in fixed_by[n]
     for n in (2, 3, 4):

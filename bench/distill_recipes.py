@@ -1,0 +1,83 @@
+"""The distillation recipes that chapter 08 compares, re-measured: greedy accuracy and format
+compliance on all 200 unseen problems of ``eval_arith.jsonl``, and the held-out fact questions.
+
+    .venv/bin/python bench/distill_recipes.py                 # every recipe, about 25 minutes
+    .venv/bin/python bench/distill_recipes.py --only drill-1500
+
+Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
+``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
+first), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
+the whole pretraining text, or only its equation lines from ``spongebob.distill.drill_lines``),
+the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from spongebob.checkpoint import load_model
+from spongebob.distill import distill_checkpoint, distill_config, drill_lines, format_problem
+from spongebob.evaluate import evaluate_sets
+from spongebob.pretrain import pretrained_checkpoint
+from spongebob.runtime import artifacts_dir
+from spongebob.sft import sft_checkpoint, sft_config, sft_options
+from spongebob.train import TrainConfig
+from spongebob.world import course_tokenizer, sample_dir
+
+# name: (replay source: None | "pretrain" | "drill", lr, steps); replay batches: 8 windows of 256
+RECIPES = {
+    "chats-300": (None, 1e-3, 300),
+    "chats-600": (None, 1e-3, 600),
+    "chats-1500": (None, 1e-3, 1500),
+    "chats-1500-lr2e-3": (None, 2e-3, 1500),
+    "pretrain-replay-600": ("pretrain", 1e-3, 600),
+    "drill-1000": ("drill", 2e-3, 1000),
+    "drill-1500": ("drill", 2e-3, 1500),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=sorted(RECIPES), help="recipes to run")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work or artifacts_dir("bench", "distill")
+    world, tok = sample_dir(0), course_tokenizer()
+    pre = pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
+                                TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+    sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                              sft_config("tiny"), init=pre, replay_source=world / "pretrain.jsonl",
+                              **sft_options("tiny"), progress=False)  # fmt: skip
+    sources = {"pretrain": world / "pretrain.jsonl",
+               "drill": drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")}  # fmt: skip
+    print(f"torch threads {torch.get_num_threads()}")
+    header = ("recipe", "steps", "minutes", "right", "formed", "facts")
+    print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))
+    for name in args.only or RECIPES:
+        replay, lr, steps = RECIPES[name]
+        cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1)
+        options = dict(tag_weight=10.0, replay=0.5 if replay else 0.0, replay_batch_size=8,
+                       random_windows=True)  # fmt: skip
+        if replay:
+            options["replay_source"] = sources[replay]
+        t0 = time.perf_counter()
+        ckpt = distill_checkpoint(world / "r1_1024.jsonl", tok, work / name, cfg, init=sft_ckpt,
+                                  progress=False, **options)  # fmt: skip
+        minutes = (time.perf_counter() - t0) / 60
+        reports = evaluate_sets(load_model(ckpt).eval(), tok, world, ["arith", "facts"])
+        arith = reports["arith"]
+        n = len(arith.records)
+        formed = sum(format_problem(r["answer"]) is None for r in arith.records) / n
+        print(f"{name:22s} {steps:7d} {minutes:7.1f} {arith.accuracy:7.1%} {formed:7.1%} "
+              f"{reports['facts'].accuracy:7.1%}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

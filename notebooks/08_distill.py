@@ -1,0 +1,766 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Distillation: teach the model to think before it answers
+#
+# **Fine-tune the chat model on a teacher's worked solutions, written as
+# `<think>...</think><answer>...</answer>`, with extra weight on the tags that hold the format
+# together; put that weight where it belongs with either tokenizer; measure what the model learns
+# and what it forgets.**
+#
+# Runs in about 9 minutes on a laptop CPU (the distillation run takes 7 of them; a second run
+# finds the checkpoint and takes about 2).
+# Prerequisites: [05 · Data](05_data.ipynb) (the chat encoder and its token kinds, the loaders),
+# [06 · Pretraining](06_pretrain.ipynb) (the training loop) and [07 · SFT](07_sft.ipynb) (the
+# SFT stage, the graders and the evaluation harness; its checkpoint is found or re-created here).
+#
+# What you will build:
+#
+# 1. a look at R1-style reasoning data and the rules of its format;
+# 2. how the four tags tokenize with the original's tokenizer (several tokens each) and with ours
+#    (one token each), and why the original's tag weight lands on the wrong positions;
+# 3. a weighted loss that weighs only the supervised tag positions, with both tokenizers;
+# 4. the distillation stage (`spongebob.distill`): unseen arithmetic and format compliance before
+#    and after, and the facts it costs;
+# 5. tag weight 1 against 10, measured during training; and what distillation costs.
+#
+# ![Distillation: the SFT model of chapter 07 is fine-tuned on worked solutions; the loss weighs the tag positions of each reply more; the distilled model answers unseen problems in the think/answer format](../book/figures/distill_overview.svg)
+
+# %% [markdown]
+# :::{admonition} 中文摘要
+# :class: zh-summary
+# 用“教师”写好的推理过程（`<think>...</think><answer>...</answer>`）对第 07 章的对话模型做微调，即 DeepSeek-R1 式的推理蒸馏。本章比较四个标签在原项目分词器（每个标签被拆成多个词元）和本课程分词器（每个标签一个词元）下的切分，说明原项目的加权为什么会落到提示词和普通文本上；实现只对回复中标签位置加权的损失（两种分词器都正确），训练蒸馏模型，测量未见算术题的正确率与格式合规率，比较标签权重 1 与 10，并如实报告蒸馏让模型忘掉了什么。导出模块：`spongebob.distill`。
+# :::
+
+# %% [markdown]
+# ## Setup
+#
+# The chat encoder and loaders come from chapter 05, the training loop from chapter 06, the SFT
+# stage, graders and harness from chapter 07; the embedded world holds the reasoning data
+# (`r1_1024.jsonl`) and the unseen problems (`eval_arith.jsonl`).
+#
+# **If you edit an exported cell.** The cells marked `#| export` are copied into the `spongebob`
+# package only by `make export`; until then, `from spongebob... import` keeps the old code. To
+# re-export and reload from here, run `!cd .. && python tools/nbexport.py`, then restart the kernel
+# (Kernel → Restart), or use `%load_ext autoreload` and `%autoreload 2` once at the top.
+
+# %%
+#| default_exp distill
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import torch
+
+from spongebob.checkpoint import load_model, read_checkpoint
+from spongebob.data import CONTEXT, TAG, ChatEncoder, ChatLoader, PreparedData, prepare
+from spongebob.evaluate import R1_TAGS, evaluate_file, evaluate_sets, parse_r1
+from spongebob.model import IGNORE_INDEX, lm_loss
+from spongebob.pretrain import pretrained_checkpoint
+from spongebob.runtime import artifacts_dir, seed_everything
+from spongebob.sft import sft_checkpoint, sft_config, sft_loader, sft_options
+from spongebob.tokenizer import SPECIAL_TOKENS, train_bpe
+from spongebob.train import TrainConfig, train
+from spongebob.viz import plot_token_kinds
+from spongebob.world import course_tokenizer, sample_dir
+
+seed_everything(1337)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__, "| threads", torch.get_num_threads())
+
+# %% [markdown]
+# The SFT model of chapter 07: `sft_checkpoint` finds it in the artifact folder (or trains it
+# again, with the pretrained model it needs, when it is missing: about 10 minutes).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+world = sample_dir(0)
+tok = course_tokenizer()
+pretrained = pretrained_checkpoint(world / "pretrain.jsonl", tok,
+                                   artifacts_dir("runs", "pretrain-tiny"),
+                                   TrainConfig.preset("tiny", eval_every=150),
+                                   progress=False)  # fmt: skip
+sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                          sft_config("tiny"), init=pretrained,
+                          replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                          progress=False)  # fmt: skip
+chat_model = load_model(sft_ckpt).eval()
+print("SFT checkpoint:", read_checkpoint(sft_ckpt)[1]["stage"], "stage,",
+      read_checkpoint(sft_ckpt)[1]["step"], "steps")  # fmt: skip
+
+# %% [markdown]
+# ## 1. Reasoning data
+#
+# DeepSeek-R1 ([DeepSeek-AI, 2025](https://arxiv.org/abs/2501.12948)) showed that a large model
+# trained with reinforcement learning to reason step by step can hand that skill to small models
+# by plain supervised fine-tuning on its worked solutions: **distillation** in the R1 sense is SFT
+# whose replies are a teacher's reasoning traces. The original project's `r1_1024.jsonl` holds
+# such traces from a large teacher. Our embedded world writes its own: the teacher is the
+# generator, which knows every answer, and writes each solution as one line per operation.
+#
+# Every reply has the same layout: a `<think>` block with the steps, then an `<answer>` block
+# with the result alone. `parse_r1` (chapter 07) accepts exactly that layout.
+
+# %%
+r1 = [json.loads(line) for line in (world / "r1_1024.jsonl").open(encoding="utf-8")]
+example = r1[1]["conversations"]
+print(f"{len(r1)} reasoning chats\n")
+for message in example:
+    print(f"[{message['role']}]\n{message['content']}\n")
+think, answer = parse_r1(example[1]["content"])
+print("parse_r1 ->", repr(answer), "| the steps:", think.count("\n") + 1, "lines")
+
+# %% [markdown]
+# The held-out problems of `eval_arith.jsonl` use number combinations that never occur in
+# `r1_1024.jsonl` nor in any pretraining story (the pretraining text does hold the plain
+# equations, the "times tables" of every step). Before distillation the SFT model answers them
+# in one sentence, as SFT taught it: the format is never right, and the grader, which then takes
+# the last number of the answer, finds few right answers.
+
+# %%
+before = evaluate_sets(chat_model, tok, world, ["arith"])["arith"]
+well_formed_before = sum(parse_r1(r["answer"]) is not None for r in before.records)
+print(f"SFT model: {before.accuracy:.0%} correct, "
+      f"{well_formed_before / len(before.records):.0%} well-formed")  # fmt: skip
+for r in before.records[:3]:
+    print(f"  expected {r['expected']:>3}: {r['answer']!r}")
+assert well_formed_before == 0
+
+# %% [markdown]
+# ## 2. How the tags tokenize
+#
+# Our tokenizer has the four tags as special tokens (chapter 01): each is one id, and a tag typed
+# in a message stays text (chapter 05). The original's tokenizer has no such tokens: its tags are
+# spelt out in ordinary pieces. We do not ship the original's files, so we train a tokenizer in
+# its layout (only `<unk>`, `<s>`, `</s>` as special tokens) on the same world text.
+
+# %%
+texts = [json.loads(line)["text"] for line in (world / "pretrain.jsonl").open(encoding="utf-8")]
+texts += [c["conversations"][1]["content"] for c in r1]
+orig_tok = train_bpe(texts, vocab_size=tok.vocab_size, special_tokens=SPECIAL_TOKENS)
+for name, t in [("course", tok), ("original layout", orig_tok)]:
+    pieces = {tag: [t.id_to_token(i) for i in t.encode(tag)] for tag in R1_TAGS}
+    print(f"{name:16s}", "  ".join(f"{tag} -> {p}" for tag, p in pieces.items()))
+
+# %% [markdown]
+# The original multiplies the loss of the tag tokens by 10 so that the model learns the format
+# firmly. It finds "the tag tokens" by their ids: it encodes the four tags, collects the ids of
+# their pieces, and raises the weight of **every position whose id is in that set**. With
+# several pieces per tag, that set holds pieces such as `<`, `>` or `</` that ordinary text uses
+# too, and the rule looks at prompt positions as well as reply positions (SEED.md's defect 5; see
+# the appendix {doc}`../book/defects`). Here is that rule applied to a chat whose user message
+# mentions a tag and compares two numbers:
+
+# %%
+question = "Is 7 < 9? Put your <think> steps first."
+reply = "<think>\n9 - 7 = 2\nSo 7 is smaller.\n</think>\n<answer>\nyes\n</answer>"
+chat = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+
+
+def original_rule(t, ids):
+    """The original's weights: 10 wherever the id is one of the tags' pieces (prompt included)."""
+    tag_ids = {i for tag in R1_TAGS for i in t.encode(tag)}
+    return [10.0 if i in tag_ids else 1.0 for i in ids]
+
+
+for name, t in [("course", tok), ("original layout", orig_tok)]:
+    ids, kinds = ChatEncoder(t).encode(chat)
+    weights = original_rule(t, ids)
+    hits = [(t.id_to_token(i), k) for i, k, w in zip(ids, kinds, weights) if w == 10]
+    in_prompt = sum(k == CONTEXT for _, k in hits)
+    print(f"{name:16s} original rule weights {len(hits):2d} positions, {in_prompt} in the prompt,"
+          f" {sum(k == TAG for _, k in hits)} of them tag pieces in the reply")  # fmt: skip
+    print("                 ", [p for p, _ in hits])
+
+# %% [markdown]
+# With our tokenizer the rule is harmless (a tag's id cannot come from text), but with the
+# original's it weighs pieces of the user's words and of every `<`, `>` and `</` in the reply.
+# In the original's training the prompt positions had a loss mask of 0 before the weights were
+# set, so those positions became trained targets with weight 10: the model was pushed to predict
+# the user's text.
+#
+# Our rule works on **kinds**, not ids: `ChatEncoder` (chapter 05) already marks each reasoning
+# tag *inside a reply* as `TAG` while it encodes the reply, one id with our tokenizer, all of its
+# pieces with the original's. The loader turns the kinds into weights. The picture shows both
+# tokenizers on the chat above (grey: context, not trained; blue: trained; orange: a tag).
+
+# %%
+fig, axes = plt.subplots(2, 1, figsize=(14, 6.2), dpi=90)
+for ax, (name, t) in zip(axes, [("course", tok), ("original-layout", orig_tok)]):
+    ids, kinds = ChatEncoder(t, system_prompt="").encode(chat)
+    pieces = [t.decode([i]) for i in ids]
+    n_tag = sum(k == TAG for k in kinds)
+    plot_token_kinds(pieces, kinds, title=f"{name} tokenizer: {n_tag} tag positions", per_row=24,
+                     ax=ax)  # fmt: skip
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 3. A loss that weighs the tags
+#
+# `ChatLoader(..., tag_weight=10)` (chapter 05) gives every batch a weight tensor `w`: 10 on the
+# targets whose kind is `TAG`, 1 elsewhere. The model's loss (chapter 04) is
+#
+# $$\mathcal{L} = \frac{\sum_i w_i \, \mathrm{CE}_i}{\sum_i w_i}$$
+#
+# over the trained positions `i`, the same normalisation as the original's (its loss mask holds
+# the 10s and it divides by the mask's sum). Below it is checked against a direct computation on
+# a real batch of reasoning chats, for both tokenizers, and we measure what share of the loss's
+# weight the tags receive: with four single-token tags among about 60 trained tokens per reply,
+# a weight of 10 hands the tags about 40 % of every step's gradient.
+
+# %%
+r1_sample = artifacts_dir("runs", "distill-demo")
+shares = {}
+for name, t in [("course", tok), ("original layout", orig_tok)]:
+    prepare(world / "r1_1024.jsonl", t, r1_sample / name.replace(" ", "-"), max_seq_len=256)
+    data = PreparedData(r1_sample / name.replace(" ", "-"))
+    x, y, w = ChatLoader(data, 8, seed=0, tag_weight=10.0).batch_of(range(8))
+    logits = chat_model(x).logits if t is tok else torch.randn(*x.shape, t.vocab_size)
+    ce = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    counted = (y.flatten() != IGNORE_INDEX).float() * w.flatten()
+    direct = (counted * ce).sum() / counted.sum()
+    assert torch.allclose(lm_loss(logits, y, w), direct, atol=1e-6)
+    is_tag = (w > 1) & (y != IGNORE_INDEX)
+    shares[name] = (w * is_tag).sum().item() / (w * (y != IGNORE_INDEX)).sum().item()
+    print(f"{name:16s} {int(is_tag.sum()):3d} tag targets of {int((y != IGNORE_INDEX).sum())}"
+          f" trained, tags' share of the weight: {shares[name]:.0%}")  # fmt: skip
+
+# %% [markdown]
+# With the original's tokenizer each tag is several targets, so the same weight 10 hands the tags
+# an even larger share. (The random logits in the second row only exercise the loss: the course
+# model has a different vocabulary.) The tests in `tests/test_distill.py` check the same equality
+# and the positions, including a user turn that contains tag-like text, for both tokenizers.
+
+# %% [markdown]
+# ## 4. The distillation stage
+#
+# A distillation run *is* an SFT run (chapter 07's `sft`, on chapter 06's loop) on the reasoning
+# chats with one option set: `tag_weight`. The module adds the stage's recipes and the
+# find-or-train function that later code (the pipeline, `spongebob train distill`) calls, and a
+# diagnosis of badly formed replies.
+
+
+# %%
+#| export
+"""Reasoning distillation (R1 style): SFT on a teacher's worked solutions, tags weighted.
+
+Defined in 08_distill. A distillation run is an SFT run (``spongebob.sft.sft``) on chats whose
+replies are ``<think>...</think>\\n<answer>...</answer>``, with the loss of the reasoning-tag
+targets multiplied by ``tag_weight`` (10 in the original). The tags are found inside the replies
+only, by ``spongebob.data.ChatEncoder``: one id each with the course tokenizer, all of their
+pieces with a tokenizer that spells them out (the original's); prompts are never weighted. The
+tiny recipe also replays the equations of the pretraining text (:func:`drill_lines`): the steps
+of a reasoning trace must be facts the student knows::
+
+    drill = drill_lines("pretrain.jsonl", out_dir / "drill.jsonl")
+    ckpt = distill_checkpoint("r1_1024.jsonl", tok, out_dir, distill_config("tiny"),
+                              init=sft_checkpoint, replay_source=drill, **distill_options("tiny"))
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+from spongebob.evaluate import R1_TAGS
+from spongebob.files import iter_jsonl, write_jsonl
+from spongebob.sft import sft, sft_checkpoint
+from spongebob.train import TrainConfig, TrainResult
+
+# The recipes: TrainConfig fields ("train") and the data options of `distill`. The reasoning chats
+# of the embedded world are at most 150 tokens; the original trains at 1024 (SEED.md). The tiny
+# recipe is measured in 08_distill.
+DISTILL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(train=dict(lr=2e-3, warmup_steps=20, max_steps=1500, batch_size=16, seq_len=256,
+                            grad_accum=2, log_every=50),
+                 options=dict(tag_weight=10.0, replay=0.5, replay_batch_size=8,
+                              random_windows=True)),
+    "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
+                            seq_len=1024, grad_accum=16, log_every=20, save_every=500),
+                 options=dict(tag_weight=10.0, replay=0.0)),
+}  # fmt: skip
+
+
+def _preset(name: str) -> dict[str, Any]:
+    if name not in DISTILL_PRESETS:
+        raise ValueError(
+            f"unknown distill preset {name!r}; choose one of {sorted(DISTILL_PRESETS)}"
+        )
+    return DISTILL_PRESETS[name]
+
+
+def distill_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The ``TrainConfig`` of a distillation preset (``tiny``, ``seed``) with ``overrides``.
+    Defined in 08_distill."""
+    return TrainConfig(**{**_preset(preset)["train"], **overrides})
+
+
+def distill_options(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The data options of a distillation preset (``tag_weight``, ``replay``...), for `distill`
+    and `distill_checkpoint`. Defined in 08_distill."""
+    return {**_preset(preset)["options"], **overrides}
+
+
+# %% [markdown]
+# `distill` and `distill_checkpoint` are `sft` and `sft_checkpoint` with the stage named
+# `distill`, a tag weight of 10 and no replay unless asked for: the checkpoint records them, so a
+# distilled model can never be mistaken for an SFT one, and a finished run of the same recipe
+# (same data, same SFT model, same options) is found instead of retrained.
+
+
+# %%
+#| export
+def distill(
+    source: str | Path,
+    tokenizer,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    init: str | Path,
+    tag_weight: float = 10.0,
+    replay: float = 0.0,
+    **kw: Any,
+) -> TrainResult:
+    """Distil the reasoning chats of ``source`` into the model of checkpoint ``init`` (usually
+    the SFT model). Defined in 08_distill.
+
+    ``tag_weight`` multiplies the loss of the reasoning-tag targets of every reply; ``replay`` (a
+    share of pretraining batches, with ``replay_source``) and the other ``kw`` are those of
+    ``spongebob.sft.sft`` (``replay_source``, ``progress``, ``on_log``, ``resume``...).
+    """
+    if tag_weight <= 0:
+        raise ValueError(f"tag_weight must be > 0, got {tag_weight}")
+    return sft(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight, replay=replay,
+               stage="distill", **kw)  # fmt: skip
+
+
+def distill_checkpoint(
+    source: str | Path,
+    tokenizer,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    init: str | Path,
+    tag_weight: float = 10.0,
+    replay: float = 0.0,
+    **kw: Any,
+) -> Path:
+    """``out_dir/last.pt`` when it holds a finished distillation of this recipe, else run
+    :func:`distill` first. Defined in 08_distill."""
+    return sft_checkpoint(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight,
+                          replay=replay, stage="distill", **kw)  # fmt: skip
+
+
+# %% [markdown]
+# Format compliance is a yes-or-no grade (`parse_r1`), but when a reply fails it helps to know
+# *how*. `format_problem` names the first rule a reply breaks, in a fixed order, and returns
+# `None` exactly when `parse_r1` accepts the reply (a test checks that on many generated strings).
+
+
+# %%
+#| export
+def format_problem(text: str) -> str | None:
+    """The first rule of the think/answer format that ``text`` breaks, or None when
+    ``spongebob.evaluate.parse_r1`` accepts it. Defined in 08_distill.
+
+    The rules, in order: each tag exactly once; nothing but spaces before ``<think>``; the tags in
+    order; nothing but spaces between ``</think>`` and ``<answer>`` and after ``</answer>``; a
+    non-empty answer.
+    """
+    for tag in R1_TAGS:
+        if text.count(tag) != 1:
+            return f"{tag} appears {text.count(tag)} times"
+    starts = [text.index(tag) for tag in R1_TAGS]
+    ends = [s + len(tag) for s, tag in zip(starts, R1_TAGS)]
+    if starts != sorted(starts):
+        return "the tags are out of order"
+    if text[: starts[0]].strip():
+        return "text before <think>"
+    if text[ends[1] : starts[2]].strip():
+        return "text between </think> and <answer>"
+    if text[ends[3] :].strip():
+        return "text after </answer>"
+    if not text[ends[2] : starts[3]].strip():
+        return "an empty answer"
+    return None
+
+
+# %%
+for text in [reply, "The answer is 5.", reply.replace("</think>\n", "</think>\nhm\n"),
+             reply + " ok", "<think>\n</think>\n<answer>\n \n</answer>"]:  # fmt: skip
+    print(f"{format_problem(text)!s:40} <- {text[:40]!r}")
+    assert (format_problem(text) is None) == (parse_r1(text) is not None)
+
+# %% [markdown]
+# ### The student must know its times tables
+#
+# The first recipe we measured was the plain one: distil the reasoning chats alone, as the
+# original does. It learns the format at once, but the answers lag (greedy, all 200 unseen
+# problems; `python bench/distill_recipes.py` re-measures each row):
+#
+# | recipe (from the SFT model, tag weight 10) | steps | right answers | well-formed |
+# |---|---|---|---|
+# | reasoning chats only, lr 1e-3 | 300 | 26 % | 100 % |
+# | reasoning chats only, lr 1e-3 | 600 | 55 % | 100 % |
+# | reasoning chats only, lr 1e-3 | 1,500 | 80 % | 100 % |
+# | reasoning chats only, lr 2e-3 | 1,500 | 82 % | 100 % |
+# | half of the batches pretraining text, lr 1e-3 | 600 | 35 % | 100 % |
+# | half of the batches the pretraining equations, lr 2e-3 | 1,000 | 86 % | 100 % |
+# | half of the batches the pretraining equations, lr 2e-3 | 1,500 | **91 %** | 100 % |
+#
+# Reading the wrong answers shows where the plain run fails. After 300 steps most errors were
+# *copying* errors (the reasoning restates the problem with a wrong number); after 1,500 steps
+# there were none of those left: every wrong answer had a **wrong equation** in its reasoning,
+# such as `22 - 3 = 18`. The held-out problems are held out by their numbers, so their equations
+# appear in no reasoning chat; the pretraining text has each of them twice, in lines of plain
+# equations. Asked `22 - 3 =` right after `<s>`, the pretrained model completes only 23 % of a
+# sample of 300 such equations. A teacher's trace is only as good as the student's ability to do
+# each of its steps: the steps must be facts the student already knows.
+#
+# So the course's recipe replays, in half of the batches, exactly the part of the pretraining
+# text that the reasoning steps rely on: the lines that are nothing but equations.
+# `drill_lines` writes them to a file of their own; `distill` takes it as its replay source (the
+# replay machinery of chapter 07, random windows of 256 tokens).
+
+
+# %%
+#| export
+EQUATION_LINE = re.compile(r"\s*(?:\d+ [-+*/] \d+ = -?\d+[.,;]?\s*)+")
+
+
+def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUATION_LINE) -> Path:
+    """Write the lines of the pretraining JSONL ``source`` whose ``text`` ``pattern`` matches
+    whole (by default: nothing but equations such as ``8 + 5 = 13.``) to ``out``, atomically.
+
+    Defined in 08_distill. The result is a pretraining file, the replay source of the tiny
+    distillation recipe; reused when it is newer than ``source``. Raises ``ValueError`` when no
+    line matches (replaying nothing would be a silent no-op).
+    """
+    source, out = Path(source), Path(out)
+    if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+        return out
+    kept = (rec for _, rec in iter_jsonl(source)
+            if isinstance(rec, dict) and pattern.fullmatch(str(rec.get("text", ""))))  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if write_jsonl(out, kept) == 0:
+        out.unlink()
+        raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
+    return out
+
+
+# %%
+drill = drill_lines(world / "pretrain.jsonl", artifacts_dir("runs", "distill-tiny") / "drill.jsonl")
+drill_texts = [json.loads(line)["text"] for line in drill.open(encoding="utf-8")]
+print(f"{len(drill_texts)} drill lines of {len(texts) - len(r1)} pretraining lines, e.g.")
+print(" ", drill_texts[0])
+assert all(EQUATION_LINE.fullmatch(t) for t in drill_texts) and len(drill_texts) > 100
+
+# %% [markdown]
+# Now the run: the tiny recipe trains 1,500 steps, each one batch of 16 reasoning chats and one
+# batch of 8 windows of the drill lines, at lr 2e-3 with tag weight 10, starting from the SFT
+# model; about 7 minutes here.
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def show_log(r):
+    if "loss" in r and r["step"] % 250 == 0:
+        print(f"  step {r['step']:4d}  loss {r['loss']:.4f}")
+
+
+distilled = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
+                               distill_config("tiny"), init=sft_ckpt, replay_source=drill,
+                               **distill_options("tiny"), progress=False,
+                               on_log=show_log)  # fmt: skip
+reasoner = load_model(distilled).eval()
+after = evaluate_sets(reasoner, tok, world, ["arith", "facts"])
+problems = [format_problem(r["answer"]) for r in after["arith"].records]
+compliance = sum(p is None for p in problems) / len(problems)
+print(f"unseen arithmetic: {after['arith'].accuracy:.0%} correct (before {before.accuracy:.0%}),"
+      f" {compliance:.0%} well-formed (before 0%)")  # fmt: skip
+print(f"held-out fact questions: {after['facts'].accuracy:.0%}")
+assert compliance >= 0.95 and after["arith"].accuracy >= 0.8  # measured: see below
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for r in after["arith"].records[:4]:
+    steps, answer = parse_r1(r["answer"])
+    print(f"{'ok ' if r['correct'] else 'BAD'} expected {r['expected']:>3}, answered {answer:>3}"
+          f" | reasoning: {steps.splitlines()[-2]!r}")  # fmt: skip
+print("a fact question now:", after["facts"].records[0]["answer"][:90].replace("\n", " "))
+
+# %% [markdown]
+# What this run measured on the reference 2-core CPU (1,500 steps, about 7 minutes):
+#
+# | | unseen arithmetic right | well-formed think/answer | held-out fact questions |
+# |---|---|---|---|
+# | SFT model (chapter 07) | 0 % | 0 % | 52 % |
+# | distilled on the reasoning chats only (the original's recipe) | 80 % | 100 % | 0 % |
+# | **distilled, with the equations replayed** | **91 %** | **100 %** | 0 % |
+#
+# Both course targets are met (90 % right, 95 % well-formed). Most wrong answers still come
+# from a wrong equation (14 of the 18: exercise 2 counts them), many in the multiplication
+# problems: their held-out pairs occur only in the equation lines, and a product such as `7 * 8`
+# is a fact the tiny model stores less reliably than a small sum.
+
+# %% [markdown]
+# ## 5. Tag weight 1 or 10?
+#
+# Does the extra weight matter? Two short runs from the same SFT model, identical except for the
+# tag weight, each graded every 25 steps on 60 unseen problems: the share of well-formed replies
+# and the share of right answers. The callback gets each logged record; `generate` switches the
+# training model to evaluation and back by itself (chapter 04), so grading in the middle of a run
+# leaves the run untouched.
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def graded_run(tag_weight: float, steps: int = 150, every: int = 25, n: int = 60) -> list[tuple]:
+    cfg = distill_config("tiny", max_steps=steps, warmup_steps=10, grad_accum=1, log_every=every)
+    data = PreparedData(r1_sample / "course")
+    model = load_model(sft_ckpt)
+    points = []
+
+    def grade(r):
+        if "loss" in r and r["step"] % every == 0:
+            rep = evaluate_file(model, tok, world / "eval_arith.jsonl", "number", limit=n,
+                                max_new_tokens=96)  # fmt: skip
+            ok = sum(format_problem(x["answer"]) is None for x in rep.records) / n
+            points.append((r["step"], ok, rep.accuracy))
+
+    loader = sft_loader(data, cfg, tag_weight=tag_weight, replay=0.0)
+    train(model, loader, cfg, progress=False, on_log=grade)
+    return points
+
+
+curves = {w: graded_run(w) for w in (1.0, 10.0)}
+for w, points in curves.items():
+    print(f"tag weight {w:4.0f}:", " ".join(f"{s}:{ok:.0%}/{acc:.0%}" for s, ok, acc in points))
+assert all(points[-1][1] >= 0.95 for points in curves.values())  # the format is learnt either way
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), dpi=90)
+for w, points in curves.items():
+    steps_, ok, acc = zip(*points)
+    axes[0].plot(steps_, ok, marker="o", label=f"tag weight {w:.0f}")
+    axes[1].plot(steps_, acc, marker="o", label=f"tag weight {w:.0f}")
+axes[0].set(title="well-formed replies", xlabel="step", ylim=(-0.03, 1.03))
+axes[1].set(title="right answers", xlabel="step", ylim=(-0.03, 1.03))
+for ax in axes:
+    ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What these runs measured here (60 problems, one seed, so a few points of noise): with either
+# weight every reply is well-formed from step 50 on; at step 25, weight 1 had 63 % well-formed and
+# weight 10 only 33 %. The right answers grew **faster with weight 1** (37 % at step 150 against
+# 13 %). With single-token tags the format is the easiest part of a reply to learn, and a weight of
+# 10 hands four tokens almost half of the loss (section 3), gradient that the steps of the
+# reasoning do not get. The original had more reason for the weight: its tags are several pieces
+# each, and some of those pieces are ordinary text. The course keeps the original's 10 in its
+# recipe, and the full run of section 4 meets both targets with it; whether weight 1 also does
+# better over 1,500 steps was not measured (about 7 minutes a run: try it).
+
+# %% [markdown]
+# ## 6. What distillation costs
+#
+# The last column of the table of section 4: after distillation the model answers **no**
+# held-out fact question right. It has not necessarily lost the facts: it now answers every
+# question, arithmetic or not, with a reasoning block, because every reply it was distilled on was
+# one (the last line printed in section 4 is a question about a resident, answered with a made-up
+# calculation). The original's distilled model is trained the same way. Mixing ordinary chats
+# from `sft_512` into the distillation batches, so that the model also sees questions answered
+# without a `<think>` block, is the first thing to try; the course has not measured it.
+
+# %% [markdown]
+# ## 7. Chat with the reasoning model
+#
+# `spongebob chat` shows the reasoning apart from the answer (dimmed, in the terminal), and
+# `--prompt` prints only the answer, so a script gets the number alone:
+#
+# ```bash
+# spongebob chat --checkpoint ~/.cache/spongebob/runs/distill-tiny/last.pt
+# spongebob chat --checkpoint ~/.cache/spongebob/runs/distill-tiny/last.pt \
+#     --prompt "Sandy has 12 shells and finds 9 more. How many shells does Sandy have now?"
+# ```
+#
+# In the notebook, the same split by `parse_r1`:
+
+# %%
+question = [{"role": "user", "content": "Sandy has 12 shells and finds 9 more. How many shells "
+                                        "does Sandy have now?"}]  # fmt: skip
+from spongebob.evaluate import answer_chats  # noqa: E402
+
+text, stopped = answer_chats(reasoner, tok, [question], max_new_tokens=96)[0]
+steps, answer = parse_r1(text)
+print("reasoning:\n  " + steps.replace("\n", "\n  "))
+print("answer:", answer, "| ended with </s>:", stopped)
+assert answer == "21"
+
+# %% [markdown]
+# ## Putting it together
+#
+# The whole stage, from the package; `spongebob pipeline --preset tiny` runs it after the others,
+# and `spongebob train distill` from the command line:
+#
+# ```python
+# from spongebob.distill import distill_checkpoint, distill_config, distill_options, drill_lines
+# drill = drill_lines(world / "pretrain.jsonl", artifacts_dir("runs", "distill-tiny") / "drill.jsonl")
+# distilled = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
+#                                distill_config("tiny"), init=sft_ckpt, replay_source=drill,
+#                                **distill_options("tiny"))
+# ```
+
+# %%
+from spongebob.distill import (  # noqa: F811
+    distill_checkpoint,
+    distill_config,
+    distill_options,
+    drill_lines,
+)
+
+again = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
+                           distill_config("tiny"), init=sft_ckpt, replay_source=drill,
+                           **distill_options("tiny"))  # fmt: skip
+extras = read_checkpoint(again)[1]
+print("found, not retrained:", again == distilled, "| stage:", extras["stage"],
+      "| tag weight:", extras["recipe"]["tag_weight"])  # fmt: skip
+assert again == distilled and extras["stage"] == "distill"
+
+# %% [markdown]
+# ## Summary
+#
+# * R1-style distillation is SFT on a teacher's worked solutions: a `<think>` block with the steps,
+#   then an `<answer>` block. The SFT model had 0 % of the unseen problems right and never the
+#   format; the distilled one has 91 % right and 100 % well-formed.
+# * The original weighs its tags by their ids. Its tags are several pieces each, so the weight also
+#   lands on `<`, `>` and `</` in ordinary text and on prompt positions. The course finds the tags
+#   by *kind*, while it encodes each reply, and weighs those positions only, with either tokenizer.
+# * A reasoning trace only helps if the student can do each step. The plain recipe reached 80 %,
+#   and every remaining error was a wrong equation. Replaying the pretraining text's equation
+#   lines during distillation brought it to 91 %.
+# * With single-token tags, a weight of 10 gives four tokens about half of the loss; in short runs
+#   it did not help the format and slowed the answers.
+# * Distillation has a price: every answer becomes a reasoning block, and held-out fact questions
+#   fall from 52 % to 0 %.
+#
+# | module | what this chapter exported |
+# |---|---|
+# | `spongebob.distill` | `DISTILL_PRESETS`, `distill_config`, `distill_options`, `distill`, `distill_checkpoint`, `format_problem`, `EQUATION_LINE`, `drill_lines` |
+#
+# This is the last chapter. The appendices go on from here: {doc}`../book/gpu` trains the
+# original's 26M model on the real data with the same code, {doc}`../book/hf_export` takes a
+# model to `transformers`, llama.cpp and ollama, and {doc}`../book/defects` lists what the
+# original got wrong and where the course fixes it.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
+# Solutions: `notebooks/solutions/08_distill_solutions.ipynb`.
+#
+# **1 (easy; predict, then verify). The tags' share of the loss.** With tag weight 10, do the
+# tags get a larger share of the loss's weight with our tokenizer or with the original's? Write
+# down your guess. Then write `tag_share(y, w)`: the share of the summed weight of the trained
+# targets (`y != -100`) that falls on weighted targets (`w > 1`), and run the check on the
+# batches of section 3.
+
+
+# %%
+def tag_share(y: torch.Tensor, w: torch.Tensor) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    got = {}
+    for name in shares:
+        data = PreparedData(r1_sample / name.replace(" ", "-"))
+        _, y, w = ChatLoader(data, 8, seed=0, tag_weight=10.0).batch_of(range(8))
+        got[name] = tag_share(y, w)
+except NotImplementedError:
+    print("Exercise 1: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 1: run the chapter's cells above first ({err})")
+else:
+    for name, share in got.items():
+        assert abs(share - shares[name]) < 1e-6, (
+            f"Exercise 1 ({name}): {share:.4f}, want {shares[name]:.4f}. Hint: sum w over the "
+            "positions where y != -100 (the denominator) and over those where w > 1 as well"
+        )
+    print({name: f"{share:.0%}" for name, share in got.items()})
+    print("Exercise 1: correct")
+
+# %% [markdown]
+# **2 (medium). Check the steps, not just the answer.** The grader looks at the answer block
+# only. Write `wrong_steps(text)`: the equations `a op b = c` (op one of `+`, `-`, `*`) in a reply
+# whose `c` is not the value of `a op b`, as strings in order of appearance. Then count how many
+# of the distilled model's wrong answers come with a wrong step.
+
+
+# %%
+def wrong_steps(text: str) -> list[str]:
+    raise NotImplementedError
+
+
+# %%
+try:
+    got = wrong_steps("<think>\n3 + 4 = 7\n7 * 2 = 15\n15 - 5 = 10\n9 - 10 = 1\n</think>")
+except NotImplementedError:
+    print("Exercise 2: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 2: run the chapter's cells above first ({err})")
+else:
+    assert got == ["7 * 2 = 15", "9 - 10 = 1"], (
+        f"Exercise 2: got {got}. Hint: re.findall(r'(\\d+) ([-+*]) (\\d+) = (\\d+)', text) "
+        "gives the four parts of each equation; compute a op b and compare it with c"
+    )
+    wrong = [r for r in after["arith"].records if not r["correct"]]
+    with_step = sum(bool(wrong_steps(r["answer"])) for r in wrong)
+    print(f"{with_step} of the {len(wrong)} wrong answers have a wrong step")
+    print("Exercise 2: correct")
+
+# %% [markdown]
+# **3 (harder; predict, then verify). Greedy or sampled?** `spongebob chat` samples with the
+# original's defaults (temperature 0.85, top-p 0.85). Predict: on unseen problems, is the
+# distilled model more often right when it samples than when it decodes greedily, about as often,
+# or less often? Write `sampled_accuracy(model, n, temperature, seed)`: the accuracy on the first
+# `n` problems of `eval_arith.jsonl` with that temperature and top-p 0.85 (`evaluate_file` takes
+# sampling arguments), and verify on 60 problems.
+
+
+# %%
+def sampled_accuracy(model, n: int, temperature: float, seed: int = 0) -> float:
+    raise NotImplementedError
+
+
+# %%
+try:
+    greedy = sampled_accuracy(reasoner, 60, 0.0)
+except NotImplementedError:
+    print("Exercise 3: not attempted yet")
+except NameError as err:  # a name from the chapter is missing: run it first
+    print(f"Exercise 3: run the chapter's cells above first ({err})")
+else:
+    want = evaluate_file(reasoner, tok, world / "eval_arith.jsonl", "number", limit=60,
+                         max_new_tokens=96).accuracy  # fmt: skip
+    assert abs(greedy - want) < 1e-9, (
+        f"Exercise 3: temperature 0 gave {greedy:.3f}, greedy evaluate_file {want:.3f}. Hint: "
+        "evaluate_file(model, tok, path, 'number', limit=n, temperature=..., top_p=0.85, seed=...)"
+    )
+    hot = sampled_accuracy(reasoner, 60, 0.85, seed=0)
+    assert 0.0 <= hot <= 1.0, f"Exercise 3: an accuracy is a fraction, got {hot}"
+    print(f"greedy {greedy:.0%}, sampled at 0.85 {hot:.0%}")
+    print("Exercise 3: correct")
