@@ -72,142 +72,13 @@ def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[s
         yield obj[field]
 
 
-class SpongeTokenizer:
-    """A byte-level BPE `tokenizers.Tokenizer` plus the chat format. Defined in 01_tokenizer.
+def _train_byte_bpe(texts: Iterable[str], vocab_size: int, specials: Sequence[str]) -> Tokenizer:
+    """Train a bare byte-level BPE `tokenizers.Tokenizer`. Defined in 01_tokenizer.
 
-    ``encode``/``decode`` round-trip any string exactly; special tokens written in the text (such
-    as ``<s>`` in a rendered chat) become their single ids. ``pad_id`` is the unk id, as in the
-    original. Build one with `train_tokenizer`, `train_bpe` or `load_tokenizer`.
-
-    ``chat_template`` is a foreign folder's own Jinja template (the original's): chats then render
-    exactly as `transformers` renders them with it (`render_jinja_chat`). When that template renders
-    the course's chat format (`template_system_prompt`), its own default system prompt replaces
-    ``default_system_prompt`` and ``course_format`` stays True, so `chat_segments` (chapter 05's
-    masks) gives the same text; otherwise ``course_format`` is False.
+    ``specials`` get ids ``0..k-1`` in order and are matched whole in any input text; the first one
+    is the unk token. The vocabulary starts from the 256 byte symbols, so no text is ever unknown;
+    training stops early if the corpus has no more pairs to merge.
     """
-
-    def __init__(
-        self,
-        tokenizer: Tokenizer,
-        *,
-        unk_token: str = "<unk>",
-        bos_token: str = BOS,
-        eos_token: str = EOS,
-        pad_token: str | None = None,
-        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        chat_template: str | None = None,
-    ):
-        self.tokenizer = tokenizer
-        self.default_system_prompt = default_system_prompt
-        self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
-        self.pad_token = pad_token or unk_token
-        names = [unk_token, bos_token, eos_token, self.pad_token]
-        ids = [tokenizer.token_to_id(t) for t in names]
-        if None in ids:  # the original trained "<ukn>" but declared "<unk>" (SEED.md defect 10)
-            missing = list(dict.fromkeys(t for t, i in zip(names, ids) if i is None))
-            raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
-        self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids
-        self._bytes: list[bytes] | None = None
-        self.foreign_template, self.course_format = chat_template, True
-        if chat_template is not None:
-            system = template_system_prompt(chat_template, **self.template_tokens)
-            self.course_format = system is not None
-            self.default_system_prompt = default_system_prompt if system is None else system
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, special tokens included (ids are ``0 .. vocab_size - 1``)."""
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"SpongeTokenizer(vocab_size={self.vocab_size}, specials={self.special_tokens})"
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; adds no bos/eos. Special tokens written in the text (``<s>``,
-        ``<think>``, ...) become their single ids wherever they occur: nothing is escaped."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encode many texts at once (in parallel, in Rust)."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        """The text of ``ids`` (``decode(encode(t)) == t`` for every string ``t``). Bytes that do
-        not form whole UTF-8 characters become U+FFFD; see `StreamDecoder` for streams."""
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        """The id of a vocabulary entry, written in byte symbols (``"Ġthe"``), or None."""
-        return self.tokenizer.token_to_id(token)
-
-    def id_to_token(self, token_id: int) -> str | None:
-        """The vocabulary entry of an id, in byte symbols (``"Ġthe"``; see `byte_to_unicode`)."""
-        return self.tokenizer.id_to_token(token_id)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        """The special tokens, in id order (``["<unk>", "<s>", "</s>", "<think>", ...]``)."""
-        added = self.tokenizer.get_added_tokens_decoder()
-        return [added[i].content for i in sorted(added) if added[i].special]
-
-    @property
-    def reasoning_ids(self) -> dict[str, int]:
-        """Ids of the reasoning tags that are single special tokens ({} for the original's)."""
-        return {t: self.token_to_id(t) for t in REASONING_TOKENS if t in self.special_tokens}
-
-    def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes a token stands for (possibly part of a UTF-8 character)."""
-        if self._bytes is None:
-            self._bytes = token_byte_table(self.tokenizer)
-        return self._bytes[token_id]
-
-    @property
-    def template_tokens(self) -> dict[str, str]:
-        """The special tokens a Jinja chat template may name (``bos_token``, ...)."""
-        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
-                "unk_token": self.unk_token, "pad_token": self.pad_token}  # fmt: skip
-
-    def apply_chat_template(
-        self, messages: Sequence[dict], add_generation_prompt: bool = True
-    ) -> str:
-        """`render_chat` with this tokenizer's default system prompt, or the folder's own
-        template (``foreign_template``) rendered as `transformers` does.
-
-        ``add_generation_prompt`` changes nothing in the course format (it already ends every user
-        turn with ``<s>assistant\\n``); a foreign template receives it.
-        """
-        if self.foreign_template is not None:
-            return render_jinja_chat(self.foreign_template, messages, add_generation_prompt,
-                                     **self.template_tokens)  # fmt: skip
-        return render_chat(messages, self.default_system_prompt)
-
-    @property
-    def chat_template(self) -> str:
-        """The Jinja template (for ``tokenizer_config.json``): the folder's own, else
-        `render_chat` as Jinja with this tokenizer's default system prompt."""
-        if self.foreign_template is not None:
-            return self.foreign_template
-        return chat_template_jinja(self.default_system_prompt)
-
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write a Hugging Face tokenizer folder (see `save_tokenizer`); returns its path."""
-        return save_tokenizer(self, out_dir)
-
-
-def train_bpe(
-    texts: Iterable[str], vocab_size: int = 6400, special_tokens: Sequence[str] | None = None
-) -> SpongeTokenizer:
-    """Train a byte-level BPE tokenizer on an iterable of strings. Defined in 01_tokenizer.
-
-    ``special_tokens`` (default ``SPECIAL_TOKENS + REASONING_TOKENS``) get ids ``0..k-1`` in order
-    and are matched whole in any input text; the first one is the unk (and pad) token. The
-    vocabulary starts from the 256 byte symbols, so no text is ever unknown; training stops early
-    if the corpus has no more pairs to merge.
-    """
-    specials = list(SPECIAL_TOKENS + REASONING_TOKENS if special_tokens is None else special_tokens)
     if vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size must be >= 256 + {len(specials)} specials, got {vocab_size}")
     tok = Tokenizer(models.BPE(unk_token=specials[0]))
@@ -215,32 +86,11 @@ def train_bpe(
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=specials,
+        special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return SpongeTokenizer(tok, unk_token=specials[0])
-
-
-def train_tokenizer(
-    input_path: str | os.PathLike,
-    vocab_size: int = 6400,
-    out_dir: str | os.PathLike | None = None,
-    *,
-    special_tokens: Sequence[str] | None = None,
-    max_lines: int | None = None,
-) -> SpongeTokenizer:
-    """Train on the ``"text"`` field of a JSONL file, streaming; save to ``out_dir`` if given.
-
-    Defined in 01_tokenizer. ``max_lines`` trains on the first lines only (quick experiments).
-    """
-    texts = iter_jsonl_texts(input_path)
-    if max_lines is not None:
-        texts = itertools.islice(texts, max_lines)
-    tok = train_bpe(texts, vocab_size, special_tokens)
-    if out_dir is not None:
-        tok.save(out_dir)
     return tok
 
 
@@ -393,7 +243,54 @@ def template_system_prompt(template: str, **tokens: str) -> str | None:
     return system
 
 
-def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
+def token_byte_table(tokenizer: Tokenizer) -> list[bytes]:
+    """The bytes each id of a byte-level tokenizer stands for. Defined in 01_tokenizer.
+
+    Like ``decoders.ByteLevel``: a token made only of byte symbols is those bytes; any other
+    token (an added token such as ``"<s>"`` written in plain text) is its own UTF-8.
+    """
+    inverse = {c: b for b, c in byte_to_unicode().items()}
+    table = []
+    for i in range(tokenizer.get_vocab_size(with_added_tokens=True)):
+        token = tokenizer.id_to_token(i) or ""
+        if all(c in inverse for c in token):
+            table.append(bytes(inverse[c] for c in token))
+        else:
+            table.append(token.encode("utf-8"))
+    return table
+
+
+class StreamDecoder:
+    """Turn a stream of token ids into text, one whole character at a time. Defined in 01_tokenizer.
+
+    A byte-level token may end in the middle of a UTF-8 character (a CJK character is 3 bytes, an
+    emoji 4); `put` keeps those bytes until the character is complete, so it never returns half
+    a character. The concatenation of every `put` and the final `flush` equals
+    ``tokenizer.decode(all_ids)`` (invalid bytes become U+FFFD in both).
+    """
+
+    # "SpongeTokenizer" in quotes: the class is defined further down.
+    def __init__(self, tokenizer: "SpongeTokenizer", skip_special_tokens: bool = False):
+        self.tokenizer = tokenizer
+        added = tokenizer.tokenizer.get_added_tokens_decoder()
+        self.skip = {i for i, t in added.items() if t.special} if skip_special_tokens else set()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def put(self, token_id: int) -> str:
+        """Add one token; return the text it completes (often ``""`` inside a character)."""
+        if token_id in self.skip:
+            return ""
+        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """End of the stream: return what is left (an unfinished character becomes U+FFFD)."""
+        text = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return text
+
+
+# "SpongeTokenizer" in quotes: the class is defined further down.
+def save_tokenizer(tok: "SpongeTokenizer", out_dir: str | os.PathLike) -> Path:
     """Save ``tokenizer.json`` + ``tokenizer_config.json``. Defined in 01_tokenizer.
 
     The folder loads with `load_tokenizer`, ``tokenizers.Tokenizer.from_file`` and
@@ -420,6 +317,166 @@ def save_tokenizer(tok: SpongeTokenizer, out_dir: str | os.PathLike) -> Path:
         out / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2)
     )
     return out
+
+
+class SpongeTokenizer:
+    """A byte-level BPE `tokenizers.Tokenizer` plus the chat format. Defined in 01_tokenizer.
+
+    ``encode``/``decode`` round-trip any string exactly; special tokens written in the text (such
+    as ``<s>`` in a rendered chat) become their single ids. ``pad_id`` is the unk id, as in the
+    original. Build one with `train_tokenizer`, `train_bpe` or `load_tokenizer`.
+
+    ``chat_template`` is a foreign folder's own Jinja template (the original's): chats then render
+    exactly as `transformers` renders them with it (`render_jinja_chat`). When that template renders
+    the course's chat format (`template_system_prompt`), its own default system prompt replaces
+    ``default_system_prompt`` and ``course_format`` stays True, so `chat_segments` (chapter 05's
+    masks) gives the same text; otherwise ``course_format`` is False.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        unk_token: str = "<unk>",
+        bos_token: str = BOS,
+        eos_token: str = EOS,
+        pad_token: str | None = None,
+        default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        chat_template: str | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.default_system_prompt = default_system_prompt
+        self.unk_token, self.bos_token, self.eos_token = unk_token, bos_token, eos_token
+        self.pad_token = pad_token or unk_token
+        names = [unk_token, bos_token, eos_token, self.pad_token]
+        ids = [tokenizer.token_to_id(t) for t in names]
+        if None in ids:  # the original trained "<ukn>" but declared "<unk>" (SEED.md defect 10)
+            missing = list(dict.fromkeys(t for t, i in zip(names, ids) if i is None))
+            raise ValueError(f"declared special tokens {missing} are not in the vocabulary")
+        self.unk_id, self.bos_id, self.eos_id, self.pad_id = ids
+        self._bytes: list[bytes] | None = None
+        self.foreign_template, self.course_format = chat_template, True
+        if chat_template is not None:
+            system = template_system_prompt(chat_template, **self.template_tokens)
+            self.course_format = system is not None
+            self.default_system_prompt = default_system_prompt if system is None else system
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included (ids are ``0 .. vocab_size - 1``)."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"SpongeTokenizer(vocab_size={self.vocab_size}, specials={self.special_tokens})"
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; adds no bos/eos. Special tokens written in the text (``<s>``,
+        ``<think>``, ...) become their single ids wherever they occur: nothing is escaped."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts at once (in parallel, in Rust)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """The text of ``ids`` (``decode(encode(t)) == t`` for every string ``t``). Bytes that do
+        not form whole UTF-8 characters become U+FFFD; see `StreamDecoder` for streams."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry, written in byte symbols (``"Ġthe"``), or None."""
+        return self.tokenizer.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of an id, in byte symbols (``"Ġthe"``; see `byte_to_unicode`)."""
+        return self.tokenizer.id_to_token(token_id)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """The special tokens, in id order (``["<unk>", "<s>", "</s>", "<think>", ...]``)."""
+        added = self.tokenizer.get_added_tokens_decoder()
+        return [added[i].content for i in sorted(added) if added[i].special]
+
+    @property
+    def reasoning_ids(self) -> dict[str, int]:
+        """Ids of the reasoning tags that are single special tokens ({} for the original's)."""
+        return {t: self.token_to_id(t) for t in REASONING_TOKENS if t in self.special_tokens}
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes a token stands for (possibly part of a UTF-8 character)."""
+        if self._bytes is None:
+            self._bytes = token_byte_table(self.tokenizer)
+        return self._bytes[token_id]
+
+    @property
+    def template_tokens(self) -> dict[str, str]:
+        """The special tokens a Jinja chat template may name (``bos_token``, ...)."""
+        return {"bos_token": self.bos_token, "eos_token": self.eos_token,
+                "unk_token": self.unk_token, "pad_token": self.pad_token}  # fmt: skip
+
+    def apply_chat_template(
+        self, messages: Sequence[dict], add_generation_prompt: bool = True
+    ) -> str:
+        """`render_chat` with this tokenizer's default system prompt, or the folder's own
+        template (``foreign_template``) rendered as `transformers` does.
+
+        ``add_generation_prompt`` changes nothing in the course format (it already ends every user
+        turn with ``<s>assistant\\n``); a foreign template receives it.
+        """
+        if self.foreign_template is not None:
+            return render_jinja_chat(self.foreign_template, messages, add_generation_prompt,
+                                     **self.template_tokens)  # fmt: skip
+        return render_chat(messages, self.default_system_prompt)
+
+    @property
+    def chat_template(self) -> str:
+        """The Jinja template (for ``tokenizer_config.json``): the folder's own, else
+        `render_chat` as Jinja with this tokenizer's default system prompt."""
+        if self.foreign_template is not None:
+            return self.foreign_template
+        return chat_template_jinja(self.default_system_prompt)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write a Hugging Face tokenizer folder (see `save_tokenizer`); returns its path."""
+        return save_tokenizer(self, out_dir)
+
+
+def train_bpe(
+    texts: Iterable[str], vocab_size: int = 6400, special_tokens: Sequence[str] | None = None
+) -> SpongeTokenizer:
+    """Train a byte-level BPE tokenizer on an iterable of strings. Defined in 01_tokenizer.
+
+    ``special_tokens`` (default ``SPECIAL_TOKENS + REASONING_TOKENS``) get ids ``0..k-1`` in order
+    and are matched whole in any input text; the first one is the unk (and pad) token. The
+    vocabulary starts from the 256 byte symbols, so no text is ever unknown; training stops early
+    if the corpus has no more pairs to merge.
+    """
+    specials = list(SPECIAL_TOKENS + REASONING_TOKENS if special_tokens is None else special_tokens)
+    return SpongeTokenizer(_train_byte_bpe(texts, vocab_size, specials), unk_token=specials[0])
+
+
+def train_tokenizer(
+    input_path: str | os.PathLike,
+    vocab_size: int = 6400,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    special_tokens: Sequence[str] | None = None,
+    max_lines: int | None = None,
+) -> SpongeTokenizer:
+    """Train on the ``"text"`` field of a JSONL file, streaming; save to ``out_dir`` if given.
+
+    Defined in 01_tokenizer. ``max_lines`` trains on the first lines only (quick experiments).
+    """
+    texts = iter_jsonl_texts(input_path)
+    if max_lines is not None:
+        texts = itertools.islice(texts, max_lines)
+    tok = train_bpe(texts, vocab_size, special_tokens)
+    if out_dir is not None:
+        tok.save(out_dir)
+    return tok
 
 
 def _token_name(value) -> str | None:
@@ -467,51 +524,6 @@ def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
         default_system_prompt=system,
         chat_template=None if template in (None, chat_template_jinja(system)) else template,
     )
-
-
-def token_byte_table(tokenizer: Tokenizer) -> list[bytes]:
-    """The bytes each id of a byte-level tokenizer stands for. Defined in 01_tokenizer.
-
-    Like ``decoders.ByteLevel``: a token made only of byte symbols is those bytes; any other
-    token (an added token such as ``"<s>"`` written in plain text) is its own UTF-8.
-    """
-    inverse = {c: b for b, c in byte_to_unicode().items()}
-    table = []
-    for i in range(tokenizer.get_vocab_size(with_added_tokens=True)):
-        token = tokenizer.id_to_token(i) or ""
-        if all(c in inverse for c in token):
-            table.append(bytes(inverse[c] for c in token))
-        else:
-            table.append(token.encode("utf-8"))
-    return table
-
-
-class StreamDecoder:
-    """Turn a stream of token ids into text, one whole character at a time. Defined in 01_tokenizer.
-
-    A byte-level token may end in the middle of a UTF-8 character (a CJK character is 3 bytes, an
-    emoji 4); `put` keeps those bytes until the character is complete, so it never returns half
-    a character. The concatenation of every `put` and the final `flush` equals
-    ``tokenizer.decode(all_ids)`` (invalid bytes become U+FFFD in both).
-    """
-
-    def __init__(self, tokenizer: SpongeTokenizer, skip_special_tokens: bool = False):
-        self.tokenizer = tokenizer
-        added = tokenizer.tokenizer.get_added_tokens_decoder()
-        self.skip = {i for i, t in added.items() if t.special} if skip_special_tokens else set()
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def put(self, token_id: int) -> str:
-        """Add one token; return the text it completes (often ``""`` inside a character)."""
-        if token_id in self.skip:
-            return ""
-        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
-
-    def flush(self) -> str:
-        """End of the stream: return what is left (an unfinished character becomes U+FFFD)."""
-        text = self._utf8.decode(b"", final=True)
-        self._utf8.reset()
-        return text
 
 
 TOKENIZER_RECIPE = "bytelevel-bpe-v1"  # bump when train_bpe changes, to retrain cached tokenizers
