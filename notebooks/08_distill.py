@@ -407,7 +407,7 @@ for text in [reply, "The answer is 5.", reply.replace("</think>\n", "</think>\nh
 #
 # The first recipe we measured was the plain one: distil the reasoning chats alone, as the
 # original does. It learns the format at once, but the answers lag (greedy, all 200 unseen
-# problems; `python bench/distill_recipes.py` re-measures each row):
+# problems; `python bench/distill_recipes.py` re-measures each row, docs/benchmarks.md has them):
 #
 # | recipe (from the SFT model, tag weight 10) | steps | right answers | well-formed |
 # |---|---|---|---|
@@ -416,7 +416,7 @@ for text in [reply, "The answer is 5.", reply.replace("</think>\n", "</think>\nh
 # | reasoning chats only, lr 1e-3 | 1,500 | 80 % | 100 % |
 # | reasoning chats only, lr 2e-3 | 1,500 | 82 % | 100 % |
 # | half of the batches pretraining text, lr 1e-3 | 600 | 35 % | 100 % |
-# | half of the batches the pretraining equations, lr 2e-3 | 1,000 | 86 % | 100 % |
+# | half of the batches the pretraining equations, lr 2e-3 | 1,000 | 86 % | 99.5 % |
 # | half of the batches the pretraining equations, lr 2e-3 | 1,500 | **91 %** | 100 % |
 #
 # Reading the wrong answers shows where the plain run fails. After 300 steps most errors were

@@ -166,6 +166,11 @@ def describe_plan(plan: Plan) -> str:
     for i, s in enumerate(plan.stages, 2):
         start = f"from {s.init}" if s.init else f"fresh {plan.model} model"
         opts = ", ".join(f"{k} {v}" for k, v in s.options.items())
+        if s.options.get("replay", 0) > 0:  # what is replayed (distill: the drill lines)
+            what = (
+                "the equation lines of pretrain.jsonl" if s.name == "distill" else "pretrain.jsonl"
+            )
+            opts += f" (of {what})"
         lines.append(f"  {i}. {s.name:<10} {s.data}, {start}, preset {s.preset}: "
                      f"{_length(s.cfg)}{'; ' + opts if opts else ''} -> {s.name}/")  # fmt: skip
     n = len(plan.stages) + 2
