@@ -26,11 +26,7 @@
 # 4. `PackedLoader` and `ChatLoader`: packed pretraining windows (no padding) and right-padded chat
 #    batches, shuffled from a seed, resumable, and sharded across GPUs.
 #
-# ```text
-#  pretrain.jsonl ─► iter_records ─► <s> text </s> ──────► ids.bin ───────────► PackedLoader
-#  sft_512.jsonl  ─► iter_records ─► ChatEncoder ────────► ids.bin + kinds.bin ─► ChatLoader
-#                                                  (prepare, once)        (x, y, w) batches
-# ```
+# ![Data: pretraining lines and chats are validated and streamed, encoded once by prepare into memory-mapped ids (and token kinds for chats), then batched by PackedLoader without padding or by ChatLoader, right-padded with the loss on the replies](../book/figures/data_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要

@@ -29,12 +29,7 @@
 # 5. `train`, one loop for pretraining, SFT and distillation, on one CPU or many GPUs (DDP); and a
 #    real 4-minute pretraining run whose completions of held-out facts we grade.
 #
-# ```text
-#  loader ──(x, y, w)──► micro-batches ──► forward (autocast) ──► loss × tokens/N ──► backward
-#     ▲                        ▲ × grad_accum                                          │
-#     │ position                └──────────── N = trained tokens of the whole step ◄───┘ (all ranks)
-#  checkpoint ◄── every save_every ── step: clip ──► AdamW(lr = schedule(step)) ──► log, validate
-# ```
+# ![The training loop: micro-batches from the loader, forward and loss under autocast, each loss scaled by its share of the step's trained tokens N, backward, clipping, an AdamW step on the schedule, then logging, validation and checkpoints; the next step follows](../book/figures/train_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要

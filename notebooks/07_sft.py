@@ -31,14 +31,7 @@
 #    after, and a loss concentrated on the final answer;
 # 5. a multi-turn chat, in the notebook and as `spongebob chat`.
 #
-# ```text
-#  pretrained (06) ──► SFT: chat batches (loss on replies) + replay batches (pretraining text)
-#                           │                                   ──► sft-tiny/last.pt ──► 08
-#                           ▼
-#                      long SFT at 1024: long chats (loss on the last reply) + replay
-#                                                               ──► sft-long-tiny/last.pt
-#  evaluate: held-out questions ──► greedy answers ──► grader (fact | number) ──► accuracy, </s>
-# ```
+# ![SFT: the pretrained model is fine-tuned on chats with replay batches of pretraining text into the SFT model that chapter 08 distils, then on long chats at 1024 tokens; held-out questions are answered greedily and graded](../book/figures/sft_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要
