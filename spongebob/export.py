@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from spongebob.config import ModelConfig
-from spongebob.files import atomic_write_bytes, atomic_write_text
+from spongebob.files import atomic_path, atomic_write_bytes, atomic_write_text
 from spongebob.rope import interleaved_to_half_rows
 
 # Per-layer tensors: SpongeBob name -> (Hugging Face Llama name, GGUF name).
@@ -203,7 +203,7 @@ def export_gguf(model, tokenizer, out_file: str | os.PathLike, dtype: str = "f32
     The tokenizer is stored as llama.cpp's byte-level BPE (``gpt2`` model, ``gpt-2``
     pre-tokenizer: the GPT-2 regex of `tokenizers`' ``ByteLevel``): tokens, merges, special ids,
     ``add_bos_token`` false (the chat format writes ``<s>`` itself), and the chat template.
-    Written to a temporary file next to ``out_file``, then renamed over it.
+    Written to a temporary file next to ``out_file``, then renamed over it (`files.atomic_path`).
     """
     try:
         import gguf
@@ -213,8 +213,14 @@ def export_gguf(model, tokenizer, out_file: str | os.PathLike, dtype: str = "f32
         raise ValueError(f"dtype must be f32 or f16, got {dtype!r}")
     out = Path(out_file)
     state, c = _model_state(model)
-    tmp = out.with_name(f".{out.name}.partial")
-    w = gguf.GGUFWriter(str(tmp), "llama")
+    with atomic_path(out) as tmp:
+        _write_gguf(gguf, tmp, state, c, tokenizer, dtype)
+    return out
+
+
+def _write_gguf(gguf, path: Path, state: dict, c: ModelConfig, tokenizer, dtype: str) -> None:
+    """Write the GGUF file at ``path`` (a temporary path: `export_gguf` renames it)."""
+    w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("SpongeBob")
     w.add_context_length(c.max_seq_len)
     w.add_embedding_length(c.dim)
@@ -231,16 +237,10 @@ def export_gguf(model, tokenizer, out_file: str | os.PathLike, dtype: str = "f32
     for name, t in gguf_tensors(state).items():
         half = dtype == "f16" and t.dim() == 2
         w.add_tensor(name, t.to(torch.float16 if half else torch.float32).numpy())
-    try:
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def _add_tokenizer(w, tokenizer, gguf) -> None:

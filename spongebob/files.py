@@ -80,6 +80,34 @@ def jsonl_line(record: object) -> str:
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A private temporary path next to ``path``, for writers that need a file name rather than a
+    handle (the ``gguf`` writer, for one); on success it replaces ``path`` atomically.
+
+    The ``with`` block writes the file at the yielded path (nothing exists there yet). Then the
+    file is fsynced and renamed over ``path`` (``os.replace``: atomic within one file system, so
+    the temporary file lives in the same folder). If the block raises, or writes nothing, the
+    temporary file is removed and ``path`` is left exactly as it was. The folder must exist.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise FileNotFoundError(f"{path}: nothing was written to the temporary file {tmp.name}")
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a private temporary file next to ``path``; on success it replaces ``path`` atomically.
 
@@ -87,24 +115,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     lives in the same folder (``os.replace`` is only atomic within one file system), is flushed
     and fsynced before the rename, and is removed if the ``with`` block raises; then ``path`` is
     left exactly as it was. The folder must exist. The new file gets the usual permissions
-    (``0o666`` minus the umask), as ``open`` would give it.
+    (``0o666`` minus the umask), as ``open`` would give it. See :func:`atomic_path`.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
+    with atomic_path(path) as tmp:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)
         kwargs = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

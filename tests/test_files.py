@@ -155,6 +155,35 @@ def test_atomic_write_fsyncs_before_replacing(tmp_path, monkeypatch):
     assert order == ["fsync", "replace"]
 
 
+def test_atomic_path_for_writers_that_need_a_file_name(tmp_path, monkeypatch):
+    out = tmp_path / "model.gguf"
+    out.write_bytes(b"old")
+    with files.atomic_path(out) as tmp:
+        assert tmp.parent == tmp_path and not tmp.exists()
+        with open(tmp, "wb") as fh:  # e.g. a third-party writer given the path
+            fh.write(b"new")
+        assert out.read_bytes() == b"old"  # nothing shows until the block ends
+    assert out.read_bytes() == b"new" and list(tmp_path.iterdir()) == [out]
+    # an error inside the block: the old file stays, the temporary one is removed
+    with pytest.raises(RuntimeError), files.atomic_path(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert out.read_bytes() == b"new" and list(tmp_path.iterdir()) == [out]
+    # a writer that wrote nothing is an error, not an empty file
+    with pytest.raises(FileNotFoundError, match="nothing was written"), files.atomic_path(out):
+        pass
+    assert out.read_bytes() == b"new"
+    order = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: order.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        files.os, "replace", lambda a, b: order.append("replace") or real_replace(a, b)
+    )
+    with files.atomic_path(out) as tmp:
+        tmp.write_bytes(b"x")
+    assert order == ["fsync", "replace"]
+
+
 # ----------------------------------------------------------------------------------- hashing
 @pytest.mark.parametrize(
     "size", [0, 1, files.BLOCK_SIZE - 1, files.BLOCK_SIZE, 2 * files.BLOCK_SIZE + 7]
