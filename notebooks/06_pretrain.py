@@ -62,7 +62,6 @@ from spongebob.checkpoint import (
 from spongebob.config import ModelConfig
 from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
 from spongebob.evaluate import grade_fact
-from spongebob.generate import generate
 from spongebob.model import SpongeBob
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.viz import plot_attention_heads
@@ -1230,20 +1229,28 @@ def pretrained_checkpoint(
 
 
 # %% [markdown]
-# Before training, a sample: greedy continuations of three prompts are noise.
+# Before training, a sample: greedy continuations of three prompts are noise. `complete` is how
+# this chapter (and `spongebob pipeline`) measures a pretrained model: each text after `<s>`,
+# greedily, a fixed number of new tokens, decoded without the special tokens.
+
+
+# %%
+#| export: pretrain
+def complete(model, tokenizer, texts: list[str], max_new_tokens: int = 12) -> list[str]:
+    """Greedy continuations of ``texts``, each prompted as ``<s>`` + text, ``max_new_tokens`` at
+    most, decoded without special tokens. Defined in 06_pretrain."""
+    from spongebob.generate import generate
+
+    ids = [[tokenizer.bos_id, *tokenizer.encode(t)] for t in texts]
+    out = generate(model, ids, max_new_tokens, temperature=0, eos_token_id=tokenizer.eos_id,
+                   pad_token_id=tokenizer.pad_id)  # fmt: skip
+    return [tokenizer.decode(o, skip_special_tokens=True) for o in out]
+
 
 # %%
 prompts = ["SpongeBob lives in a", "Patrick's best friend is", "海绵宝宝的工作是"]
-
-
-def complete(m, texts, n=12):
-    ids = [[tok.bos_id, *tok.encode(t)] for t in texts]
-    out = generate(m, ids, n, temperature=0, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    return [tok.decode(o, skip_special_tokens=True) for o in out]
-
-
 torch.manual_seed(1337)
-for p, c in zip(prompts, complete(SpongeBob(tiny), prompts)):
+for p, c in zip(prompts, complete(SpongeBob(tiny), tok, prompts)):
     print(f"{p!r} -> {c!r}")
 
 # %% [markdown]
@@ -1295,7 +1302,7 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 trained = load_model(ckpt).eval()
-for p, c in zip(prompts, complete(trained, prompts)):
+for p, c in zip(prompts, complete(trained, tok, prompts)):
     print(f"{p!r} -> {c!r}")
 
 # %% [markdown]
@@ -1309,7 +1316,7 @@ for p, c in zip(prompts, complete(trained, prompts)):
 # %%
 # NBVAL_IGNORE_OUTPUT
 rows = list(read_jsonl(sample_dir(0) / "eval_completion.jsonl"))
-answers = complete(trained, [r["prompt"] for r in rows])
+answers = complete(trained, tok, [r["prompt"] for r in rows])
 graded = [(r["id"], grade_fact(a, r["expected"])) for r, a in zip(rows, answers)]
 by_lang = {lang: [ok for i, ok in graded if i.endswith(lang)] for lang in ("en", "zh")}
 accuracy = sum(ok for _, ok in graded) / len(graded)
@@ -1441,7 +1448,7 @@ assert again == ckpt
 # | module | what this chapter exported |
 # |---|---|
 # | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `setup_distributed`, `train`, `TrainResult` |
-# | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain`, `pretrained_checkpoint` |
+# | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain`, `pretrained_checkpoint`, `complete` |
 # | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT` |
 #
 # Next: chapter 07 (SFT) starts from this checkpoint and teaches the model to answer in the chat

@@ -352,18 +352,16 @@ def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> 
 
 
 def completion_accuracy(model, tok, path: str | Path, limit: int | None = None) -> dict:
-    """Chapter 06's measurement: greedy completion (12 tokens) of each ``{"prompt", "expected"}``
-    line after ``<s>``, graded by ``grade_fact``; ``{"accuracy", "n", "records"}``."""
+    """Chapter 06's measurement: ``spongebob.pretrain.complete`` (greedy, 12 tokens after ``<s>``)
+    of each ``{"prompt", "expected"}`` line, graded by ``grade_fact``; ``{"accuracy", "n",
+    "records"}``."""
     from spongebob.data import read_jsonl
     from spongebob.evaluate import grade_fact
-    from spongebob.generate import generate
+    from spongebob.pretrain import complete
 
     rows = list(read_jsonl(path))[:limit]
-    ids = [[tok.bos_id, *tok.encode(r["prompt"])] for r in rows]
-    out = generate(model, ids, 12, temperature=0, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
     records = []
-    for r, o in zip(rows, out):
-        answer = tok.decode(o, skip_special_tokens=True)
+    for r, answer in zip(rows, complete(model, tok, [r["prompt"] for r in rows])):
         records.append({"id": r.get("id"), "expected": r["expected"], "answer": answer,
                         "correct": grade_fact(answer, r["expected"])})  # fmt: skip
     acc = sum(r["correct"] for r in records) / max(1, len(records))

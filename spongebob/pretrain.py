@@ -110,3 +110,14 @@ def pretrained_checkpoint(
         if all(extras.get(k) == v for k, v in want.items()):
             return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
+
+
+def complete(model, tokenizer, texts: list[str], max_new_tokens: int = 12) -> list[str]:
+    """Greedy continuations of ``texts``, each prompted as ``<s>`` + text, ``max_new_tokens`` at
+    most, decoded without special tokens. Defined in 06_pretrain."""
+    from spongebob.generate import generate
+
+    ids = [[tokenizer.bos_id, *tokenizer.encode(t)] for t in texts]
+    out = generate(model, ids, max_new_tokens, temperature=0, eos_token_id=tokenizer.eos_id,
+                   pad_token_id=tokenizer.pad_id)  # fmt: skip
+    return [tokenizer.decode(o, skip_special_tokens=True) for o in out]
