@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from spongebob.checkpoint import load_model
-from spongebob.distill import distill_checkpoint, distill_config, drill_lines, format_problem
+from spongebob.distill import (
+    distill_checkpoint,
+    distill_config,
+    distill_options,
+    drill_lines,
+    format_problem,
+)
 from spongebob.evaluate import evaluate_sets
 from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir
@@ -63,8 +69,7 @@ def main() -> None:
     for name in args.only or RECIPES:
         replay, lr, steps = RECIPES[name]
         cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1)
-        options = dict(tag_weight=10.0, replay=0.5 if replay else 0.0, replay_batch_size=8,
-                       random_windows=True)  # fmt: skip
+        options = distill_options("tiny", replay=0.5 if replay else 0.0)  # tag weight 10
         if replay:
             options["replay_source"] = sources[replay]
         t0 = time.perf_counter()
