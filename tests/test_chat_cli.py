@@ -1,4 +1,4 @@
-"""Tests of `spongebob chat` and `spongebob eval` (hand-written in spongebob/cli.py).
+"""Tests of `spongebob chat` and `spongebob eval` (hand-written in spongebob/cli/chat.py, eval.py).
 
 The interactive chat is driven through a real pseudo-terminal (the `pty` module): the test types
 into `python -m spongebob chat`, reads the streamed answer, clears the history and quits.

@@ -1,4 +1,4 @@
-"""Tests of `spongebob pipeline` (hand-written: spongebob/pipeline.py and spongebob/cli.py).
+"""Tests of `spongebob pipeline` (hand-written: spongebob/pipeline.py and spongebob/cli/pipeline.py).
 
 The whole chain runs for real on a cut-down world (the generated sample with its chat files
 shortened) with every training stage capped at 2 steps and every eval set at 2 questions

@@ -1,4 +1,4 @@
-"""Tests of `spongebob train sft` and `spongebob train distill` (hand-written in spongebob/cli.py).
+"""Tests of `spongebob train sft` and `spongebob train distill` (hand-written in spongebob/cli/train.py).
 
 Real runs of a few steps on a cut-down world (the generated sample, its training files shortened)
 from a tiny pretraining checkpoint made by `spongebob train pretrain`: what the checkpoint
