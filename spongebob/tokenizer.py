@@ -19,7 +19,6 @@ prompt names this model, and a declared special token that is not in the vocabul
 import codecs
 import functools
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,18 +57,45 @@ def byte_to_unicode() -> dict[int, str]:
     return table
 
 
-def iter_jsonl_texts(path: str | os.PathLike, field: str = "text") -> Iterator[str]:
+def iter_jsonl_texts(
+    path: str | os.PathLike,
+    field: str = "text",
+    *,
+    max_lines: int | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
+    stats: dict | None = None,
+) -> Iterator[str]:
     """Stream the string ``field`` of each line of a JSONL file. Defined in 01_tokenizer.
 
     Lines are read by `spongebob.files.iter_jsonl`, the package's one JSONL reader: one line in
-    memory at a time (the real ``pretrain.jsonl`` is 1.6 GB), blank lines skipped, and a line that
-    is not UTF-8 or not JSON raises ``ValueError("FILE:LINE: ...")``; so does a line that is not an
-    object with a string ``field``. Other keys are ignored.
+    memory at a time (the real ``pretrain.jsonl`` is 1.6 GB), blank lines skipped. A bad line (not
+    UTF-8, not JSON, not an object with a string ``field``; other keys are fine) raises
+    ``ValueError("FILE:LINE: ...")``; with ``skip_bad_lines`` it is skipped and counted, and more
+    than ``max_bad_fraction`` of bad lines raises once the lines are read. ``max_lines`` reads the
+    first lines only (a bounded sample). ``stats`` (a dict) receives ``lines``, ``bad``, ``first_bad``.
     """
-    for n, obj in iter_jsonl(path):
+    stats = {} if stats is None else stats
+    stats.update(lines=0, bad=0, first_bad=None)
+
+    def bad(n: int, problem: str) -> None:
+        stats["lines"] += 1
+        if not skip_bad_lines:
+            raise ValueError(f"{path}:{n}: {problem}")
+        stats["bad"] += 1
+        stats["first_bad"] = stats["first_bad"] or f"line {n}: {problem}"
+
+    for n, obj in iter_jsonl(path, on_error=bad):
+        if max_lines is not None and stats["lines"] >= max_lines:
+            break
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise ValueError(f"{path}:{n}: expected a JSON object with a string {field!r}")
+            bad(n, f"expected a JSON object with a string {field!r}")
+            continue
+        stats["lines"] += 1
         yield obj[field]
+    if stats["bad"] > max_bad_fraction * stats["lines"]:
+        raise ValueError(f"{path}: {stats['bad']} of {stats['lines']} lines are bad, more than "
+                         f"--max-bad-fraction {max_bad_fraction:g}; first {stats['first_bad']}")  # fmt: skip
 
 
 def _train_byte_bpe(texts: Iterable[str], vocab_size: int, specials: Sequence[str]) -> Tokenizer:
@@ -465,14 +491,18 @@ def train_tokenizer(
     *,
     special_tokens: Sequence[str] | None = None,
     max_lines: int | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
+    stats: dict | None = None,
 ) -> SpongeTokenizer:
     """Train on the ``"text"`` field of a JSONL file, streaming; save to ``out_dir`` if given.
 
-    Defined in 01_tokenizer. ``max_lines`` trains on the first lines only (quick experiments).
+    Defined in 01_tokenizer. ``max_lines`` trains on the first lines only (a bounded sample of a
+    multi-GB file); ``skip_bad_lines``, ``max_bad_fraction`` and ``stats`` are those of
+    `iter_jsonl_texts`.
     """
-    texts = iter_jsonl_texts(input_path)
-    if max_lines is not None:
-        texts = itertools.islice(texts, max_lines)
+    texts = iter_jsonl_texts(input_path, max_lines=max_lines, skip_bad_lines=skip_bad_lines,
+                             max_bad_fraction=max_bad_fraction, stats=stats)  # fmt: skip
     tok = train_bpe(texts, vocab_size, special_tokens)
     if out_dir is not None:
         tok.save(out_dir)
@@ -529,18 +559,26 @@ def load_tokenizer(path: str | os.PathLike) -> SpongeTokenizer:
 TOKENIZER_RECIPE = "bytelevel-bpe-v1"  # bump when train_bpe changes, to retrain cached tokenizers
 
 
-def _fingerprint(data_file: Path, vocab_size: int) -> str:
+def _fingerprint(data_file: Path, vocab_size: int, max_lines: int | None = None) -> str:
     """sha256 of everything a cached tokenizer depends on. Defined in 01_tokenizer.
 
     The recipe tag, the vocabulary size, the `tokenizers` version (a new release may learn other
-    merges from the same text) and the sha256 of the training file's bytes.
+    merges from the same text), the sha256 of the training file's bytes and the sample size.
     """
     key = f"{TOKENIZER_RECIPE}|{vocab_size}|tokenizers {tokenizers.__version__}|"
+    if max_lines is not None:
+        key += f"first {max_lines} lines|"
     return hashlib.sha256((key + sha256_file(data_file)).encode()).hexdigest()
 
 
 def cached_tokenizer(
-    data_file: str | os.PathLike, vocab_size: int, *, name: str | None = None
+    data_file: str | os.PathLike,
+    vocab_size: int,
+    *,
+    name: str | None = None,
+    max_lines: int | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
 ) -> SpongeTokenizer:
     """Train on the ``"text"`` field of a JSONL file once; later calls load it.
 
@@ -548,8 +586,10 @@ def cached_tokenizer(
 
     Cached in ``spongebob.runtime.artifacts_dir("tokenizer", name)`` (default name: the file's stem,
     a hash of its absolute path and the vocabulary size) next to ``fingerprint.txt``
-    (`_fingerprint`: data bytes, recipe, `tokenizers` version); retrained when the folder is
-    missing or stale. The fingerprint is written last, so an interrupted training retrains.
+    (`_fingerprint`: data bytes, recipe, `tokenizers` version, sample size) and ``training.json``
+    (lines read, bad lines skipped); retrained when the folder is missing or stale. The
+    fingerprint is written last, so an interrupted training retrains. The other options are
+    those of `train_tokenizer`.
     """
     from spongebob.runtime import artifacts_dir
 
@@ -559,12 +599,16 @@ def cached_tokenizer(
         name = f"{data.stem}-{where}-bpe{vocab_size}"
     if not name or Path(name).name != name or name in (".", ".."):
         raise ValueError(f"cached_tokenizer: name must be a plain folder name, got {name!r}")
-    fingerprint = _fingerprint(data, vocab_size)
+    fingerprint = _fingerprint(data, vocab_size, max_lines)
     folder = artifacts_dir("tokenizer", name)
     stamp = folder / "fingerprint.txt"
     fresh = stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == fingerprint
     if fresh and (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
-    tok = train_tokenizer(data, vocab_size=vocab_size, out_dir=folder)
+    stats: dict = {"max_lines": max_lines}
+    tok = train_tokenizer(data, vocab_size=vocab_size, out_dir=folder, max_lines=max_lines,
+                          skip_bad_lines=skip_bad_lines, max_bad_fraction=max_bad_fraction,
+                          stats=stats)  # fmt: skip
+    atomic_write_text(folder / "training.json", json.dumps(stats, ensure_ascii=False) + "\n")
     atomic_write_text(stamp, fingerprint + "\n")
     return tok

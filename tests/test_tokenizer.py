@@ -529,6 +529,56 @@ def test_max_lines_trains_on_a_prefix(corpus_file, tmp_path):
     assert a.tokenizer.to_str() == b.tokenizer.to_str()
 
 
+def test_bad_lines_are_skipped_counted_and_bounded(tmp_path):
+    # 1,000 good lines and 1 of each kind of bad line: 3 bad of 1,003 read
+    good = make_corpus(1000, seed=3)
+    rows = [json.dumps({"text": t}, ensure_ascii=False).encode() + b"\n" for t in good]
+    bad = [b'{"text": "cut\n', b"\xff\xfe\n", b'{"txt": "wrong key"}\n']
+    path = tmp_path / "real.jsonl"
+    path.write_bytes(b"".join(rows[:10] + bad[:1] + rows[10:500] + bad[1:] + rows[500:]))
+    with pytest.raises(ValueError, match="real.jsonl:11: not valid JSON"):
+        list(iter_jsonl_texts(path))  # strict by default
+    stats: dict = {}
+    got = list(iter_jsonl_texts(path, skip_bad_lines=True, max_bad_fraction=0.01, stats=stats))
+    assert got == good  # exactly the good lines, in order
+    assert stats == {"lines": 1003, "bad": 3, "first_bad": "line 11: not valid JSON "
+                     "(Invalid control character at)"}  # fmt: skip
+    # 3 bad of 1,003 is 0.3 %: above the default 0.1 %, the run stops after reading the file
+    with pytest.raises(ValueError, match=r"real.jsonl: 3 of 1003 lines are bad, more than "
+                       r"--max-bad-fraction 0.001; first line 11"):  # fmt: skip
+        train_tokenizer(path, vocab_size=300, skip_bad_lines=True)
+    # the same tokenizer as training on the good lines alone
+    a = train_tokenizer(path, vocab_size=400, skip_bad_lines=True, max_bad_fraction=0.01)
+    assert a.tokenizer.to_str() == train_bpe(good, vocab_size=400).tokenizer.to_str()
+
+
+def test_max_lines_counts_bad_lines_and_checks_the_sample(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"text": "a"}\nbad\n{"text": "b"}\n{"text": "c"}\n', encoding="utf-8")
+    stats: dict = {}
+    texts = iter_jsonl_texts(path, max_lines=3, skip_bad_lines=True, max_bad_fraction=0.5,
+                             stats=stats)  # fmt: skip
+    assert list(texts) == ["a", "b"] and stats["lines"] == 3 and stats["bad"] == 1
+    with pytest.raises(ValueError, match="1 of 2 lines are bad"):
+        list(iter_jsonl_texts(path, max_lines=2, skip_bad_lines=True, max_bad_fraction=0.4))
+
+
+def test_cached_tokenizer_keys_the_sample_size(data_file, monkeypatch):
+    full = T.cached_tokenizer(data_file, 300, name="s")
+    calls, real_train = [], T.train_tokenizer
+    monkeypatch.setattr(
+        T, "train_tokenizer", lambda *a, **k: calls.append(k["max_lines"]) or real_train(*a, **k)
+    )
+    part = T.cached_tokenizer(data_file, 300, name="s", max_lines=100)
+    assert calls == [100]  # another sample size: retrained, not the full-file one found
+    direct = real_train(data_file, 300, max_lines=100)
+    assert part.tokenizer.to_str() == direct.tokenizer.to_str() != full.tokenizer.to_str()
+    T.cached_tokenizer(data_file, 300, name="s", max_lines=100)
+    assert calls == [100]  # then found again
+    folder = Path(os.environ["SPONGEBOB_HOME"]) / "tokenizer" / "s"
+    assert json.loads((folder / "training.json").read_text())["lines"] == 100
+
+
 def test_cli_trains_and_saves_a_loadable_folder(tmp_path):
     data = write_jsonl(tmp_path / "small.jsonl", make_corpus(3000, seed=1))
     out = tmp_path / "tok"
@@ -573,7 +623,10 @@ def test_cached_tokenizer_trains_once_then_loads_and_retrains_when_stale(
         "fingerprint.txt",
         "tokenizer.json",
         "tokenizer_config.json",
+        "training.json",
     ]
+    assert json.loads((folder / "training.json").read_text()) == {
+        "max_lines": None, "lines": 600, "bad": 0, "first_bad": None}  # fmt: skip
     assert first.tokenizer.to_str() == train_tokenizer(data_file, 400).tokenizer.to_str()
 
     calls = []
