@@ -46,12 +46,18 @@ EVAL_FILES = ("eval_completion.jsonl", "eval_facts.jsonl", "eval_long.jsonl", "e
 # presets of each stage (TrainConfig.preset, SFT_PRESETS, DISTILL_PRESETS), and whether the
 # embedded world's eval sets apply.
 PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(data="embedded", vocab_size=2048, model="tiny",
-                 pretrain=("tiny", dict(eval_every=150)), sft="tiny", sft_long="tiny-long",
-                 distill="tiny", evaluate=True),
-    "seed": dict(data="download", vocab_size=6400, model="seed", pretrain=("seed", {}),
-                 sft="seed", sft_long="seed-long", distill="seed", evaluate=False),
+    "tiny": dict(data="embedded", vocab_size=2048, model="tiny", tokenizer_lines=None,
+                 skip_bad_lines=False, pretrain=("tiny", dict(eval_every=150)), sft="tiny",
+                 sft_long="tiny-long", distill="tiny", distill_init="sft", evaluate=True),
+    "seed": dict(data="download", vocab_size=6400, model="seed", tokenizer_lines=500_000,
+                 skip_bad_lines=True, pretrain=("seed", {}), sft="seed", sft_long="seed-long",
+                 distill="seed", distill_init="sft-long", evaluate=False),
 }  # fmt: skip
+# tokenizer_lines: the tokenizer of the seed preset is trained on the first 500,000 lines of
+# pretrain.jsonl (about a third of its 1.4 M lines: BPE on all 1.6 GB costs 10-30 min and tens
+# of GB of memory for merges that hardly change); skip_bad_lines: real data is skipped and
+# counted (stopping above max_bad_fraction), the embedded world is strict; distill_init: the
+# original distils its long-SFT model (SFT_1024), chapter 08 the SFT model of the embedded world.
 
 # The course's quality targets (COURSE.md), keyed by (stage, measure).
 TARGETS: dict[tuple[str, str], float] = {
@@ -101,6 +107,12 @@ class Plan:
     evals: tuple[tuple[str, str, str], ...]
     max_steps: int | None = None
     eval_limit: int | None = None
+    tokenizer: Any = None  # a given tokenizer (--tokenizer), else one is trained
+    tokenizer_dir: Path | None = None
+    tokenizer_lines: int | None = None
+    skip_bad_lines: bool = False
+    max_bad_fraction: float = 0.001
+    device: Any = None  # torch.device of every stage (None: the stage functions' default)
 
 
 def build_plan(
@@ -110,11 +122,21 @@ def build_plan(
     data_dir: str | Path | None = None,
     max_steps: int | None = None,
     eval_limit: int | None = None,
+    tokenizer: Any = None,
+    tokenizer_dir: str | Path | None = None,
+    skip_bad_lines: bool | None = None,
+    max_bad_fraction: float = 0.001,
+    compile: bool | None = None,
+    device: Any = None,
 ) -> Plan:
     """The stage plan of a pipeline preset (``tiny`` or ``seed``); nothing runs.
 
     ``out`` defaults to ``artifacts_dir("pipeline", preset)``; ``data_dir`` to the embedded world
     (tiny) or ``out/data`` (seed, downloaded there). ``max_steps`` caps every training stage.
+    ``tokenizer`` (loaded from ``tokenizer_dir``, e.g. the original's folder) replaces the
+    trained one and must have the preset's vocabulary size. ``skip_bad_lines`` (default: the
+    preset's, seed skips) and ``max_bad_fraction`` go to every stage that reads JSONL;
+    ``compile`` (None: the presets') and ``device`` to every training stage.
     """
     from spongebob.distill import distill_config, distill_options
     from spongebob.runtime import artifacts_dir
@@ -129,6 +151,10 @@ def build_plan(
     if eval_limit is not None and eval_limit < 1:
         raise ValueError(f"--eval-limit must be >= 1, got {eval_limit}")
     p = PIPELINE_PRESETS[preset]
+    if tokenizer is not None and tokenizer.vocab_size != p["vocab_size"]:
+        raise ValueError(f"{tokenizer_dir or 'the tokenizer'} has {tokenizer.vocab_size} tokens "
+                         f"but the {preset} pipeline's model is built for {p['vocab_size']}; "
+                         f"pass a {p['vocab_size']}-token --tokenizer")  # fmt: skip
     out = Path(out) if out is not None else artifacts_dir("pipeline", preset)
     if data_dir is None:
         if p["data"] == "embedded":
@@ -138,6 +164,8 @@ def build_plan(
         else:
             data_dir = out / "data"
     cap = {} if max_steps is None else {"max_steps": max_steps}
+    if compile is not None:
+        cap["compile"] = compile
     name, overrides = p["pretrain"]
     stages = [
         Stage("pretrain", "pretrain.jsonl", name, TrainConfig.preset(name, **overrides, **cap)),
@@ -146,10 +174,13 @@ def build_plan(
         Stage("sft-long", "sft_1024.jsonl", p["sft_long"], sft_config(p["sft_long"], **cap),
               sft_options(p["sft_long"]), init="sft"),
         Stage("distill", "r1_1024.jsonl", p["distill"], distill_config(p["distill"], **cap),
-              distill_options(p["distill"]), init="sft"),
+              distill_options(p["distill"]), init=p["distill_init"]),
     ]  # fmt: skip
+    skip = p["skip_bad_lines"] if skip_bad_lines is None else skip_bad_lines
     return Plan(preset, out, Path(data_dir), p["data"] == "download", p["vocab_size"], p["model"],
-                stages, EVAL_JOBS if p["evaluate"] else (), max_steps, eval_limit)  # fmt: skip
+                stages, EVAL_JOBS if p["evaluate"] else (), max_steps, eval_limit, tokenizer,
+                None if tokenizer_dir is None else Path(tokenizer_dir), p["tokenizer_lines"],
+                skip, max_bad_fraction, device)  # fmt: skip
 
 
 def _length(cfg) -> str:
@@ -160,9 +191,17 @@ def _length(cfg) -> str:
 def describe_plan(plan: Plan) -> str:
     """The plan as text, one numbered line per stage (what ``--dry-run`` prints)."""
     src = "downloaded from ModelScope into" if plan.download else "from"
+    if plan.tokenizer is not None:
+        tok = f"given: {plan.tokenizer_dir or 'a tokenizer'} ({plan.tokenizer.vocab_size} tokens)"
+    else:
+        sample = f"the first {plan.tokenizer_lines:,} lines of " if plan.tokenizer_lines else ""
+        tok = (f"byte-level BPE, {plan.vocab_size} tokens, trained on {sample}pretrain.jsonl "
+               "(cached)")  # fmt: skip
+    bad = (f"skipped and counted (stop above {plan.max_bad_fraction:.1%})"
+           if plan.skip_bad_lines else "stop the run (strict)")  # fmt: skip
+    device = f"device {plan.device}" if plan.device is not None else "the default device"
     lines = [f"pipeline, preset {plan.preset}: data {src} {plan.data_dir}, output {plan.out}",
-             f"  1. tokenizer  byte-level BPE, {plan.vocab_size} tokens, trained on "
-             "pretrain.jsonl (cached)"]  # fmt: skip
+             f"  bad JSONL lines: {bad}; {device}", f"  1. tokenizer  {tok}"]  # fmt: skip
     for i, s in enumerate(plan.stages, 2):
         start = f"from {s.init}" if s.init else f"fresh {plan.model} model"
         opts = ", ".join(f"{k} {v}" for k, v in s.options.items())
@@ -171,6 +210,8 @@ def describe_plan(plan: Plan) -> str:
                 "the equation lines of pretrain.jsonl" if s.name == "distill" else "pretrain.jsonl"
             )
             opts += f" (of {what})"
+        if s.cfg.compile:
+            opts += (", " if opts else "") + "compiled"
         lines.append(f"  {i}. {s.name:<10} {s.data}, {start}, preset {s.preset}: "
                      f"{_length(s.cfg)}{'; ' + opts if opts else ''} -> {s.name}/")  # fmt: skip
     n = len(plan.stages) + 2
@@ -222,6 +263,11 @@ def _tokenizer(plan: Plan, log: Callable[[str], None]):
     from spongebob.runtime import artifacts_dir
     from spongebob.tokenizer import cached_tokenizer
 
+    if plan.tokenizer is not None:
+        log(f"tokenizer: given ({plan.tokenizer.vocab_size} tokens, {plan.tokenizer_dir})")
+        return plan.tokenizer, {"skipped": True, "wall_s": 0.0, "given": True,
+                                "vocab_size": plan.tokenizer.vocab_size,
+                                "folder": str(plan.tokenizer_dir)}  # fmt: skip
     data = plan.data_dir / "pretrain.jsonl"
     if plan.data_dir == _embedded_dir() and plan.vocab_size == 2048:
         name = "world0-bpe2048"  # the course tokenizer (spongebob.world.course_tokenizer)
@@ -229,15 +275,58 @@ def _tokenizer(plan: Plan, log: Callable[[str], None]):
         from spongebob.files import sha256_file
 
         name = f"pipeline-{sha256_file(data)[:12]}-bpe{plan.vocab_size}"
-    stamp = artifacts_dir("tokenizer", name) / "fingerprint.txt"
+    folder = artifacts_dir("tokenizer", name)
+    stamp = folder / "fingerprint.txt"
     before, t0 = _mtime(stamp), time.perf_counter()
-    tok = cached_tokenizer(data, plan.vocab_size, name=name)
+    tok = cached_tokenizer(data, plan.vocab_size, name=name, max_lines=plan.tokenizer_lines,
+                           **_bad_kw(plan))  # fmt: skip
     skipped = before is not None and _mtime(stamp) == before
     wall = time.perf_counter() - t0
     log(f"tokenizer: {'cached tokenizer found, skipped' if skipped else 'trained'} "
         f"({tok.vocab_size} tokens)")  # fmt: skip
-    return tok, {"skipped": skipped, "wall_s": wall, "vocab_size": tok.vocab_size,
-                 "folder": str(stamp.parent)}  # fmt: skip
+    info = {"skipped": skipped, "wall_s": wall, "vocab_size": tok.vocab_size,
+            "folder": str(folder)}  # fmt: skip
+    try:
+        stats = json.loads((folder / "training.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        stats = {}
+    if stats:
+        info["lines"], info["bad_lines"] = stats.get("lines"), stats.get("bad", 0)
+    return tok, info
+
+
+def _bad_kw(plan: Plan) -> dict[str, Any]:
+    """The bad-line options of every function that reads JSONL (none when strict: the
+    functions' defaults)."""
+    if not plan.skip_bad_lines:
+        return {}
+    return {"skip_bad_lines": True, "max_bad_fraction": plan.max_bad_fraction}
+
+
+def _stage_kw(plan: Plan) -> dict[str, Any]:
+    """What every training stage function gets from the plan: bad-line options and device."""
+    kw = _bad_kw(plan)
+    if plan.device is not None:
+        kw["device"] = plan.device
+    return kw
+
+
+def _bad_line_counts(folder: Path) -> dict[str, Any]:
+    """``{source: {"bad_lines", "extra_keys"}}`` of every prepared folder under a stage's run
+    folder (its ``meta.json`` files, written by ``spongebob.data.prepare``)."""
+    counts: dict[str, Any] = {}
+    for meta_file in sorted(folder.glob("**/meta.json")):
+        try:
+            meta = json.loads(meta_file.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or "bad_lines" not in meta:
+            continue
+        counts[meta.get("source", meta_file.parent.name)] = {
+            "bad_lines": meta["bad_lines"].get("count", 0),
+            "extra_keys": meta.get("extra_keys") or {},
+        }
+    return counts
 
 
 def _embedded_dir() -> Path:
@@ -252,6 +341,7 @@ def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any)
     out = plan.out / stage.name
     data, replay = plan.data_dir / stage.data, plan.data_dir / "pretrain.jsonl"
     find = kw.pop("find", True)
+    kw.update(_stage_kw(plan))
     if stage.name == "pretrain":
         from spongebob.pretrain import pretrain, pretrained_checkpoint
 
@@ -341,6 +431,7 @@ def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> 
         "val_loss": val[-1]["val_loss"] if val else None,
         "checkpoint": f"{stage.name}/last.pt",
         "preset": stage.preset,
+        "data": _bad_line_counts(out),
     }
     if skipped:
         log(f"{stage.name}: finished run found, skipped")
@@ -385,6 +476,8 @@ def _eval_job(job: str, ckpt: Path, plan: Plan, tok, log) -> tuple[dict, bool]:
         if doc.get("key") == key:
             return doc["summary"], True
     model = load_model(ckpt).eval()
+    if plan.device is not None:
+        model.to(plan.device)
     if job == "completion":
         r = completion_accuracy(model, tok, plan.data_dir / "eval_completion.jsonl",
                                 plan.eval_limit)  # fmt: skip
@@ -508,8 +601,18 @@ def write_report(plan: Plan, report: dict) -> tuple[Path, Path]:
         lines += ["", f"**Capped run** (max steps {plan.max_steps}, eval limit "
                       f"{plan.eval_limit}): a smoke test, the numbers say nothing."]  # fmt: skip
     tk = report["stages"]["tokenizer"]
-    lines += ["", "## tokenizer", "", f"Byte-level BPE, {tk['vocab_size']} tokens "
-              f"({'cached, skipped' if tk['skipped'] else 'trained'}, {_duration(tk['wall_s'])})."]  # fmt: skip
+    if tk.get("given"):
+        lines += ["", "## tokenizer", "", f"Given: `{tk['folder']}`, {tk['vocab_size']} tokens."]
+    else:
+        lines += ["", "## tokenizer", "", f"Byte-level BPE, {tk['vocab_size']} tokens "
+                  f"({'cached, skipped' if tk['skipped'] else 'trained'}, "
+                  f"{_duration(tk['wall_s'])})."]  # fmt: skip
+        if tk.get("lines") is not None:
+            lines[-1] += (f" Trained on {tk['lines']:,} lines of pretrain.jsonl; "
+                          f"{tk['bad_lines']:,} bad line(s) skipped.")  # fmt: skip
+    skipping = report.get("skip_bad_lines")
+    lines += ["", "Bad JSONL lines: " + ("skipped and counted (per stage below)." if skipping
+                                         else "none allowed (strict).")]  # fmt: skip
     for s in plan.stages:
         info = report["stages"][s.name]
         train_s = info["train_s"]
@@ -521,6 +624,11 @@ def write_report(plan: Plan, report: dict) -> tuple[Path, Path]:
                   f"| optimizer steps | {info['steps']} | | |",
                   f"| final training loss | {_fmt(info['final_loss'])} | | |",
                   f"| validation loss | {_fmt(info['val_loss'])} | | |"]  # fmt: skip
+        for source, c in info.get("data", {}).items():
+            extra = ", ".join(f"{k} ({n:,})" for k, n in sorted(c["extra_keys"].items()))
+            lines.append(f"| bad lines skipped in {source} | {c['bad_lines']:,} | | |")
+            if extra:
+                lines.append(f"| extra keys ignored in {source} | {extra} | | |")
         for key, m in info.get("metrics", {}).items():
             target = _target(m)
             met = ("yes" if m["met"] else "**no**") if "target" in m else ""
@@ -549,6 +657,12 @@ def run_pipeline(plan: Plan, log: Callable[[str], None] = print) -> dict:
     Returns the content of ``report.json``. A missing data file raises ``FileNotFoundError``
     before anything trains; an offline download raises ``spongebob.download.DownloadError``.
     """
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise ValueError(f"run_pipeline runs in one process, not under torchrun (WORLD_SIZE="
+                         f"{world}); run each stage with `torchrun ... -m spongebob train`")  # fmt: skip
     t0 = time.perf_counter()
     plan.out.mkdir(parents=True, exist_ok=True)
     if plan.download:
@@ -574,8 +688,12 @@ def run_pipeline(plan: Plan, log: Callable[[str], None] = print) -> dict:
         plot_losses(plan.out / stage.name / "metrics.jsonl", f"{stage.name} ({stage.preset})", png)
         stages[stage.name]["figure"] = f"figures/{png.name}"
     report = {"preset": plan.preset, "data_dir": str(plan.data_dir), "max_steps": plan.max_steps,
-              "eval_limit": plan.eval_limit, "wall_s": time.perf_counter() - t0,
+              "eval_limit": plan.eval_limit, "skip_bad_lines": plan.skip_bad_lines,
+              "max_bad_fraction": plan.max_bad_fraction, "wall_s": time.perf_counter() - t0,
               "stages": stages}  # fmt: skip
+    report["bad_lines"] = {"tokenizer": stages["tokenizer"].get("bad_lines", 0),
+                           **{f"{st}/{src}": c["bad_lines"] for st, info in stages.items()
+                              for src, c in info.get("data", {}).items()}}  # fmt: skip
     report["targets_met"] = {f"{st}.{k}": m["met"] for st, info in stages.items()
                              for k, m in info.get("metrics", {}).items() if "met" in m}  # fmt: skip
     mpath, _ = write_report(plan, report)
