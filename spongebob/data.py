@@ -4,20 +4,24 @@
 """Training data: validated JSONL records, chats rendered to ids and a loss mask, pre-tokenised
 memmaps, and loaders that pack (pretraining) or pad (chat). Defined in 05_data.
 
-- Every JSONL file is streamed (`spongebob.files.iter_jsonl`), never loaded whole. A malformed
-  line stops with ``FILE:LINE: problem``, or, with ``skip_bad_lines``, is skipped, counted and
-  listed in a `BadLines` report: nothing is dropped silently.
+- Every JSONL file is streamed, never loaded whole. A malformed line (not UTF-8, not JSON, a wrong
+  shape) stops with ``FILE:LINE: problem``, or, with ``skip_bad_lines``, is skipped, counted and
+  listed in a `BadLines` report: nothing is dropped silently. Keys a format does not use (an
+  ``"id"``, a ``"source"``) are accepted and counted.
 - `ChatEncoder` renders a conversation to ids and per-token *kinds* in one pass: special tokens are
   inserted as ids, message text is encoded with special-token parsing off (a ``</s>`` typed by a
   user is text), and the kinds mark exactly each assistant reply and its closing ``</s>``
   (`TRAINED`; reasoning tags `TAG`), everything else `CONTEXT`.
 - `prepare` writes ``ids.bin`` (uint16), ``offsets.bin`` (uint64 document starts), for chats
-  ``kinds.bin`` (uint8), and ``meta.json``; memory does not grow with the input; it is reused when
-  the source, the tokenizer and the settings are unchanged.
+  ``kinds.bin`` (uint8), and ``meta.json``; memory does not grow with the input; ``workers``
+  processes share the file by byte ranges and write the same bytes as one; the folder is reused
+  when the source, the tokenizer and the settings are unchanged. `check_prepared_length` refuses a
+  folder prepared for another length than a run's.
 - `PackedLoader` cuts the token stream into windows (pretraining: no padding, documents are not
-  masked from each other); `ChatLoader` right-pads conversations (no attention mask is needed).
-  Both yield ``(x, y, w)`` forever, shuffle each epoch from a seed, shard across ranks, and save
-  their position with ``state_dict``.
+  masked from each other); `ChatLoader` right-pads conversations (no attention mask is needed)
+  and groups them by length. Both yield ``(x, y, w)`` forever, shuffle each epoch from a seed,
+  shard across ranks, and save their global position with ``state_dict`` (a run may resume on
+  another number of ranks).
 """
 
 import contextlib
@@ -25,8 +29,14 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
+import os
 import re
+import secrets
+import shutil
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +55,13 @@ FORMATS = {
     "chat": ("conversations", "{'conversations': [{'role': ..., 'content': ...}, ...]}"),
     "eval": ("messages", "{'messages': [...], 'expected': str} (optional 'id')"),
     "completion": ("prompt", "{'prompt': str, 'expected': str} (optional 'id')"),
+}
+# The keys each format uses; any other key of a line is "extra": accepted, and counted by prepare.
+KNOWN_KEYS = {
+    "pretrain": {"text"},
+    "chat": {"conversations"},
+    "eval": {"messages", "expected", "id"},
+    "completion": {"prompt", "expected", "id"},
 }
 
 
@@ -65,9 +82,9 @@ def turns_problem(turns: object, must_end_with: str) -> str | None:
     if not turns:
         return "empty conversation"
     for i, t in enumerate(turns):
-        if not isinstance(t, dict) or set(t) != {"role", "content"}:
+        if not isinstance(t, dict) or not {"role", "content"} <= set(t):
             keys = sorted(t) if isinstance(t, dict) else type(t).__name__
-            return f"turn {i} must be an object with exactly 'role' and 'content' (got {keys})"
+            return f"turn {i} must be an object with 'role' and 'content' (got {keys})"
         if t["role"] not in ROLES:
             return f"turn {i}: unknown role {t['role']!r} (expected one of {', '.join(ROLES)})"
         if not isinstance(t["content"], str):
@@ -95,8 +112,7 @@ def record_problem(record: object, kind: str | None = None) -> str | None:
     if kind not in FORMATS:
         raise ValueError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")
     key, shape = FORMATS[kind]
-    allowed = {key} | ({"expected", "id"} if kind in ("eval", "completion") else set())
-    if claimed != kind or not set(record) <= allowed:
+    if claimed != kind:
         return f"expected a {kind} line {shape}, got keys {sorted(record)}"
     if kind in ("eval", "completion") and not isinstance(record.get("expected"), str):
         return f"'expected' must be a string in a {kind} line {shape}"
@@ -107,6 +123,17 @@ def record_problem(record: object, kind: str | None = None) -> str | None:
     if not isinstance(record[key], str):
         return f"{key!r} must be a string, got {type(record[key]).__name__}"
     return None
+
+
+def extra_keys(record: dict, kind: str) -> list[str]:
+    """The keys of a valid ``kind`` record that the format does not use, turns' keys as
+    ``"conversations[].name"``. Defined in 05_data."""
+    extra = sorted(set(record) - KNOWN_KEYS[kind])
+    key = FORMATS[kind][0]
+    if kind in ("chat", "eval"):
+        turn_keys = {k for turn in record[key] for k in turn} - {"role", "content"}
+        extra += [f"{key}[].{k}" for k in sorted(turn_keys)]
+    return extra
 
 
 @dataclass
@@ -245,8 +272,8 @@ def tokenizer_fingerprint(tokenizer: SpongeTokenizer, system_prompt: str | None 
     """sha256 of what decides the ids: the tokenizer's JSON, its bos/eos/pad ids and the default
     system prompt that chats are rendered with. Defined in 05_data."""
     system = tokenizer.default_system_prompt if system_prompt is None else system_prompt
-    key = json.dumps([tokenizer.tokenizer.to_str(), tokenizer.bos_id, tokenizer.eos_id,
-                      tokenizer.pad_id, system])  # fmt: skip
+    ids = (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
+    key = json.dumps([tokenizer.tokenizer.to_str(), *ids, system])
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -255,8 +282,8 @@ def _current_meta(folder: Path, key: dict) -> dict | None:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if any(meta.get(k) != v for k, v in key.items()):
-        return None
+    if any(meta.get(k) != v for k, v in key.items()) or "input_lines" not in meta:
+        return None  # (a folder of an older version counted less)
     sizes = {"ids.bin": 2 * meta["tokens"], "offsets.bin": 8 * (meta["documents"] + 1)}
     if meta["kind"] == "chat":
         sizes["kinds.bin"] = meta["tokens"]
@@ -264,41 +291,205 @@ def _current_meta(folder: Path, key: dict) -> dict | None:
     return meta if ok else None
 
 
-def _chunks(items: Iterable, n: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
+def _encode_chunk(records: list[dict], kind: str, encoder: "ChatEncoder", max_seq_len: int):
+    """``(ids uint16, kinds uint8 or None, lengths, stats)`` of one chunk of valid records.
 
-
-def _write_chunk(records, kind, encoder, max_seq_len, stats, files) -> None:
-    """Encode one chunk of records and append it to the open ``files`` (ids, offsets, kinds)."""
+    Chats are cut to ``max_seq_len + 1`` tokens; a chat with no trained target left is dropped.
+    The lists of ids become one array each (no per-token Python loop)."""
     if kind == "pretrain":
-        docs = [(ids, None) for ids in encoder.encode_texts([r["text"] for r in records])]
-    else:
-        docs = encoder.encode_many([r["conversations"] for r in records])
-    all_ids, all_kinds, lengths = [], [], []
-    for ids, kinds in docs:
+        docs = encoder.encode_texts([r["text"] for r in records])
+        lengths = np.fromiter(map(len, docs), np.int64, len(docs))
+        ids = np.fromiter(itertools.chain.from_iterable(docs), np.uint16, int(lengths.sum()))
+        return ids, None, lengths, {"trained_tokens": int(lengths.sum()) - len(docs)}
+    pairs = encoder.encode_many([r["conversations"] for r in records])
+    cut = max_seq_len + 1
+    lengths = np.fromiter((min(len(i), cut) for i, _ in pairs), np.int64, len(pairs))
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(i[:cut] for i, _ in pairs), np.uint16, total)
+    kinds = np.fromiter(itertools.chain.from_iterable(k[:cut] for _, k in pairs), np.uint8, total)
+    starts = np.cumsum(lengths) - lengths
+    is_target = kinds > 0
+    is_target[starts] = False  # a document's first token is never a target (nothing precedes it)
+    trained = np.add.reduceat(is_target.astype(np.int64), starts) if len(starts) else lengths
+    keep = trained > 0
+    stats = {
+        "trained_tokens": int(trained.sum()),
+        "dropped_untrained": int((~keep).sum()),
+        "truncated": sum(len(i) > cut for i, _ in pairs),
+    }
+    if not keep.all():
+        token_keep = np.repeat(keep, lengths)
+        ids, kinds, lengths = ids[token_keep], kinds[token_keep], lengths[keep]
+    return ids, kinds, lengths, stats
+
+
+def _shard_bounds(path: Path, n: int) -> list[int]:
+    """``n + 1`` byte positions: 0, then near ``i * size / n`` moved to the next line start, size."""
+    size = path.stat().st_size
+    bounds = [0]
+    with open(path, "rb") as fh:
+        for i in range(1, n):
+            pos = i * size // n
+            if pos > bounds[-1]:
+                fh.seek(pos - 1)
+                fh.readline()  # ends at the first line start at or after pos
+                pos = fh.tell()
+            bounds.append(min(max(pos, bounds[-1]), size))
+    return bounds + [size]
+
+
+_BLANK = object()
+
+
+def _range_lines(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """The raw lines of a file that start in ``[start, end)``."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        pos = start
+        for raw in fh:
+            if pos >= end:
+                return
+            pos += len(raw)
+            yield raw
+
+
+def _parse_line(raw: bytes) -> tuple[object, str | None]:
+    """``(value, None)``; ``(_BLANK, None)`` for a blank line; ``(None, problem)`` for a line that
+    is not UTF-8 or not JSON (the rules of `spongebob.files.iter_jsonl`)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not valid UTF-8 ({e.reason})"
+    if not line.strip():
+        return _BLANK, None
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg})"
+
+
+def _prepare_range(job: dict, files: dict) -> dict:
+    """Check and encode the lines that start in ``job["start"]:job["end"]``, appending to the
+    open ``files``. Returns the range's counts, its bad lines (line numbers within the range),
+    its extra keys, the number of lines it spans, and ``error``: without ``skip_bad_lines``, the
+    first bad line (the range stops there)."""
+    kind = job["kind"]
+    encoder = ChatEncoder(job["tokenizer"], job["system_prompt"])
+    out = dict(
+        documents=0,
+        tokens=0,
+        trained_tokens=0,
+        truncated=0,
+        dropped_untrained=0,
+        input_lines=0,
+        bad=[],
+        bad_count=0,
+        extra_keys=Counter(),
+        lines=0,
+        error=None,
+    )
+
+    def flush(records: list[dict]) -> None:
+        ids, kinds, lengths, stats = _encode_chunk(records, kind, encoder, job["max_seq_len"])
+        ids.tofile(files["ids"])
         if kinds is not None:
-            if len(ids) > max_seq_len + 1:
-                stats["truncated"] += 1
-                ids, kinds = ids[: max_seq_len + 1], kinds[: max_seq_len + 1]
-            trained = sum(1 for k in kinds[1:] if k)
-            if not trained:
-                stats["dropped_untrained"] += 1
-                continue
-            stats["trained_tokens"] += trained
-            all_kinds += kinds
-        else:
-            stats["trained_tokens"] += len(ids) - 1
-        all_ids += ids
-        lengths.append(len(ids))
-    np.asarray(all_ids, dtype=np.uint16).tofile(files["ids"])  # one write per chunk
-    if "kinds" in files:
-        np.asarray(all_kinds, dtype=np.uint8).tofile(files["kinds"])
-    ends = stats["tokens"] + np.cumsum(lengths, dtype=np.uint64)
-    ends.astype(np.uint64).tofile(files["offsets"])
-    stats["documents"] += len(lengths)
-    stats["tokens"] += len(all_ids)
+            kinds.tofile(files["kinds"])
+        (out["tokens"] + np.cumsum(lengths, dtype=np.uint64)).tofile(files["ends"])
+        for k, v in stats.items():
+            out[k] += v
+        out["documents"] += len(lengths)
+        out["tokens"] += len(ids)
+
+    records = []
+    lines = _range_lines(Path(job["source"]), job["start"], job["end"])
+    for lineno, raw in enumerate(lines, start=1):
+        out["lines"] = lineno
+        record, problem = _parse_line(raw)
+        if record is _BLANK:
+            continue
+        out["input_lines"] += 1
+        problem = problem or record_problem(record, kind)
+        if problem:
+            out["bad_count"] += 1
+            if len(out["bad"]) < BadLines.keep:
+                out["bad"].append((lineno, problem))
+            if not job["skip_bad_lines"]:
+                out["error"] = (lineno, problem)
+                return out
+            continue
+        out["extra_keys"].update(extra_keys(record, kind))
+        records.append(record)
+        if len(records) == job["chunk"]:
+            flush(records)
+            records = []
+    if records:
+        flush(records)
+    return out
+
+
+def _prepare_part(job: dict) -> dict:
+    """A worker process: `_prepare_range` into part files ``job["part"] + ".ids"`` and so on."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # one core per worker
+    names = ("ids", "ends", "kinds") if job["kind"] == "chat" else ("ids", "ends")
+    with contextlib.ExitStack() as stack:
+        files = {n: stack.enter_context(open(f"{job['part']}.{n}", "wb")) for n in names}
+        return _prepare_range(job, files)
+
+
+def _first_kind(source: Path) -> tuple[str | None, tuple[int, str] | None]:
+    """The format of the file's first valid record, and the first bad line before it."""
+    first_bad = None
+    for lineno, raw in enumerate(_range_lines(source, 0, source.stat().st_size), start=1):
+        record, problem = _parse_line(raw)
+        if record is _BLANK:
+            continue
+        problem = problem or record_problem(record)
+        if not problem:
+            return record_kind(record), first_bad
+        first_bad = first_bad or (lineno, problem)
+    return None, first_bad
+
+
+def _run_ranges(job: dict, bounds: list[int], out: Path, files: dict) -> list[dict]:
+    """Each range in its own process (one range: in this one), the parts joined into ``files``."""
+    jobs = [{**job, "start": a, "end": b} for a, b in itertools.pairwise(bounds)]
+    if len(jobs) == 1:
+        return [_prepare_range(jobs[0], files)]
+    parts = out / f".parts-{os.getpid()}-{secrets.token_hex(4)}"
+    parts.mkdir()
+    try:
+        for i, j in enumerate(jobs):
+            j["part"] = str(parts / str(i))
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked tokenizer
+        with ProcessPoolExecutor(len(jobs), mp_context=ctx) as pool:
+            results = list(pool.map(_prepare_part, jobs))
+        base = 0
+        for j, r in zip(jobs, results):
+            if r["error"]:
+                break
+            for name in files:
+                if name == "ends":
+                    ends = np.fromfile(f"{j['part']}.ends", dtype=np.uint64)
+                    (ends + np.uint64(base)).tofile(files["ends"])
+                else:
+                    with open(f"{j['part']}.{name}", "rb") as part:
+                        shutil.copyfileobj(part, files[name], 1 << 24)
+            base += r["tokens"]
+        return results
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def _bad_fraction_problem(meta: dict, max_bad_fraction: float) -> str | None:
+    bad, n = meta["bad_lines"]["count"], max(meta.get("input_lines", 0), 1)
+    if bad / n <= max_bad_fraction:
+        return None
+    line, problem = meta["bad_lines"]["lines"][0]
+    return (
+        f"{bad:,} of {n:,} lines are bad ({bad / n:.3%}), more than max_bad_fraction "
+        f"{max_bad_fraction:.3%} allows (first: line {line}: {problem}); fix the file or "
+        "raise the limit (--max-bad-fraction)"
+    )
 
 
 def prepare(
@@ -308,6 +499,8 @@ def prepare(
     *,
     max_seq_len: int = 512,
     skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
+    workers: int = 1,
     system_prompt: str | None = None,
     chunk: int = 4096,
 ) -> dict:
@@ -317,43 +510,95 @@ def prepare(
     for chats ``kinds.bin`` (uint8: `CONTEXT`/`TRAINED`/`TAG`), then ``meta.json``. Reuses the
     folder when its ``meta.json`` matches the source's sha256, the tokenizer and the settings.
     Chats are truncated to ``max_seq_len + 1`` tokens (counted; dropped if nothing trained is
-    left). Bad lines raise ``FILE:LINE: problem`` unless ``skip_bad_lines`` (then listed in the
-    meta). Memory holds ``chunk`` records at a time.
+    left). Extra keys are counted (``meta["extra_keys"]``). A bad line raises ``FILE:LINE:
+    problem``; with ``skip_bad_lines`` it is counted and listed (``meta["bad_lines"]``), and more
+    than ``max_bad_fraction`` of bad lines raises. ``workers`` processes encode byte ranges of the
+    file (the same bytes as one). Memory holds ``chunk`` records per worker at a time.
     """
     source, out = Path(source), Path(out_dir)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file (expected a JSONL file to prepare)")
     if tokenizer.vocab_size > 1 << 16:
         raise ValueError(f"vocab_size {tokenizer.vocab_size} does not fit the uint16 memmap")
-    key = {"format_version": FORMAT_VERSION, "source_sha256": sha256_file(source),
-           "tokenizer_sha256": tokenizer_fingerprint(tokenizer, system_prompt),
-           "max_seq_len": max_seq_len, "skip_bad_lines": skip_bad_lines}  # fmt: skip
+    if workers < 1 or not 0 <= max_bad_fraction <= 1:
+        raise ValueError(
+            f"need workers >= 1 and 0 <= max_bad_fraction <= 1, got {workers}, {max_bad_fraction}"
+        )
+    key = {
+        "format_version": FORMAT_VERSION,
+        "source_sha256": sha256_file(source),
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer, system_prompt),
+        "max_seq_len": max_seq_len,
+        "skip_bad_lines": skip_bad_lines,
+    }
     out.mkdir(parents=True, exist_ok=True)
-    meta = _current_meta(out, key)
-    if meta is not None:
-        return meta
-    (out / META).unlink(missing_ok=True)  # the old files are no longer trusted
-    bad = BadLines(str(source))
-    records = iter_records(source, skip_bad_lines=skip_bad_lines, bad=bad)
-    first = next(records, None)
-    if first is None:
-        raise ValueError(f"{source}: no valid records to prepare. {bad.summary()}".strip())
-    kind = record_kind(first[1])
+    meta = current = _current_meta(out, key)
+    if current is None:
+        (out / META).unlink(missing_ok=True)  # the old files are no longer trusted
+        meta = _prepare_files(source, tokenizer, out, key, workers, system_prompt, chunk)
+    problem = _bad_fraction_problem(meta, max_bad_fraction) if skip_bad_lines else None
+    if problem:  # then no meta.json: the folder is not used
+        raise ValueError(f"{source}: {problem}")
+    if current is None:
+        atomic_write_text(out / META, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    return meta
+
+
+def _prepare_files(source, tokenizer, out, key, workers, system_prompt, chunk) -> dict:
+    """The work of `prepare` for a folder that is not current: the files, then the meta."""
+    hint = "(to skip and count bad lines, use --skip-bad-lines)"
+    kind, first_bad = _first_kind(source)
+    if kind is None:
+        if first_bad and not key["skip_bad_lines"]:
+            raise ValueError(f"{source}:{first_bad[0]}: {first_bad[1]} {hint}")
+        raise ValueError(f"{source}: no valid records to prepare")
     if kind not in ("pretrain", "chat"):
         raise ValueError(f"{source}: prepare takes pretraining or chat lines, not {kind} lines")
-    encoder = ChatEncoder(tokenizer, system_prompt)
-    stats = dict(documents=0, tokens=0, trained_tokens=0, truncated=0, dropped_untrained=0)
+    job = {
+        "source": str(source),
+        "kind": kind,
+        "tokenizer": tokenizer,
+        "chunk": chunk,
+        "system_prompt": system_prompt,
+        "max_seq_len": key["max_seq_len"],
+        "skip_bad_lines": key["skip_bad_lines"],
+    }
+    names = ("ids", "offsets", "kinds")[: 3 if kind == "chat" else 2]
     with contextlib.ExitStack() as stack:
-        files = {name: stack.enter_context(atomic_open(out / f"{name}.bin"))
-                 for name in ("ids", "offsets", "kinds")[: 3 if kind == "chat" else 2]}  # fmt: skip
+        files = {n: stack.enter_context(atomic_open(out / f"{n}.bin")) for n in names}
         np.zeros(1, np.uint64).tofile(files["offsets"])
-        for batch in _chunks(itertools.chain([first], records), chunk):
-            _write_chunk([r for _, r in batch], kind, encoder, max_seq_len, stats, files)
-    meta = {**key, "kind": kind, "source": source.name, "vocab_size": tokenizer.vocab_size,
-            "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id,
-            **stats, "bad_lines": {"count": bad.count, "lines": bad.lines}}  # fmt: skip
-    atomic_write_text(out / META, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    return meta
+        files["ends"] = files.pop("offsets")
+        results = _run_ranges(job, _shard_bounds(source, workers), out, files)
+        offset, bad, extras = 0, BadLines(str(source)), Counter()
+        for r in results:
+            if r["error"]:
+                raise ValueError(f"{source}:{offset + r['error'][0]}: {r['error'][1]} {hint}")
+            for lineno, problem in r["bad"]:
+                bad.add(offset + lineno, problem)
+            bad.count += r["bad_count"] - len(r["bad"])
+            extras.update(r["extra_keys"])
+            offset += r["lines"]
+    counts = (
+        "documents",
+        "tokens",
+        "trained_tokens",
+        "truncated",
+        "dropped_untrained",
+        "input_lines",
+    )
+    meta = {
+        **key,
+        "kind": kind,
+        "source": source.name,
+        "vocab_size": tokenizer.vocab_size,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "pad_id": tokenizer.pad_id,
+        **{c: sum(r[c] for r in results) for c in counts},
+        "extra_keys": dict(sorted(extras.items())),
+        "bad_lines": {"count": bad.count, "lines": bad.lines},
+    }
+    return json.loads(json.dumps(meta, ensure_ascii=False))
 
 
 class PreparedData:
@@ -372,21 +617,27 @@ class PreparedData:
                 "(spongebob.data.prepare or `spongebob data prepare`)"
             )
         self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if self.meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_file}: format {self.meta.get('format_version')}, this "
-                             f"code reads {FORMAT_VERSION}; prepare the data again")  # fmt: skip
+        version = self.meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_file}: format {version}, this code reads {FORMAT_VERSION}; "
+                "prepare the data again"
+            )
         self.kind = self.meta["kind"]
         self.ids = self._open("ids.bin", np.uint16, self.meta["tokens"])
         self.offsets = self._open("offsets.bin", np.uint64, self.meta["documents"] + 1)
-        self.kinds = self._open("kinds.bin", np.uint8, self.meta["tokens"]) if (
-            self.kind == "chat") else None  # fmt: skip
+        self.kinds = None
+        if self.kind == "chat":
+            self.kinds = self._open("kinds.bin", np.uint8, self.meta["tokens"])
 
     def _open(self, name: str, dtype, count: int) -> np.ndarray:
         path = self.folder / name
         size = path.stat().st_size if path.is_file() else -1
         if size != count * np.dtype(dtype).itemsize:
-            raise ValueError(f"{path}: {size} bytes, {META} promises {count} x {dtype.__name__}; "
-                             "prepare the data again")  # fmt: skip
+            raise ValueError(
+                f"{path}: {size} bytes, {META} promises {count} x {dtype.__name__}; "
+                "prepare the data again"
+            )
         return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
 
     def __len__(self) -> int:
@@ -397,51 +648,134 @@ class PreparedData:
         return self.ids[a:b], None if self.kinds is None else self.kinds[a:b]
 
 
-class _Order:
-    """Which items each batch holds: a permutation per epoch from ``(seed, epoch)``, sharded by
-    rank, cut into full batches. Defined in 05_data."""
+def check_prepared_length(data, seq_len: int, max_seq_len: int) -> None:
+    """Raise ``ValueError`` (one line naming both lengths) when prepared data does not fit a run.
 
-    def __init__(self, items: np.ndarray, batch_size: int, seed: int, rank: int,
-                 world_size: int, shuffle: bool) -> None:  # fmt: skip
+    Defined in 05_data. ``data``: a prepared folder, a `PreparedData` or its ``meta`` dict. A run
+    trains rows of ``seq_len`` tokens on a model of ``max_seq_len`` positions; chat data keeps the
+    length it was prepared at (``meta["max_seq_len"]``), which must be at most ``max_seq_len`` and
+    equal to ``seq_len``.
+    """
+    if isinstance(data, dict):
+        meta, name = data, data.get("source", "the prepared data")
+    else:
+        data = data if isinstance(data, PreparedData) else PreparedData(data)
+        meta, name = data.meta, str(data.folder)
+    if seq_len > max_seq_len:
+        raise ValueError(f"seq_len {seq_len} is longer than the model's max_seq_len {max_seq_len}")
+    if meta["kind"] != "chat":
+        return  # packed windows are cut at seq_len by the loader
+    length = meta["max_seq_len"]
+    if length > max_seq_len:
+        raise ValueError(
+            f"{name}: chats prepared at max_seq_len {length}, longer than the model's max_seq_len "
+            f"{max_seq_len}; prepare the data again with --max-seq-len {max_seq_len}"
+        )
+    if length != seq_len:
+        raise ValueError(
+            f"{name}: chats prepared at max_seq_len {length}, but this run trains at seq_len "
+            f"{seq_len}; prepare the data again with --max-seq-len {seq_len}"
+        )
+
+
+class _Order:
+    """Which items each batch holds. Defined in 05_data.
+
+    Epoch ``e`` orders all items from ``(seed, e)`` (shuffled; with ``lengths``, grouped by length,
+    see `grouped_order`). Each step consumes a global batch of ``batch_size * world_size`` items;
+    rank ``rank`` takes every ``world_size``-th of them. The position is global (``sample``: items
+    consumed by all ranks in this epoch), so it resumes on any number of ranks.
+    """
+
+    def __init__(
+        self,
+        items: np.ndarray,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        shuffle: bool,
+        lengths: np.ndarray | None = None,
+        window: int = 100,
+    ) -> None:
         if batch_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got "
-                             f"{batch_size}, {rank}, {world_size}")  # fmt: skip
+            raise ValueError(
+                "need batch_size >= 1 and 0 <= rank < world_size, got "
+                f"{batch_size}, {rank}, {world_size}"
+            )
         self.items, self.batch_size, self.seed = items, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-        self.batches_per_epoch = len(items) // world_size // batch_size
+        self.lengths, self.window = lengths, window
+        self.group = batch_size * world_size  # items per global batch
+        self.batches_per_epoch = len(items) // self.group
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{len(items)} items cannot fill one batch of {batch_size} on each "
                 f"of {world_size} rank(s); use a smaller batch or more data"
             )
-        self.epoch, self.batch = 0, 0
-        self._cached: tuple[int, np.ndarray] | None = None
+        self.epoch, self.start, self.batch = 0, 0, 0  # this layout began at item `start`
+        self.epoch_group = self.group  # the global batch that this epoch's order was built for
+        self._cached: tuple | None = None
 
-    def _epoch_items(self) -> np.ndarray:
-        if self._cached is None or self._cached[0] != self.epoch:
-            perm = self.items
+    def epoch_order(self) -> np.ndarray:
+        """All items of the current epoch, in the order the ranks consume them."""
+        key = (self.epoch, self.epoch_group)
+        if self._cached is None or self._cached[0] != key:
+            order = self.items
             if self.shuffle:
-                perm = self.items[np.random.default_rng([self.seed, self.epoch]).permutation(
-                    len(self.items))]  # fmt: skip
-            per_rank = len(self.items) // self.world_size
-            self._cached = (self.epoch, perm[self.rank :: self.world_size][:per_rank])
+                rng = np.random.default_rng([self.seed, self.epoch])
+                order = self.items[rng.permutation(len(self.items))]
+                if self.lengths is not None:
+                    order = grouped_order(order, self.lengths, self.epoch_group, self.window, rng)
+            self._cached = (key, order)
         return self._cached[1]
 
+    def _epoch_items(self) -> np.ndarray:
+        """This rank's items from the current layout's start to the end of the epoch."""
+        rest = self.epoch_order()[self.start :]
+        per_rank = len(rest) // self.group * self.batch_size
+        return rest[self.rank :: self.world_size][:per_rank]
+
+    @property
+    def sample(self) -> int:
+        return self.start + self.batch * self.group
+
     def next_batch(self) -> np.ndarray:
-        if self.batch >= self.batches_per_epoch:
-            self.epoch, self.batch = self.epoch + 1, 0
+        if self.sample + self.group > len(self.items):  # the epoch is used up
+            self.epoch, self.start, self.batch = self.epoch + 1, 0, 0
+            self.epoch_group = self.group
         b = self.batch * self.batch_size
         self.batch += 1
         return self._epoch_items()[b : b + self.batch_size]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "sample": self.sample,
+            "items": len(self.items),
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "epoch_group": self.epoch_group,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed") != self.seed:
-            raise ValueError(f"the saved data position is for seed {state.get('seed')}, this "
-                             f"loader has seed {self.seed}")  # fmt: skip
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+            raise ValueError(
+                f"the saved data position is for seed {state.get('seed')}, this loader has "
+                f"seed {self.seed}; resume with the same seed"
+            )
+        if state.get("items", len(self.items)) != len(self.items):
+            raise ValueError(
+                f"the saved data position is for {state['items']} items, this loader has "
+                f"{len(self.items)}; resume with the same data, seq_len and validation split"
+            )
+        self.epoch = int(state["epoch"])
+        if "sample" in state:  # global: any world size and batch size continue from here
+            self.start, self.batch = int(state["sample"]), 0
+            self.epoch_group = int(state["epoch_group"])
+        else:  # a position saved before positions were global: same ranks and batch only
+            self.start, self.batch, self.epoch_group = 0, int(state["batch"]), self.group
 
 
 def _split_items(n: int, split: str, val_fraction: float) -> np.ndarray:
@@ -460,10 +794,17 @@ class _Loader:
     """Shared by both loaders: iteration forever, position, sharding. Defined in 05_data."""
 
     order: _Order
+    pin_memory: bool = False
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         while True:
             yield self.batch_of(self.order.next_batch())
+
+    def _tensors(self, *arrays: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
+        """NumPy arrays as tensors, in page-locked memory when ``pin_memory`` (fast copies to a
+        GPU with ``non_blocking=True``)."""
+        out = [None if a is None else torch.from_numpy(a) for a in arrays]
+        return tuple(t.pin_memory() if t is not None and self.pin_memory else t for t in out)
 
     def state_dict(self) -> dict:
         return self.order.state_dict()
@@ -476,6 +817,10 @@ class _Loader:
         return self.order.batches_per_epoch
 
 
+def _pin_default(pin_memory: bool | None) -> bool:
+    return torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+
+
 class PackedLoader(_Loader):
     """Packed pretraining batches ``(x, y, None)``, each ``(batch_size, seq_len)`` int64.
 
@@ -485,18 +830,30 @@ class PackedLoader(_Loader):
     order AND shifts all cuts by a new random offset in ``[0, seq_len)`` (both from ``(seed,
     epoch)``), so a document is not seen cut at the same places every epoch; the last training
     window is left out so that a shifted window never reaches into the validation tokens. Rank
-    ``rank`` of ``world_size`` reads its own shard.
+    ``rank`` of ``world_size`` reads its own shard; ``pin_memory`` (default: when CUDA is
+    available) puts batches in page-locked memory.
     """
 
-    def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, split: str = "train", val_fraction: float = 0.0,
-                 shuffle: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data,
+        seq_len: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "train",
+        val_fraction: float = 0.0,
+        shuffle: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
         self.ids = np.asarray(getattr(data, "ids", data))  # a PreparedData, or ids themselves
         if self.ids.ndim != 1:
             raise ValueError(f"PackedLoader needs a 1-D array of ids, got shape {self.ids.shape}")
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        self.seq_len = seq_len
+        self.seq_len, self.pin_memory = seq_len, _pin_default(pin_memory)
         items = _split_items((len(self.ids) - 1) // seq_len, split, val_fraction)
         if shuffle:
             items = items[:-1]  # room for the shift: window w may end at (w + 1) * T + offset
@@ -510,43 +867,87 @@ class PackedLoader(_Loader):
 
     def batch_of(self, windows: np.ndarray):
         T, o = self.seq_len, self.offset(self.order.epoch)
-        rows = np.stack([self.ids[o + w * T : o + w * T + T + 1] for w in windows])
-        rows = rows.astype(np.int64)
-        t = torch.from_numpy(rows)  # (B, T + 1)
-        return t[:, :-1], t[:, 1:], None  # x, y: (B, T)
+        starts = o + np.asarray(windows, dtype=np.int64) * T
+        rows = self.ids[starts[:, None] + np.arange(T + 1)].astype(np.int64)  # (B, T + 1)
+        x, y = self._tensors(rows[:, :-1], rows[:, 1:])
+        return x, y, None  # x, y: (B, T)
+
+
+def grouped_order(
+    order: np.ndarray, lengths: np.ndarray, group: int, window: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``order`` (a shuffled array of item ids) regrouped by length. Defined in 05_data.
+
+    Sorted by ``lengths[item]`` within windows of ``window * group`` items, cut into batches of
+    ``group`` items (a global batch), the batches shuffled by ``rng``; the last ``len % group``
+    items (too few for a batch) stay at the end. A permutation of ``order``.
+    """
+    n = len(order) // group * group
+    span = window * group
+    blocks = [order[a : min(a + span, n)] for a in range(0, n, span)]
+    blocks = [b[np.argsort(lengths[b], kind="stable")] for b in blocks if len(b)]
+    batches = np.concatenate(blocks).reshape(-1, group) if blocks else order[:0].reshape(0, group)
+    return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), order[n:]])
 
 
 class ChatLoader(_Loader):
     """Right-padded chat batches ``(x, y, w)``: ``x``, ``y`` ``(B, L)`` int64 with ``L`` the
-    longest conversation of the batch minus one; ``y = -100`` on context and padding; ``w`` is
-    ``None``, or ``(B, L)`` float32 with ``tag_weight`` on `TAG` targets when it is not 1.
+    longest conversation of the batch minus one (rounded up to ``pad_multiple``); ``y = -100`` on
+    context and padding; ``w`` is ``None``, or ``(B, L)`` float32 with ``tag_weight`` on `TAG`
+    targets when it is not 1.
 
     Defined in 05_data. ``data`` is a `PreparedData` of chats. Shuffled per epoch from ``seed``,
-    sharded by rank; ``split="val"`` takes the last ``val_fraction`` of the conversations.
+    grouped by length within windows of ``length_window`` global batches when it is > 0 (see
+    `grouped_order`), sharded by rank; ``split="val"`` takes the last ``val_fraction`` of the
+    conversations; ``pin_memory`` (default: when CUDA is available) as in `PackedLoader`.
     """
 
-    def __init__(self, data: PreparedData, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, split: str = "train", val_fraction: float = 0.0,
-                 shuffle: bool = True, tag_weight: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data: PreparedData,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "train",
+        val_fraction: float = 0.0,
+        shuffle: bool = True,
+        tag_weight: float = 1.0,
+        length_window: int = 0,
+        pad_multiple: int = 1,
+        pin_memory: bool | None = None,
+    ) -> None:
         if data.kind != "chat":
             raise ValueError(f"{data.folder}: ChatLoader needs chat data, got {data.kind}")
+        if length_window < 0 or pad_multiple < 1:
+            raise ValueError(
+                f"need length_window >= 0 and pad_multiple >= 1, got "
+                f"{length_window}, {pad_multiple}"
+            )
         self.data, self.tag_weight = data, float(tag_weight)
-        self.pad_id = int(data.meta["pad_id"])
+        self.pad_id, self.pad_multiple = int(data.meta["pad_id"]), pad_multiple
+        self.pin_memory = _pin_default(pin_memory)
+        self.starts = data.offsets[:-1].astype(np.int64)
+        self.lengths = np.diff(data.offsets.astype(np.int64))
         items = _split_items(len(data), split, val_fraction)
-        self.order = _Order(items, batch_size, seed, rank, world_size, shuffle)
+        lengths = self.lengths if length_window > 0 else None
+        self.order = _Order(
+            items, batch_size, seed, rank, world_size, shuffle, lengths, length_window
+        )
 
     def batch_of(self, docs: np.ndarray):
-        rows = [self.data.doc(int(i)) for i in docs]
-        L = max(len(ids) for ids, _ in rows) - 1
-        x = torch.full((len(rows), L), self.pad_id, dtype=torch.int64)
-        y = torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.int64)
-        w = torch.ones(len(rows), L) if self.tag_weight != 1.0 else None
-        for r, (ids, kinds) in enumerate(rows):
-            ids = torch.from_numpy(ids.astype(np.int64))
-            k = torch.from_numpy(kinds[1:].astype(np.int64))
-            n = len(ids) - 1
-            x[r, :n] = ids[:-1]
-            y[r, :n] = torch.where(k > 0, ids[1:], IGNORE_INDEX)
-            if w is not None:
-                w[r, :n][k == TAG] = self.tag_weight
-        return x, y, w
+        docs = np.asarray(docs, dtype=np.int64)
+        starts, lengths = self.starts[docs], self.lengths[docs]
+        L = -(-(int(lengths.max()) - 1) // self.pad_multiple) * self.pad_multiple
+        pos = np.arange(L + 1)
+        real = pos < lengths[:, None]  # (B, L + 1): a token of the conversation, not padding
+        index = np.where(real, starts[:, None] + pos, 0)
+        ids = self.data.ids[index].astype(np.int64)
+        kinds = np.where(real, self.data.kinds[index], CONTEXT)[:, 1:]
+        x = np.where(real[:, 1:], ids[:, :-1], self.pad_id)  # a row's last token has no target
+        y = np.where(kinds > 0, ids[:, 1:], IGNORE_INDEX)
+        w = None
+        if self.tag_weight != 1.0:
+            w = np.where(kinds == TAG, np.float32(self.tag_weight), np.float32(1.0))
+        return self._tensors(x, y, w)

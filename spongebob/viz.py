@@ -108,7 +108,15 @@ def plot_token_kinds(pieces, kinds, title="", width=14, per_row=16, ax=None):
     ax.set_ylim(-rows + 0.8, 1)
     ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=MASK_COLOURS[k]) for k in sorted(MASK_COLOURS)]
-    ax.legend(handles, [MASK_LABELS[k] for k in sorted(MASK_LABELS)], loc="upper right",
-              bbox_to_anchor=(1, 1.35), ncol=3, fontsize=8, frameon=False)  # fmt: skip
+    labels = [MASK_LABELS[k] for k in sorted(MASK_LABELS)]
+    ax.legend(
+        handles,
+        labels,
+        loc="upper right",
+        bbox_to_anchor=(1, 1.35),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title, loc="left", fontsize=10, pad=18)
     return ax

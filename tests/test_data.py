@@ -7,6 +7,7 @@ only the original's three specials, saved and reloaded as a folder, as the origi
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,10 @@ from spongebob.data import (
     ChatLoader,
     PackedLoader,
     PreparedData,
+    _shard_bounds,
+    check_prepared_length,
+    extra_keys,
+    grouped_order,
     iter_records,
     prepare,
     read_jsonl,
@@ -96,12 +101,11 @@ def _runs(tok, ids, kinds) -> list[str]:
         ({"conversations": []}, "empty conversation"),
         ({"conversations": [{"role": "bot", "content": "x"}]}, "unknown role 'bot'"),
         ({"conversations": [{"role": "user", "content": 3}]}, "content must be a string"),
-        ({"conversations": [{"role": "user"}]}, "exactly 'role' and 'content'"),
+        ({"conversations": [{"role": "user"}]}, "with 'role' and 'content'"),
         ({"conversations": _chat("hi")}, "must end with the assistant's turn"),
         ({"conversations": _chat("hi", "yo", "hi", "yo")[1:]}, "alternate"),
         ({"conversations": "hello"}, "must be a list of turns"),
         ({"text": 5}, "'text' must be a string"),
-        ({"text": "a", "extra": 1}, "got keys ['extra', 'text']"),
         ({"messages": _chat("q"), "expected": 1}, "'expected' must be a string"),
         ({"messages": _chat("q", "a"), "expected": "a"}, "must end with the user's turn"),
         ({"txt": "a"}, "not one of the formats"),
@@ -285,12 +289,12 @@ def test_prepare_reuses_a_current_folder_and_redoes_a_stale_one(tok, world, tmp_
 
 def test_prepare_bad_lines_stop_or_are_listed_in_the_meta(tok, tmp_path):
     src = _write(tmp_path / "b.jsonl", [{"text": "a"}, b"oops\n", {"text": "b"}])
-    with pytest.raises(ValueError, match=r"b\.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"b\.jsonl:2: not valid JSON .*--skip-bad-lines"):
         prepare(src, tok, tmp_path / "o")
     assert not (tmp_path / "o" / "meta.json").exists()
-    meta = prepare(src, tok, tmp_path / "o", skip_bad_lines=True)
+    meta = prepare(src, tok, tmp_path / "o", skip_bad_lines=True, max_bad_fraction=0.5)
     assert meta["documents"] == 2 and meta["bad_lines"]["count"] == 1
-    assert meta["bad_lines"]["lines"][0][0] == 2
+    assert meta["bad_lines"]["lines"][0][0] == 2 and meta["input_lines"] == 3
 
 
 def test_prepare_refuses_eval_files_missing_sources_and_empty_files(tok, tmp_path):
@@ -449,10 +453,9 @@ def test_read_jsonl_streams_every_file_of_the_world(world):
         ("nan", "not valid JSON"),
         ('["text"]', "not one of the formats"),
         ('{"text": 3}', "'text' must be a string"),
-        ('{"text": "a", "extra": 1}', "expected a pretrain line"),
         ('{"conversations": [{"role": "user", "content": "hi"}]}', "end with the assistant"),
         ('{"conversations": [{"role": "bot", "content": "hi"}]}', "unknown role 'bot'"),
-        ('{"conversations": [{"role": "user", "text": "hi"}]}', "exactly 'role' and 'content'"),
+        ('{"conversations": [{"role": "user", "text": "hi"}]}', "with 'role' and 'content'"),
         ('{"conversations": [{"role": "assistant", "content": "a"}]}', "alternate"),
         ('{"conversations": []}', "empty conversation"),
         ('{"messages": [{"role": "user", "content": "q"}]}', "'expected' must be a string"),
@@ -499,9 +502,264 @@ def test_cli_data_prepare_prepares_then_reuses_and_reports_bad_lines(world, tmp_
     meta = PreparedData(tmp_path / "o").meta
     assert f"{meta['documents']:,} documents" in out and "MB/s" in out and meta["kind"] == "chat"
     assert main(args) == 0 and "already prepared: reused" in capsys.readouterr().out
-    bad = _write(tmp_path / "bad.jsonl", [{"text": "a"}, b"oops\n"])
+    bad = _write(tmp_path / "bad.jsonl", [{"text": "a"}] * 1000 + [b"oops\n"])  # 0.0999 %
     args = ["data", "prepare", "--input", str(bad), "--tokenizer", str(tok_dir), "--out",
             str(tmp_path / "b")]  # fmt: skip
-    assert main(args) == 2 and "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert main(args) == 2 and "bad.jsonl:1001: not valid JSON" in capsys.readouterr().err
     assert main([*args, "--skip-bad-lines"]) == 0
     assert "skipped 1 bad line(s)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# Real data as it is: extra keys, bad lines and their limit
+# ----------------------------------------------------------------------------------------------
+def test_extra_keys_are_accepted_and_named():
+    chat = {
+        "id": 5,
+        "source": "x",
+        "conversations": [
+            {"role": "user", "content": "q", "name": "u"},
+            {"role": "assistant", "content": "a"},
+        ],
+    }
+    assert record_problem(chat) is None and record_problem({"text": "a", "id": 1}) is None
+    assert extra_keys(chat, "chat") == ["id", "source", "conversations[].name"]
+    assert extra_keys({"text": "a"}, "pretrain") == []
+    assert extra_keys({"prompt": "p", "expected": "e", "id": 3}, "completion") == []
+    assert "not one of the formats" in record_problem({"conversation": []})  # a misspelt key
+
+
+def test_prepare_counts_extra_keys_and_keeps_the_ids_of_plain_records(tok, tmp_path):
+    plain = [{"conversations": _chat("q", "a")}, {"conversations": _chat("r", "b")}]
+    extra = [
+        {**plain[0], "id": 1},
+        {
+            "id": 2,
+            "conversations": [
+                {"role": "user", "content": "r", "lang": "en"},
+                {"role": "assistant", "content": "b"},
+            ],
+        },
+    ]
+    a = prepare(_write(tmp_path / "a.jsonl", plain), tok, tmp_path / "a")
+    b = prepare(_write(tmp_path / "b.jsonl", extra), tok, tmp_path / "b")
+    assert a["extra_keys"] == {} and b["extra_keys"] == {"conversations[].lang": 1, "id": 2}
+    for name in ("ids.bin", "offsets.bin", "kinds.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["extra_keys"] == b["extra_keys"]
+
+
+def test_bad_utf8_and_json_lines_are_bad_lines_and_the_fraction_is_limited(tok, tmp_path):
+    good = [{"text": f"line {i}"} for i in range(1998)]
+    src = _write(tmp_path / "m.jsonl", good[:500] + [b"\xff\xfe\n"] + good[500:] + [b"{oops\n"])
+    with pytest.raises(ValueError, match=r"m\.jsonl:501: not valid UTF-8"):
+        prepare(src, tok, tmp_path / "o")
+    meta = prepare(src, tok, tmp_path / "o", skip_bad_lines=True)  # 2 of 2000 = 0.1 %: allowed
+    assert meta["bad_lines"]["count"] == 2 and meta["input_lines"] == 2000
+    assert [n for n, _ in meta["bad_lines"]["lines"]] == [501, 2000]
+    assert meta["documents"] == 1998
+    # a stricter limit refuses the same (reused) folder, in one line naming the counts
+    with pytest.raises(ValueError, match=r"2 of 2,000 lines are bad \(0\.100%\).*max-bad-fraction"):
+        prepare(src, tok, tmp_path / "o", skip_bad_lines=True, max_bad_fraction=0.0005)
+    # and a fresh folder over the limit gets no meta.json (it is never used)
+    with pytest.raises(ValueError, match="more than max_bad_fraction"):
+        prepare(src, tok, tmp_path / "p", skip_bad_lines=True, max_bad_fraction=0.0)
+    assert not (tmp_path / "p" / "meta.json").exists()
+    with pytest.raises(ValueError, match="max_bad_fraction"):
+        prepare(src, tok, tmp_path / "q", max_bad_fraction=2)
+
+
+def test_a_file_of_only_bad_lines_names_its_first_bad_line(tok, tmp_path):
+    src = _write(tmp_path / "x.jsonl", [b"\n", b"nope\n", {"txt": 1}])
+    with pytest.raises(ValueError, match=r"x\.jsonl:2: not valid JSON"):
+        prepare(src, tok, tmp_path / "o")
+    with pytest.raises(ValueError, match="no valid records"):
+        prepare(src, tok, tmp_path / "o", skip_bad_lines=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers: byte ranges, the same bytes as one worker
+# ----------------------------------------------------------------------------------------------
+def test_shard_bounds_are_line_starts_that_cover_the_file(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_bytes(b"a\n" + b"bb\n" * 5 + b"\n" + b"c" * 40 + b"\nlast")
+    data = path.read_bytes()
+    starts = {0} | {i + 1 for i, ch in enumerate(data) if ch == ord("\n")}
+    for n in (1, 2, 3, 7, 60):
+        bounds = _shard_bounds(path, n)
+        assert len(bounds) == n + 1 and bounds[0] == 0 and bounds[-1] == len(data)
+        assert bounds == sorted(bounds) and set(bounds) <= starts | {len(data)}
+
+
+def _same_files(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.glob("*.bin"))
+    assert names == sorted(p.name for p in b.glob("*.bin")) and names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in a.iterdir())  # no parts
+
+
+@pytest.mark.parametrize("name", ["pretrain.jsonl", "sft_512.jsonl"])
+def test_workers_write_the_same_bytes_as_one(tok, world, tmp_path, name):
+    one = prepare(world / name, tok, tmp_path / "1", max_seq_len=128)
+    three = prepare(world / name, tok, tmp_path / "3", max_seq_len=128, workers=3, chunk=100)
+    _same_files(tmp_path / "1", tmp_path / "3")
+    assert (
+        one == three
+        and (tmp_path / "1" / "meta.json").read_bytes()
+        == (tmp_path / "3" / "meta.json").read_bytes()
+    )
+
+
+def test_workers_skip_and_count_bad_lines_with_global_line_numbers(tok, world, tmp_path):
+    lines = (world / "sft_512.jsonl").read_bytes().splitlines(keepends=True)[:900]
+    broken = lines[:100] + [b"{bad\n", b"\n"] + lines[100:700] + [b'{"text": "x"}\n'] + lines[700:]
+    src = tmp_path / "s.jsonl"
+    src.write_bytes(b"".join(broken))
+    kw = dict(skip_bad_lines=True, max_bad_fraction=0.01)
+    one = prepare(src, tok, tmp_path / "1", **kw)
+    two = prepare(src, tok, tmp_path / "2", workers=2, **kw)
+    _same_files(tmp_path / "1", tmp_path / "2")
+    assert one == two and [n for n, _ in two["bad_lines"]["lines"]] == [101, 703]
+    assert two["documents"] == 900 and two["input_lines"] == 902
+    strict = tmp_path / "t.jsonl"  # one bad line, in the second worker's range
+    strict.write_bytes(b"".join(lines[:700] + [b'{"text": "x"}\n'] + lines[700:]))
+    with pytest.raises(ValueError, match=r"t\.jsonl:701: expected a chat line.*--skip-bad-lines"):
+        prepare(strict, tok, tmp_path / "4", workers=2)
+    assert not (tmp_path / "4" / "meta.json").exists() and not list((tmp_path / "4").iterdir())
+
+
+# ----------------------------------------------------------------------------------------------
+# Lengths
+# ----------------------------------------------------------------------------------------------
+def test_check_prepared_length_refuses_longer_or_other_lengths(tok, world, tmp_path):
+    prepare(world / "sft_1024.jsonl", tok, tmp_path / "c", max_seq_len=512)
+    prepare(world / "pretrain.jsonl", tok, tmp_path / "p")
+    check_prepared_length(tmp_path / "c", seq_len=512, max_seq_len=1024)
+    with pytest.raises(
+        ValueError,
+        match=r"prepared at max_seq_len 512, longer than the model's "
+        r"max_seq_len 256; prepare the data again with --max-seq-len 256",
+    ):
+        check_prepared_length(PreparedData(tmp_path / "c"), seq_len=256, max_seq_len=256)
+    with pytest.raises(
+        ValueError,
+        match=r"prepared at max_seq_len 512, but this run trains at "
+        r"seq_len 1024",
+    ):
+        check_prepared_length(PreparedData(tmp_path / "c").meta, seq_len=1024, max_seq_len=1024)
+    check_prepared_length(tmp_path / "p", seq_len=64, max_seq_len=512)  # packed: any seq_len
+    with pytest.raises(ValueError, match="seq_len 1024 is longer than the model's max_seq_len 512"):
+        check_prepared_length(tmp_path / "p", seq_len=1024, max_seq_len=512)
+    with pytest.raises(FileNotFoundError, match="prepare the data first"):
+        check_prepared_length(tmp_path / "none", 512, 512)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders: global position (resume on another number of ranks), length grouping, batch building
+# ----------------------------------------------------------------------------------------------
+def _steps(loaders, n):
+    """The items of ``n`` global steps: every rank's next batch, rank 0 first."""
+    return [np.concatenate([ld.order.next_batch() for ld in loaders]) for _ in range(n)]
+
+
+def _make(kind, data, rank=0, world=1, batch=4):
+    if kind == "packed":
+        return PackedLoader(data, 16, batch, seed=5, rank=rank, world_size=world)
+    return ChatLoader(data, batch, seed=5, rank=rank, world_size=world, length_window=3)
+
+
+@pytest.mark.parametrize("kind", ["packed", "chat"])
+@pytest.mark.parametrize("worlds", [(2, 1), (1, 2), (3, 2)])
+def test_a_position_saved_at_one_world_size_continues_exactly_at_another(kind, worlds, pre, r1):
+    data = pre if kind == "packed" else r1
+    w_old, w_new = worlds
+    old = [_make(kind, data, r, w_old) for r in range(w_old)]
+    done = _steps(old, 3)
+    states = [ld.state_dict() for ld in old]
+    assert all(s == states[0] for s in states)  # the position is global: every rank saves the same
+    assert states[0]["world_size"] == w_old and states[0]["sample"] == 3 * 4 * w_old
+    new = [_make(kind, data, r, w_new) for r in range(w_new)]
+    for ld in new:
+        ld.load_state_dict(json.loads(json.dumps(states[0])))
+    order = old[0].order.epoch_order()  # the epoch's order is the same whatever the world size
+    assert np.array_equal(order, new[0].order.epoch_order())
+    left = (len(order) - len(np.concatenate(done))) // (4 * w_new)
+    steps = done + _steps(new, left)
+    pos = 0
+    for step in steps:  # each global step takes exactly the next items of the epoch's order
+        assert sorted(step.tolist()) == sorted(order[pos : pos + len(step)].tolist())
+        pos += len(step)
+    consumed = np.concatenate(steps)
+    assert len(set(consumed.tolist())) == len(consumed)  # nothing repeated
+    assert len(order) - len(consumed) < 4 * w_new  # nothing skipped but the epoch's short tail
+    nxt = np.concatenate([ld.order.next_batch() for ld in new])  # then the next epoch begins
+    assert all(ld.order.epoch == 1 for ld in new)
+    assert sorted(nxt.tolist()) == sorted(new[0].order.epoch_order()[: len(nxt)].tolist())
+
+
+def test_resumed_tensors_equal_an_uninterrupted_run_at_the_same_world_size(pre):
+    a = PackedLoader(pre, 16, 4, seed=2, rank=1, world_size=2)
+    it = iter(a)
+    for _ in range(a.batches_per_epoch + 2):
+        next(it)
+    state = a.state_dict()
+    assert state["epoch"] == 1 and state["sample"] == 2 * 4 * 2
+    want = [next(it)[0] for _ in range(3)]
+    b = PackedLoader(pre, 16, 4, seed=2, rank=1, world_size=2)
+    b.load_state_dict(state)
+    got = [x for x, _, _ in itertools.islice(iter(b), 3)]
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_load_state_dict_refuses_other_data_and_reads_an_old_position(pre):
+    a = PackedLoader(pre, 16, 4, seed=2)
+    with pytest.raises(ValueError, match="saved data position is for 7 items.*same data, seq_len"):
+        a.load_state_dict({**a.state_dict(), "items": 7})
+    ref = PackedLoader(pre, 16, 4, seed=2)
+    for _ in range(5):
+        ref.order.next_batch()
+    old_style = {"epoch": 0, "batch": 5, "seed": 2}  # saved before positions were global
+    a.load_state_dict(old_style)
+    assert a.state_dict() == ref.state_dict()
+    assert np.array_equal(a.order.next_batch(), ref.order.next_batch())
+
+
+def test_grouped_order_is_a_seeded_permutation_of_similar_lengths():
+    lengths = np.random.default_rng(0).integers(10, 500, 1000)
+    perm = np.random.default_rng(1).permutation(1000)
+    out = grouped_order(perm, lengths, 8, 10, np.random.default_rng(2))
+    assert sorted(out.tolist()) == list(range(1000))
+    again = grouped_order(perm, lengths, 8, 10, np.random.default_rng(2))
+    assert np.array_equal(out, again)
+    batches = lengths[out].reshape(-1, 8)  # 1000 = 125 batches of 8
+    windows = [set(perm[a : a + 80].tolist()) for a in range(0, 1000, 80)]
+    for b in out.reshape(-1, 8):  # every batch comes from one window, sorted inside it
+        assert any(set(b.tolist()) <= w for w in windows)
+    plain = lengths[perm].reshape(-1, 8)
+    share = batches.sum() / (8 * batches.max(1).sum())
+    assert share > 0.9 > plain.sum() / (8 * plain.max(1).sum())
+    tail = grouped_order(perm[: 1003 - 3], lengths, 7, 10, np.random.default_rng(2))
+    assert np.array_equal(tail[-(1000 % 7) :], perm[1000 - 1000 % 7 : 1000])  # too few: at the end
+
+
+def test_grouped_chat_loader_shards_and_keeps_rows_exact(r1):
+    loaders = [ChatLoader(r1, 3, seed=1, rank=r, world_size=2, length_window=2) for r in (0, 1)]
+    shards = [set(ld.order._epoch_items().tolist()) for ld in loaders]
+    assert not (shards[0] & shards[1])
+    plain = ChatLoader(r1, 3, seed=1)
+    x, y, _ = loaders[0].batch_of(np.array([0, 1, 2]))
+    x2, y2, _ = plain.batch_of(np.array([0, 1, 2]))
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # grouping changes the order, not the rows
+
+
+def test_chat_batches_round_up_to_pad_multiple_and_stay_unpinned_on_cpu(r1, tok):
+    loader = ChatLoader(r1, 4, seed=0, pad_multiple=64)
+    x, y, w = next(iter(loader))
+    n = max(len(r1.doc(int(d))[0]) for d in loader.order._epoch_items()[:4]) - 1
+    assert x.shape[1] % 64 == 0 and x.shape[1] - 64 < n <= x.shape[1]
+    assert (x[:, n:] == tok.pad_id).all() and (y[:, n:] == IGNORE_INDEX).all() and w is None
+    if not torch.cuda.is_available():
+        assert not x.is_pinned()
+    with pytest.raises(ValueError, match="pad_multiple"):
+        ChatLoader(r1, 4, pad_multiple=0)
