@@ -128,6 +128,8 @@ def build_plan(
     max_bad_fraction: float = 0.001,
     compile: bool | None = None,
     device: Any = None,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
 ) -> Plan:
     """The stage plan of a pipeline preset (``tiny`` or ``seed``); nothing runs.
 
@@ -136,7 +138,8 @@ def build_plan(
     ``tokenizer`` (loaded from ``tokenizer_dir``, e.g. the original's folder) replaces the
     trained one and must have the preset's vocabulary size. ``skip_bad_lines`` (default: the
     preset's, seed skips) and ``max_bad_fraction`` go to every stage that reads JSONL;
-    ``compile`` (None: the presets') and ``device`` to every training stage.
+    ``compile`` (None: the presets') and ``device`` to every training stage; ``batch_size`` and
+    ``grad_accum`` replace every stage's (a smaller GPU, or a smoke test on a CPU).
     """
     from spongebob.distill import distill_config, distill_options
     from spongebob.runtime import artifacts_dir
@@ -166,6 +169,11 @@ def build_plan(
     cap = {} if max_steps is None else {"max_steps": max_steps}
     if compile is not None:
         cap["compile"] = compile
+    for name, value in (("batch_size", batch_size), ("grad_accum", grad_accum)):
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            cap[name] = value
     name, overrides = p["pretrain"]
     stages = [
         Stage("pretrain", "pretrain.jsonl", name, TrainConfig.preset(name, **overrides, **cap)),
@@ -280,6 +288,10 @@ def _tokenizer(plan: Plan, log: Callable[[str], None]):
     before, t0 = _mtime(stamp), time.perf_counter()
     tok = cached_tokenizer(data, plan.vocab_size, name=name, max_lines=plan.tokenizer_lines,
                            **_bad_kw(plan))  # fmt: skip
+    if plan.model != "tiny" and tok.vocab_size != plan.vocab_size:
+        raise ValueError(f"the tokenizer trained on {data} has {tok.vocab_size} tokens (too few "
+                         f"distinct pieces in the data) but the {plan.model} model is built for "
+                         f"{plan.vocab_size}; pass a {plan.vocab_size}-token --tokenizer")  # fmt: skip
     skipped = before is not None and _mtime(stamp) == before
     wall = time.perf_counter() - t0
     log(f"tokenizer: {'cached tokenizer found, skipped' if skipped else 'trained'} "

@@ -75,12 +75,14 @@ def output_dir(path: Path, what: str) -> Path:
 
 
 def output_file(path: Path, what: str) -> Path:
-    """``path`` usable as an output file (absent or a file, in a writable or creatable folder)."""
+    """``path`` usable as an output file (absent or a file, in a writable or creatable folder);
+    its folder is created."""
     if path.is_dir():
         raise CliError(f"{path}: is a folder, not a file ({what})")
     if path.exists() and not os.access(path, os.W_OK):
         raise CliError(f"{path}: not writable ({what})")
     _writable_parent(path, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -45,7 +45,8 @@ def _pipeline(args: argparse.Namespace) -> int:
                       eval_limit=args.eval_limit, tokenizer=tok, tokenizer_dir=args.tokenizer,
                       skip_bad_lines=args.skip_bad_lines,
                       max_bad_fraction=args.max_bad_fraction, compile=args.compile,
-                      device=device)  # fmt: skip
+                      device=device, batch_size=args.batch_size,
+                      grad_accum=args.grad_accum)  # fmt: skip
     print(describe_plan(plan), flush=True)
     if args.dry_run:
         return 0
@@ -77,6 +78,12 @@ def add_parsers(groups) -> None:
                     help="cap every training stage at N steps (a smoke test)")  # fmt: skip
     pl.add_argument("--eval-limit", type=int, default=None,
                     help="grade only the first N questions of each eval set (a smoke test)")  # fmt: skip
+    pl.add_argument("--batch-size", type=int, default=None,
+                    help="sequences per micro-batch of every stage (default: the presets'; "
+                         "lower it on a smaller GPU, with --grad-accum)")  # fmt: skip
+    pl.add_argument("--grad-accum", type=int, default=None,
+                    help="micro-batches per optimizer step of every stage (default: the "
+                         "presets')")  # fmt: skip
     pl.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile every training stage (default: the presets'; seed on)")  # fmt: skip
     add_device_arg(pl)
