@@ -87,7 +87,8 @@ tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
 CUDA (fp16 with a GradScaler), optional ``torch.compile``, a tqdm bar (loss, lr, tokens/s, ETA, MFU
 on CUDA), a JSONL metrics log, optional wandb/swanlab, periodic validation, and atomic checkpoints
-that resume exactly (``spongebob.checkpoint``)::
+that resume exactly (``spongebob.checkpoint``), and data parallelism under ``torchrun`` (DDP, then
+``torch.compile``)::
 
     model = SpongeBob(ModelConfig.preset("tiny"))
     result = train(model, loader, TrainConfig.preset("tiny"), out_dir=run_folder)
@@ -96,16 +97,21 @@ A loader yields ``(x, y, w)`` batches forever: ``x``, ``y`` ``(B, T)`` int64 (``
 ``-100`` = not trained), ``w`` ``None`` or ``(B, T)`` float32 loss weights. ``iter(loader)``
 continues
 from the loader's position, and ``state_dict()`` / ``load_state_dict()`` save and restore that
-position (the checkpoint stores rank 0's). Under ``torchrun`` each rank reads its own shard.
+position (the checkpoint stores rank 0's, with the world size). Under ``torchrun`` each rank reads
+its own shard.
 """
 
 import json
 import math
 import os
+import queue
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -149,116 +155,6 @@ print(f"initial loss {loss0:.3f} vs ln V = {math.log(tok.vocab_size):.3f}")
 assert abs(loss0 - math.log(tok.vocab_size)) < 0.3
 
 # %% [markdown]
-# ## 2. The training configuration
-#
-# Every knob of a run lives in one dataclass, with two presets: `tiny` (this CPU: lr 3e-3, batch
-# 16 × 256 tokens, 30 warmup steps, 900 steps, measured in section 11) and `seed` (the original's
-# recipe: lr 5e-4, batch 32 × accumulation 8, T = 512, clip 1.0, seed 1337, bf16 on CUDA, one epoch).
-# The command line (`spongebob train pretrain --preset tiny`) takes every default from a preset.
-
-
-# %%
-#| export
-@dataclass
-class TrainConfig:
-    """How to train: optimiser, schedule, batch, precision, logging. Defined in 06_pretrain.
-
-    The length of a run is ``max_steps`` optimizer steps, else ``max_minutes`` of wall time (the
-    total step count is then estimated from the speed of the first ``probe_steps`` steps and fixed,
-    so the cosine ends on time), else ``epochs`` passes over a loader that has a ``len``. One
-    optimizer step sees ``batch_size * grad_accum * world_size`` sequences of ``seq_len`` tokens.
-    ``dtype``: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"fp16"`` (autocast +
-    GradScaler) or ``"fp32"``. ``*_every = 0`` means only at the end.
-    """
-
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    warmup_steps: int = 30
-    max_steps: int | None = 900
-    max_minutes: float | None = None
-    epochs: float = 1.0
-    probe_steps: int = 10
-    batch_size: int = 16
-    seq_len: int = 256
-    grad_accum: int = 1
-    clip: float = 1.0
-    seed: int = 1337
-    dtype: str = "auto"
-    compile: bool = False
-    log_every: int = 10
-    eval_every: int = 0
-    eval_batches: int = 8
-    save_every: int = 0
-    tracker: str = "none"
-    run_name: str = "spongebob"
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # a list after a JSON or checkpoint round trip
-        bad = [
-            f"{k} must be >= 1"
-            for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
-            if getattr(self, k) < 1
-        ]
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
-        if self.tracker not in ("none", "wandb", "swanlab"):
-            bad.append(f"tracker must be none, wandb or swanlab, got {self.tracker!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            bad.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup_steps < 0:
-            bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-        if bad:
-            raise ValueError("invalid TrainConfig: " + "; ".join(bad))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
-        """A named recipe from ``TRAIN_PRESETS`` (``"tiny"``, ``"seed"``) with ``overrides``."""
-        if name not in TRAIN_PRESETS:
-            raise ValueError(
-                f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}"
-            )
-        return cls(**{**TRAIN_PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only, so a ``weights_only`` checkpoint can hold it."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
-        return cls(**d)
-
-
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
-    "tiny": {},
-    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
-    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
-    "seed": dict(
-        lr=5e-4,
-        batch_size=32,
-        grad_accum=8,
-        seq_len=512,
-        warmup_steps=100,
-        max_steps=None,
-        log_every=20,
-        eval_every=500,
-        save_every=500,
-    ),
-}
-
-
-# %%
-print(TrainConfig.preset("seed"))
-seed_cfg = TrainConfig.preset("seed")
-print("sequences per optimizer step:", seed_cfg.batch_size * seed_cfg.grad_accum)
-assert TrainConfig.from_dict(seed_cfg.to_dict()) == seed_cfg
-
-# %% [markdown]
 # ## 3. AdamW and its parameter groups
 #
 # AdamW keeps two running averages per parameter (of the gradient, $m$, and of its square, $v$)
@@ -298,7 +194,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, cfg: "TrainConfig") -> torch.optim.AdamW:
     """AdamW over ``param_groups``, fused into one kernel per step on CUDA.
 
     Defined in 06_pretrain."""
@@ -419,6 +315,7 @@ def accumulate_gradients(
     *,
     autocast: Callable[[], Any] = nullcontext,
     scaler: torch.amp.GradScaler | None = None,
+    counts: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Backward over all micro-batches of one optimizer step: ``(loss, trained tokens N)``.
 
@@ -428,15 +325,19 @@ def accumulate_gradients(
     however the masks fall. DDP averages gradients over ranks, hence the extra ``world_size``.
     Under DDP only the last micro-batch synchronises (``no_sync`` for the others). The returned
     loss is this rank's share of the step's mean loss (the mean itself on one process; an
-    all-reduce sum gives the mean over ranks).
+    all-reduce sum gives the mean over ranks). ``counts``: the micro-batches' trained tokens
+    ``(K,)``, already on the device (``train`` copies them once, without waiting); computed here
+    when None. Nothing here waits for the device: no ``.item()``, no blocking copy.
     """
     _, world = _distributed()
     device = next(model.parameters()).device
-    counts = [trained_tokens(y, w) for _, y, w in micro_batches]
-    total = torch.stack(counts).sum().to(device)
+    if counts is None:
+        counts = torch.stack([trained_tokens(y, w) for _, y, w in micro_batches]).to(device)
+    total = counts.sum()
     if world > 1:
         dist.all_reduce(total)  # trained tokens of the step on every rank
     denom = total.clamp_min(1e-12)
+    shares = counts * world / denom  # each micro-batch's weight in the step's mean
     loss_sum = torch.zeros((), device=device)
     for k, (x, y, w) in enumerate(micro_batches):
         last = k == len(micro_batches) - 1
@@ -446,10 +347,9 @@ def accumulate_gradients(
         with sync:
             with autocast():
                 loss = model(x, y, loss_weights=w).loss  # mean over this micro-batch's tokens
-            share = counts[k].to(device) * world / denom
-            scaled = loss * share
+            scaled = loss * shares[k]
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        loss_sum += loss.detach() * counts[k].to(device)
+        loss_sum += loss.detach() * counts[k]
     return loss_sum / denom, total
 
 
@@ -506,15 +406,17 @@ torch.testing.assert_close(four, one, rtol=1e-4, atol=1e-6)
 
 # %%
 #| export
-def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` on ``device``.
+def precision(cfg: "TrainConfig | str", device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` (or a dtype name) on
+    ``device``.
 
     ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere. bf16 keeps fp32's exponent
     range, so gradients do not underflow and no GradScaler is needed; fp16 needs one (SEED.md
     defect 1: the original ran fp16 under a "bf16" flag, with a scaler enabled for bf16).
     """
-    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.dtype]
-    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    dtype = getattr(cfg, "dtype", cfg)
+    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[dtype]
+    if dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         amp = torch.bfloat16
     return amp, amp == torch.float16
 
@@ -526,9 +428,7 @@ for dt in (torch.float16, torch.bfloat16, torch.float32):
     stored = " ".join(f"{v:.0e}" for v in grad.to(dt).float().tolist())
     print(f"{str(dt)[6:]:9} smallest {tiny_:.1e} | gradients stored: {stored}")
 cpu = torch.device("cpu")
-print(
-    "CPU auto:", precision(TrainConfig(), cpu), "| fp16:", precision(TrainConfig(dtype="fp16"), cpu)
-)
+print("CPU auto:", precision("auto", cpu), "| fp16:", precision("fp16", cpu))
 assert grad.to(torch.float16)[2] == 0 and grad.to(torch.bfloat16)[3] != 0
 
 # %% [markdown]
@@ -666,16 +566,19 @@ TRAINING_FORMAT = "spongebob-training-1"  # the "format" entry of a resumable ch
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random generator a training step may touch, as tensors and plain types.
+    """Every random generator a training step of THIS process may touch, as tensors and plain types.
 
     Defined in 06_pretrain. Plain types keep the checkpoint loadable with ``weights_only=True``:
-    NumPy's key array becomes an int64 tensor, Python's state a tuple of ints.
+    NumPy's key array becomes an int64 tensor, Python's state a tuple of ints. ``cuda`` is the
+    generator of the current CUDA device only (None when this process never used CUDA): under
+    ``torchrun`` each rank drives one GPU, and a checkpoint of 8 ranks must resume on 1.
     """
     import random
 
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
         "python": random.getstate(),
         "numpy": {
@@ -686,12 +589,16 @@ def rng_state() -> dict[str, Any]:
             "gauss": float(gauss),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if cuda else None,
     }
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what ``rng_state`` captured. Defined in 06_pretrain."""
+    """Restore what ``rng_state`` captured (CUDA: into the current device). Defined in 06_pretrain.
+
+    A list under ``cuda`` (checkpoints written before the per-device format: one state per visible
+    GPU) gives the current device's entry when there is one.
+    """
     import random
 
     import numpy as np
@@ -702,8 +609,12 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # the old format: every visible GPU's state
+        index = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 # %%
@@ -733,13 +644,15 @@ def training_state(
     step: int,
     data: Mapping | None = None,
     scaler=None,
+    world_size: int = 1,
     **extra: Any,
 ) -> dict[str, Any]:
     """Everything a run needs to continue exactly, as a checkpoint dict. Defined in 06_pretrain.
 
     ``model`` (the unwrapped module: no ``_orig_mod.``/``module.`` prefixes) and its ``config``
-    (so ``load_model`` rebuilds it), optimizer, scheduler, GradScaler, the step, every RNG state
-    and the data position; ``extra`` adds plain entries (train config, tokenizer fingerprint...).
+    (so ``load_model`` rebuilds it), optimizer, scheduler, GradScaler, the step, this process's
+    RNG states (``train`` adds every rank's as ``rng_ranks``), the data position and the
+    ``world_size`` that read it; ``extra`` adds plain entries (train config, tokenizer...).
     """
     config = getattr(model, "config", None)
     return {
@@ -752,6 +665,7 @@ def training_state(
         "step": int(step),
         "rng": rng_state(),
         "data": dict(data) if data is not None else None,
+        "world_size": int(world_size),
         **extra,
     }
 
@@ -759,13 +673,24 @@ def training_state(
 # %%
 #| export: checkpoint
 def resume_training(
-    path: str | Path, model: nn.Module, optimizer, scheduler, *, scaler=None, loader=None
+    path: str | Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    *,
+    scaler=None,
+    loader=None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Load a ``training_state`` file into live objects; return its other entries (``step``...).
 
     Defined in 06_pretrain. The weights load strictly (every mismatch named), the file is read
-    with ``weights_only=True``; optimizer, scheduler, scaler, RNG states and the loader's position
-    are restored, so the next step is the one the interrupted run would have taken.
+    with ``weights_only=True``; optimizer, scheduler, scaler, the random generators of this
+    ``rank`` (``rng_ranks``, else rank 0's ``rng`` on rank 0 only) and the loader's position are
+    restored, so the next step is the one the interrupted run would have taken. A run of
+    another ``world_size`` than the file's continues only with a loader whose state records its
+    ``world_size`` (a global position it can re-shard); otherwise one line says how to resume.
     """
     state, extras = read_checkpoint(path)
     if extras.get("format") != TRAINING_FORMAT:
@@ -773,14 +698,24 @@ def resume_training(
             f"{path}: not a resumable training checkpoint (no optimizer state); "
             "to start a new run from its weights use init= (--init) instead of resume"
         )
+    saved_world, data = int(extras.get("world_size", 1)), extras.get("data")
+    if loader is not None and data is not None and saved_world != world_size:
+        if not (isinstance(data, Mapping) and "world_size" in data):
+            raise CheckpointError(
+                f"{path}: written by {saved_world} rank(s), this run has {world_size}, and its "
+                f"data position is per rank; resume with {saved_world} rank(s) (torchrun "
+                f"--nproc_per_node={saved_world}) or start a new run with init="
+            )
     load_state_dict_checked(model, state, source=str(path))
     optimizer.load_state_dict(extras["optimizer"])
     scheduler.load_state_dict(extras["scheduler"])
     if scaler is not None and extras.get("scaler") is not None:
         scaler.load_state_dict(extras["scaler"])
-    if loader is not None and extras.get("data") is not None:
-        loader.load_state_dict(extras["data"])
-    set_rng_state(extras["rng"])
+    if loader is not None and data is not None:
+        loader.load_state_dict(data)  # re-shards a global position when the world size changed
+    ranks = extras.get("rng_ranks") or [extras["rng"]]
+    if rank < len(ranks):  # a rank the file does not know keeps its own seed (seed + rank)
+        set_rng_state(ranks[rank])
     return extras
 
 
@@ -830,7 +765,118 @@ except CheckpointError as e:
     print(str(e).replace(str(path), "last.pt")[:400])
 
 # %% [markdown]
-# ## 10. The loop, on one device or many
+# ## 10. The training configuration
+#
+# Every knob of a run lives in one dataclass, with two presets: `tiny` (this CPU: lr 3e-3, batch
+# 16 × 256 tokens, 30 warmup steps, 900 steps, measured in section 11) and `seed` (the original's
+# recipe: lr 5e-4, batch 32 × accumulation 8, T = 512, clip 1.0, seed 1337, bf16 on CUDA, one epoch).
+# The command line (`spongebob train pretrain --preset tiny`) takes every default from a preset.
+
+
+# %%
+#| export
+@dataclass
+class TrainConfig:
+    """How to train: optimiser, schedule, batch, precision, logging. Defined in 06_pretrain.
+
+    The length of a run is ``max_steps`` optimizer steps, else ``max_minutes`` of wall time (the
+    total step count is then estimated from the speed of the first ``probe_steps`` steps and fixed,
+    so the cosine ends on time), else ``epochs`` passes over a loader that has a ``len``. One
+    optimizer step sees ``batch_size * grad_accum * world_size`` sequences of ``seq_len`` tokens.
+    ``dtype``: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"fp16"`` (autocast +
+    GradScaler) or ``"fp32"``. ``*_every = 0`` means only at the end.
+    """
+
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_steps: int = 30
+    max_steps: int | None = 900
+    max_minutes: float | None = None
+    epochs: float = 1.0
+    probe_steps: int = 10
+    batch_size: int = 16
+    seq_len: int = 256
+    grad_accum: int = 1
+    clip: float = 1.0
+    seed: int = 1337
+    dtype: str = "auto"
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batches: int = 8
+    save_every: int = 0
+    tracker: str = "none"
+    run_name: str = "spongebob"
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # a list after a JSON or checkpoint round trip
+        bad = [
+            f"{k} must be >= 1"
+            for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
+            if getattr(self, k) < 1
+        ]
+        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
+            bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
+        if self.tracker not in ("none", "wandb", "swanlab"):
+            bad.append(f"tracker must be none, wandb or swanlab, got {self.tracker!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup_steps < 0:
+            bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        if bad:
+            raise ValueError("invalid TrainConfig: " + "; ".join(bad))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """A named recipe from ``TRAIN_PRESETS`` (``"tiny"``, ``"seed"``) with ``overrides``."""
+        if name not in TRAIN_PRESETS:
+            raise ValueError(
+                f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}"
+            )
+        return cls(**{**TRAIN_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, so a ``weights_only`` checkpoint can hold it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
+        return cls(**d)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
+    "tiny": {},
+    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
+    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
+    "seed": dict(
+        lr=5e-4,
+        batch_size=32,
+        grad_accum=8,
+        seq_len=512,
+        warmup_steps=100,
+        max_steps=None,
+        log_every=20,
+        eval_every=500,
+        save_every=500,
+        compile=True,
+    ),
+}
+
+
+# %%
+print(TrainConfig.preset("seed"))
+seed_cfg = TrainConfig.preset("seed")
+print("sequences per optimizer step:", seed_cfg.batch_size * seed_cfg.grad_accum)
+assert TrainConfig.from_dict(seed_cfg.to_dict()) == seed_cfg
+
+# %% [markdown]
+# ## 11. The loop, on one device or many
 #
 # `train` puts the pieces together. Each step: set the learning rate, draw `grad_accum`
 # micro-batches, `accumulate_gradients` (token-normalised), unscale (fp16 only), clip, step, log;
@@ -848,9 +894,28 @@ except CheckpointError as e:
 # only on the last micro-batch of a step (`no_sync`), and the trained-token count is all-reduced
 # before backward so that ranks with fewer trained tokens weigh less. Rank 0 logs and saves.
 #
-# **torch.compile** (`compile=True`, `--compile`) traces the model into fused kernels: on a GPU it
-# removes much of the Python and memory traffic of a small model; on a CPU it needs a C++
-# compiler and pays a compile time longer than our whole run, so the `tiny` preset leaves it off.
+# **torch.compile** (`compile=True`; the `seed` presets turn it on, `--no-compile` turns it off)
+# traces the model into fused kernels: on a GPU it removes much of the Python and memory traffic
+# of a small model; on a CPU it needs a C++ compiler and pays a compile time longer than our
+# whole run, so the `tiny` preset leaves it off. Under DDP the order matters: `wrap_model` builds
+# `torch.compile(DDP(model))`, so the compiler sees DDP's gradient buckets and lets their
+# all-reduces overlap the backward pass, and DDP does not re-broadcast the RoPE tables
+# (`broadcast_buffers=False`): they are the same on every rank.
+#
+# **Keeping the GPU busy.** A GPU runs ahead of Python: `loss.item()`, `float(norm)` or a copy from
+# pageable memory make the host wait until every queued kernel is done, and the GPU then idles
+# while Python prepares the next step. So the step copies nothing back: the loss stays a tensor on
+# the device until a log step, the token counts of the step travel once (pinned memory,
+# `non_blocking=True`), the time budget is checked every `log_every` steps, and a background
+# thread (`Prefetch`) draws the next step's micro-batches while this one runs. Tokens per second
+# and MFU count the tokens actually in each batch (`x.numel()`): an SFT batch is as long as its
+# longest chat, not always `seq_len`.
+#
+# **Many ranks, one dataset.** Tokenising the real data takes minutes to hours; under `torchrun`
+# only rank 0 does it (`rank0_first`) while the others wait with a long timeout, then open the
+# same folder. A checkpoint records the world size, every rank's random generators and the
+# loader's position; a loader that counts its position globally lets a run of 8 ranks continue
+# on 1 at the same sample, and any other loader refuses in one line that says how to resume.
 
 
 # %%
@@ -869,25 +934,93 @@ class TrainResult(NamedTuple):
     checkpoint: Path | None
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
+def run_device(device: str | torch.device | None = None) -> torch.device:
+    """The device a stage trains on. Defined in 06_pretrain.
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``),
+    else ``$SPONGEBOB_DEVICE``, else the CPU (`spongebob.runtime.default_device`: notebooks and
+    tests stay CPU-calibrated on a GPU machine); a bare ``cuda`` is the current device, which
+    ``setup_distributed`` sets to ``LOCAL_RANK`` under ``torchrun``.
+    """
+    from spongebob.runtime import default_device, resolve_device
+
+    d = resolve_device(device) if device is not None else default_device()
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return d
+
+
+def setup_distributed(
+    device: str | torch.device | None = "auto",
+) -> tuple[int, int, torch.device]:
     """``(rank, world_size, device)``; joins the process group when started by ``torchrun``.
 
     Defined in 06_pretrain. ``torchrun --nproc_per_node=N`` sets ``WORLD_SIZE``, ``RANK`` and
-    ``LOCAL_RANK``: each process drives GPU ``LOCAL_RANK`` over NCCL (gloo on CPU). A plain
-    ``python`` run is rank 0 of 1 on CUDA if available, else the CPU.
+    ``LOCAL_RANK``: each process drives GPU ``LOCAL_RANK`` over NCCL (gloo on the CPU). A plain
+    run is rank 0 of 1 on ``device`` (see ``run_device``). The command line leaves the group
+    (``destroy_process_group``) when the run ends.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    want = run_device(device) if world == 1 else None
     if world == 1:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, want
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    cpu = str(device).startswith("cpu")
+    if torch.cuda.is_available() and not cpu:
         torch.cuda.set_device(local)
-        device, backend = torch.device("cuda", local), "nccl"
+        dev, backend = torch.device("cuda", local), "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        dev, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), device
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+# %%
+#| export
+def rank0_first(fn: Callable[[], Any], timeout: timedelta = timedelta(hours=2)) -> Any:
+    """Run ``fn`` on rank 0 only, while the other ranks wait; ``fn()`` on rank 0, None elsewhere.
+
+    Defined in 06_pretrain. For work whose result is a folder every rank then opens (tokenising
+    the data with ``spongebob.data.prepare``): one rank does it, not N. The others wait on a gloo
+    group with a long ``timeout`` (preparing gigabytes takes longer than NCCL's default 10
+    minutes), and a failure on rank 0 ends every rank with its message.
+    """
+    rank, world = _distributed()
+    if world == 1:
+        return fn()
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    error, result = [None], None
+    if rank == 0:
+        try:
+            result = fn()
+        except Exception as e:
+            error = [f"{type(e).__name__}: {e}"]
+            dist.broadcast_object_list(error, src=0, group=group)
+            raise
+    dist.broadcast_object_list(error, src=0, group=group)
+    if error[0] is not None:
+        raise RuntimeError(f"rank 0 failed while the other ranks waited: {error[0]}")
+    return result
+
+
+# %%
+#| export
+def wrap_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The module the loop calls: ``model``, wrapped in DDP under ``torchrun``, then compiled.
+
+    Defined in 06_pretrain. ``torch.compile(DDP(model))`` (not DDP of a compiled module) lets
+    the compiler split the graph at DDP's gradient buckets, so all-reduces overlap the backward
+    pass; ``broadcast_buffers=False`` because the only buffers, RoPE's cos/sin tables, are the
+    same on every rank and need no copy at every forward.
+    """
+    net = model
+    if _distributed()[1] > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return torch.compile(net) if cfg.compile else net
 
 
 def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
@@ -902,6 +1035,258 @@ def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
         except TypeError:
             raise ValueError("the loader has no length: give max_steps or max_minutes") from None
     return max(1, math.ceil(cfg.epochs * n / cfg.grad_accum))
+
+
+# %%
+#| export
+class Prefetch:
+    """The micro-batches of the next optimizer steps, drawn by a background thread.
+
+    Defined in 06_pretrain. ``next()`` gives ``(micro_batches, counts, data_state)``: the
+    ``grad_accum`` batches of one step, their trained-token counts ``(K,)`` float32 (one tensor,
+    so the loop copies them to the GPU once, without waiting), and the loader's ``state_dict()``
+    right after that step's batches: the thread runs ahead, so a checkpoint must record the
+    position of the batches trained, not the loader's. With ``pin`` (CUDA) the tensors are
+    page-locked, so ``.to(device, non_blocking=True)`` overlaps the copy with the computation.
+    The loader must not use the global random generators (ours seed their own).
+    """
+
+    def __init__(self, loader: Iterable, grad_accum: int, *, pin: bool = False, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        args = (iter(loader), loader, grad_accum, pin)
+        self._thread = threading.Thread(target=self._work, args=args, daemon=True)
+        self._thread.start()
+
+    def _work(self, batches: Iterator, loader: Any, k: int, pin: bool) -> None:
+        try:
+            while not self._stop.is_set():
+                micro = [next(batches) for _ in range(k)]
+                counts = torch.stack([trained_tokens(y, w) for _, y, w in micro])
+                if pin:
+                    micro = [tuple(t if t is None else t.pin_memory() for t in b) for b in micro]
+                    counts = counts.pin_memory()
+                state = loader.state_dict() if hasattr(loader, "state_dict") else None
+                self._put((micro, counts, state))
+        except BaseException as e:  # handed to the training thread, raised there
+            self._put(e)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                return self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def __next__(self) -> tuple[list, Tensor, Any]:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# %%
+#| export
+class _Run:
+    """The state of one ``train`` call that outlives a step: optimizer, schedule, scaler,
+    precision, position (``step``, ``tokens``, ``data``: the loader state of the last step
+    trained) and the clock. Built by ``_start``. Defined in 06_pretrain."""
+
+    def __init__(self, model: nn.Module, loader: Iterable, cfg: TrainConfig) -> None:
+        self.cfg, self.rank, self.world = cfg, *_distributed()
+        self.device = next(model.parameters()).device
+        amp, needs_scaler = precision(cfg, self.device)
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else nullcontext
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_scaler)
+        self.optimizer = make_optimizer(model, cfg)
+        total = _total_steps(cfg, loader)
+        self.schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
+        self.step, self.tokens, self.data = 0, 0, getattr(loader, "state_dict", dict)()
+        self.t0, self.probe = time.perf_counter(), None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def done(self) -> bool:
+        """The run's end: its step count, or (checked every ``log_every`` steps, the ranks
+        agreeing) its time budget."""
+        if self.schedule.total_steps is not None and self.step >= self.schedule.total_steps:
+            return True
+        if self.cfg.max_minutes is None or self.step % self.cfg.log_every:
+            return False
+        late = int(self.elapsed() >= self.cfg.max_minutes * 60)
+        return bool(_agree(late, self.world, self.device))
+
+    def fix_length(self) -> None:
+        """A time budget: after ``probe_steps`` steps, fix the total from their speed (one
+        device synchronisation), so the cosine ends on time."""
+        if self.schedule.total_steps is not None:
+            return
+        if self.probe is None:
+            self.probe = (self.step, time.perf_counter())
+        if self.step - self.probe[0] >= self.cfg.probe_steps:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            per_step = (time.perf_counter() - self.probe[1]) / (self.step - self.probe[0])
+            left = self.cfg.max_minutes * 60 - self.elapsed()
+            total = self.step + max(1, int(left / per_step))
+            self.schedule.total_steps = _agree(total, self.world, self.device)
+
+
+def _start(run: _Run, model: nn.Module, loader: Iterable, resume, init, ckpt) -> None:
+    """Resume ``run`` from a checkpoint (exactly), or load ``init``'s weights (strictly)."""
+    from spongebob.checkpoint import load_checkpoint, resume_training
+
+    cfg = run.cfg
+    torch.manual_seed(cfg.seed + run.rank)
+    if resume:
+        path = ckpt if resume is True else Path(resume)
+        if path is None or not path.exists():
+            raise FileNotFoundError(f"resume: no checkpoint {path}; start without resume first")
+        extras = resume_training(path, model, run.optimizer, run.schedule, scaler=run.scaler,
+                                 loader=loader, rank=run.rank, world_size=run.world)  # fmt: skip
+        run.step, run.tokens, run.data = extras["step"], extras["tokens"], extras.get("data")
+        run.t0 -= extras["elapsed"]
+        # The schedule follows cfg (a longer max_steps extends the run); only a time budget's
+        # estimated length comes from the checkpoint.
+        total = _total_steps(cfg, loader) if cfg.max_minutes is None else run.schedule.total_steps
+        run.schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
+    elif init is not None:
+        load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
+
+
+# %%
+#| export
+class _Logger:
+    """Where a run's records go: ``metrics.jsonl``, the tracker, ``on_log``, and rank 0's
+    progress display: a tqdm bar on a terminal or in Jupyter, else (``nohup``, a job scheduler,
+    ``torchrun`` into a file) one plain line per log interval instead of a bar's redraws. It
+    also holds the current log window, whose loss stays on the device until a log step.
+    Defined in 06_pretrain."""
+
+    def __init__(self, run: _Run, model: nn.Module, out: Path | None, *, append: bool,
+                 progress: bool, on_log: Callable | None) -> None:  # fmt: skip
+        self.run, self.on_log, main = run, on_log, run.rank == 0
+        self.file = None
+        if out is not None and main:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(out / "metrics.jsonl", "a" if append else "w")  # noqa: SIM115
+        self.tracker = _Tracker(run.cfg.tracker, run.cfg.run_name, run.cfg.to_dict(), main)
+        self.peak = peak_flops(run.device)
+        self.fpt = flops_per_token(model.config, run.cfg.seq_len)
+        self.lines, self.bar = progress and main, None
+        if self.lines and _interactive():
+            from tqdm.auto import tqdm
+
+            self.bar, self.lines = tqdm(total=run.schedule.total_steps, initial=run.step), False
+        self.window(time.perf_counter())
+
+    def window(self, now: float) -> None:
+        """A new log window: the loss summed on the device, tokens counted on the host."""
+        self.loss = torch.zeros((), device=self.run.device)
+        self.steps, self.pending, self.counted, self.t = 0, 0, 0, now
+
+    def add(self, loss: Tensor, tokens: int) -> None:
+        """One step: its loss (a device tensor, not copied) and its tokens (``x.numel()``)."""
+        self.loss += loss
+        self.steps, self.pending = self.steps + 1, self.pending + tokens
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def count_tokens(self) -> None:
+        """Add the tokens of all ranks since the last count to ``run.tokens``."""
+        n = self.pending
+        if self.run.world > 1:  # ranks may differ (chats): add them up
+            t = torch.tensor(float(n), device=self.run.device)
+            dist.all_reduce(t)
+            n = int(t.item())
+        self.run.tokens, self.counted, self.pending = self.run.tokens + n, self.counted + n, 0
+
+    def emit(self, record: dict[str, Any], store: list) -> None:
+        store.append(record)
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        self.tracker.log(record)
+        if self.on_log is not None and self.run.rank == 0:
+            self.on_log(record)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.tracker.finish()
+        if self.file is not None:
+            self.file.close()
+
+
+# %%
+#| export
+def _interactive() -> bool:
+    """A terminal or a Jupyter kernel (where a progress bar redraws in place), not a log file."""
+    if sys.stderr.isatty():
+        return True
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _log_window(log: _Logger, lr: float, norm: Tensor, store: list) -> None:
+    """The window's record: mean loss, lr, gradient norm, tokens, tokens/s and MFU from the
+    tokens actually in the batches (``x.numel()``, padding included); one host copy."""
+    run, now = log.run, time.perf_counter()
+    log.count_tokens()
+    loss = log.loss.clone()
+    if run.world > 1:
+        dist.all_reduce(loss)  # each rank holds its share of the step's mean
+    record = {"step": run.step, "loss": loss.item() / log.steps, "lr": lr,
+              "grad_norm": float(norm), "tokens": run.tokens,
+              "tok_s": log.counted / (now - log.t), "elapsed": now - run.t0}  # fmt: skip
+    if log.peak is not None:
+        record["mfu"] = log.fpt * record["tok_s"] / (log.peak * run.world)
+    log.emit(record, store)
+    if log.bar is not None:
+        mfu = {"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}
+        log.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                            tok_s=f"{record['tok_s']:.0f}", **mfu)  # fmt: skip
+    elif log.lines:
+        total = run.schedule.total_steps
+        mfu = f" | MFU {record['mfu']:.1%}" if "mfu" in record else ""
+        print(f"step {run.step}/{total if total is not None else '?'} | loss "
+              f"{record['loss']:.4f} | lr {lr:.2e} | grad norm {record['grad_norm']:.3f} | "
+              f"{record['tok_s']:,.0f} tokens/s{mfu} | {record['elapsed']:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+    log.window(now)
+
+
+def _save(
+    run: _Run, model: nn.Module, log: _Logger, ckpt: Path | None, extra: Mapping
+) -> Path | None:
+    """Checkpoint ``ckpt`` on rank 0, with every rank's random generators and the world size;
+    the other ranks wait for it (a barrier)."""
+    from spongebob.checkpoint import rng_state, save_checkpoint, training_state
+
+    if ckpt is None:
+        return None
+    log.count_tokens()
+    rngs = [rng_state()]
+    if run.world > 1:
+        rngs = [None] * run.world
+        dist.all_gather_object(rngs, rng_state())
+    if run.rank == 0:
+        state = training_state(model, run.optimizer, run.schedule, step=run.step, data=run.data,
+                               scaler=run.scaler, world_size=run.world, tokens=run.tokens,
+                               elapsed=run.elapsed(), train_config=run.cfg.to_dict(),
+                               **({"rng_ranks": rngs} if run.world > 1 else {}),
+                               **dict(extra))  # fmt: skip
+        save_checkpoint(ckpt, state)
+    if run.world > 1:
+        dist.barrier()
+    return ckpt
 
 
 # %%
@@ -927,165 +1312,62 @@ def train(
     the schedule); ``init`` loads another stage's weights strictly (new optimizer and
     schedule) and is ignored when resuming. ``extra`` adds plain entries to every checkpoint
     (e.g. the tokenizer fingerprint). Under ``torchrun`` (see ``setup_distributed``) the model is
-    wrapped in DDP; rank 0 logs and saves.
+    wrapped in DDP (``wrap_model``); rank 0 logs and saves. The step never waits for the device:
+    batches come from a background thread (``Prefetch``), and only log, validation and save
+    steps copy numbers back.
     """
-    from tqdm.auto import tqdm
-
-    from spongebob.checkpoint import (
-        load_checkpoint,
-        resume_training,
-        save_checkpoint,
-        training_state,
-    )
-
-    rank, world = _distributed()
-    device = next(model.parameters()).device
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "last.pt" if out is not None else None
-    amp, needs_scaler = precision(cfg, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else nullcontext
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-    optimizer = make_optimizer(model, cfg)
-    schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, _total_steps(cfg, loader), cfg.min_lr_ratio)
-    step, tokens, elapsed = 0, 0, 0.0
-    torch.manual_seed(cfg.seed + rank)
-    if resume:
-        path = ckpt if resume is True else Path(resume)
-        if path is None or not path.exists():
-            raise FileNotFoundError(f"resume: no checkpoint {path}; start without resume first")
-        extras = resume_training(path, model, optimizer, schedule, scaler=scaler, loader=loader)
-        step, tokens, elapsed = extras["step"], extras["tokens"], extras["elapsed"]
-        # The schedule follows cfg (a longer max_steps extends the run); only a time budget's
-        # estimated length comes from the checkpoint.
-        total = _total_steps(cfg, loader) if cfg.max_minutes is None else schedule.total_steps
-        schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
-    elif init is not None:
-        load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
-    net = torch.compile(model) if cfg.compile else model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    run = _Run(model, loader, cfg)
+    _start(run, model, loader, resume, init, ckpt)
+    net = wrap_model(model, cfg, run.device)
     val_batches = list(_take(val_loader, cfg.eval_batches)) if val_loader is not None else []
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log = open(out / "metrics.jsonl", "a" if resume else "w")  # a new run starts a new log
-    else:
-        log = None
-    tracker = _Tracker(cfg.tracker, cfg.run_name, cfg.to_dict(), enabled=rank == 0)
-    peak = peak_flops(device)
-    fpt = flops_per_token(model.config, cfg.seq_len)
-    step_tokens = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
+    log = _Logger(run, model, out, append=bool(resume), progress=progress, on_log=on_log)
     history, val_history, saved = [], [], None
-    bar = tqdm(total=schedule.total_steps, initial=step, disable=not progress or rank != 0)
-    win_loss, win_steps, t_win = torch.zeros((), device=device), 0, time.perf_counter()
-    t0, probe = time.perf_counter() - elapsed, None
-    batches = iter(loader)
-    net.train()
-
-    def emit(record: dict[str, Any], store: list) -> None:
-        store.append(record)
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        tracker.log(record)
-        if on_log is not None and rank == 0:
-            on_log(record)
-
-    def save() -> Path | None:
-        if ckpt is None:
-            return None
-        if rank == 0:
-            state = training_state(
-                model,
-                optimizer,
-                schedule,
-                step=step,
-                data=loader.state_dict(),
-                scaler=scaler,
-                tokens=tokens,
-                elapsed=time.perf_counter() - t0,
-                train_config=cfg.to_dict(),
-                **dict(extra or {}),
-            )
-            save_checkpoint(ckpt, state)
-        if world > 1:
-            dist.barrier()
-        return ckpt
-
-    def log_window(lr: float, norm: Tensor) -> None:
-        nonlocal win_loss, win_steps, t_win
-        if world > 1:
-            dist.all_reduce(win_loss)  # each rank holds its share of the mean
-        now = time.perf_counter()
-        record = {
-            "step": step,
-            "loss": win_loss.item() / win_steps,
-            "lr": lr,
-            "grad_norm": float(norm),
-            "tokens": tokens,
-            "tok_s": step_tokens * win_steps / (now - t_win),
-            "elapsed": now - t0,
-        }
-        if peak is not None:
-            record["mfu"] = fpt * record["tok_s"] / (peak * world)
-        emit(record, history)
-        mfu = {"mfu": f"{record['mfu']:.1%}"} if peak is not None else {}
-        bar.set_postfix(
-            loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tok_s']:.0f}", **mfu
-        )
-        win_loss, win_steps, t_win = torch.zeros((), device=device), 0, now
 
     def validate() -> None:
         if val_batches:
-            emit({"step": step, "val_loss": evaluate_loss(net, val_batches, autocast)}, val_history)
+            loss = evaluate_loss(net, val_batches, run.autocast)
+            log.emit({"step": run.step, "val_loss": loss}, val_history)
             net.train()
 
-    while True:
-        if schedule.total_steps is not None and step >= schedule.total_steps:
-            break
-        if cfg.max_minutes is not None and _time_up(t0, cfg.max_minutes, world, device):
-            break
-        lr = schedule(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        micro = [next(batches) for _ in range(cfg.grad_accum)]
-        loss, _ = accumulate_gradients(net, micro, autocast=autocast, scaler=scaler)
-        scaler.unscale_(optimizer)  # no-op when disabled (bf16, fp32)
-        norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step, tokens = step + 1, tokens + step_tokens
-        win_loss += loss
-        win_steps += 1
-        bar.update(1)
-        if schedule.total_steps is None:  # a time budget: fix the length after probe_steps
-            probe = probe or (step, time.perf_counter())
-            if step - probe[0] >= cfg.probe_steps:
-                per_step = (time.perf_counter() - probe[1]) / (step - probe[0])
-                left = cfg.max_minutes * 60 - (time.perf_counter() - t0)
-                schedule.total_steps = _agree(step + max(1, int(left / per_step)), world, device)
-                bar.total = schedule.total_steps
-        if step % cfg.log_every == 0 or step == schedule.total_steps:
-            log_window(lr, norm)
-        if cfg.eval_every and step % cfg.eval_every == 0:
-            validate()
-        if cfg.save_every and step % cfg.save_every == 0:
-            saved = save()
-    if win_steps:
-        log_window(lr, norm)  # a time budget ended between two log steps
-    bar.close()
-    if not (val_history and val_history[-1]["step"] == step):
+    batches = Prefetch(loader, cfg.grad_accum, pin=run.device.type == "cuda")
+    net.train()
+    try:
+        while not run.done():
+            lr = run.schedule(run.step)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            micro, counts, run.data = next(batches)
+            counts = counts.to(run.device, non_blocking=True)  # one copy, no wait
+            loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
+                                           counts=counts)  # fmt: skip
+            run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
+            norm = nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip if cfg.clip > 0 else math.inf
+            )
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            log.add(loss, sum(x.numel() for x, _, _ in micro))
+            run.fix_length()
+            if run.step % cfg.log_every == 0 or run.step == run.schedule.total_steps:
+                _log_window(log, lr, norm, history)
+            if cfg.eval_every and run.step % cfg.eval_every == 0:
+                validate()
+            if cfg.save_every and run.step % cfg.save_every == 0:
+                saved = _save(run, model, log, ckpt, extra or {})
+    finally:
+        batches.close()
+    if log.steps:
+        _log_window(log, lr, norm, history)  # a time budget ended between two log steps
+    if not (val_history and val_history[-1]["step"] == run.step):
         validate()
-    if ckpt is not None and not (saved and cfg.save_every and step % cfg.save_every == 0):
-        saved = save()
-    tracker.finish()
-    if log is not None:
-        log.close()
-    return TrainResult(history, val_history, step, saved)
+    if ckpt is not None and not (saved and cfg.save_every and run.step % cfg.save_every == 0):
+        saved = _save(run, model, log, ckpt, extra or {})
+    log.close()
+    return TrainResult(history, val_history, run.step, saved)
 
 
 def _take(loader: Iterable, n: int) -> Iterable:
@@ -1102,12 +1384,8 @@ def _agree(value: int, world: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def _time_up(t0: float, minutes: float, world: int, device: torch.device) -> bool:
-    return bool(_agree(int(time.perf_counter() - t0 >= minutes * 60), world, device))
-
-
 # %% [markdown]
-# ## 11. A real pretraining run
+# ## 12. A real pretraining run
 #
 # Time to train. The pretraining *stage* gets its own small module, `spongebob.pretrain` (the loop
 # above is shared by every stage). `pretrain` is what `spongebob train pretrain` runs: prepare (or reuse) the token
@@ -1130,14 +1408,30 @@ from typing import Any
 
 import torch
 
-from spongebob.train import TrainConfig, TrainResult, _distributed, train  # noqa: F811
+from spongebob.train import (  # noqa: F811
+    TrainConfig,
+    TrainResult,
+    _distributed,
+    rank0_first,
+    run_device,
+    train,
+)
 
 
-def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
+def open_pretraining_data(
+    source: str | Path,
+    tokenizer,
+    work_dir: str | Path,
+    *,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
+):
     """A ``PreparedData`` of pretraining text from a prepared folder or a JSONL file.
 
     Defined in 06_pretrain. A JSONL file is pre-tokenised into ``work_dir/data`` first (reused
-    while the file and the tokenizer are unchanged, see ``spongebob.data.prepare``).
+    while the file and the tokenizer are unchanged, see ``spongebob.data.prepare``), by rank 0
+    only under ``torchrun``; bad lines stop it unless ``skip_bad_lines`` (then at most
+    ``max_bad_fraction`` of the lines may be bad).
     """
     from spongebob.data import PreparedData, prepare
 
@@ -1145,8 +1439,10 @@ def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
     if source.is_dir():
         data = PreparedData(source)
     elif source.is_file():
-        prepare(source, tokenizer, Path(work_dir) / "data")
-        data = PreparedData(Path(work_dir) / "data")
+        folder = Path(work_dir) / "data"
+        bad = dict(skip_bad_lines=skip_bad_lines, max_bad_fraction=max_bad_fraction)
+        rank0_first(lambda: prepare(source, tokenizer, folder, **bad))
+        data = PreparedData(folder)
     else:
         raise FileNotFoundError(
             f"{source}: no such file or folder (a JSONL file or a prepared folder)"
@@ -1171,32 +1467,39 @@ def pretrain(
     *,
     model_preset: str = "tiny",
     val_fraction: float = 0.02,
+    device: str | torch.device | None = None,
+    compile: bool | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
     **train_kwargs: Any,
 ) -> TrainResult:
     """Pretrain a fresh ``SpongeBob`` on packed windows of ``source``. Defined in 06_pretrain.
 
     What ``spongebob train pretrain`` runs: the model is ``ModelConfig.preset(model_preset)``
-    sized to the tokenizer, seeded with ``cfg.seed``; the last ``val_fraction`` of the windows is
-    held out for the validation loss; checkpoints and metrics go to ``out_dir``. Under
-    ``torchrun`` each rank reads its own shard. ``train_kwargs`` go to ``train`` (``resume``,
-    ``init``, ``progress``, ``on_log``).
+    sized to the tokenizer, seeded with ``cfg.seed``, on ``device`` (``spongebob.train.run_device``:
+    the CPU unless told or ``$SPONGEBOB_DEVICE``); ``compile`` overrides ``cfg.compile``; the
+    last ``val_fraction`` of the windows is held out for the validation loss; checkpoints and
+    metrics go to ``out_dir``. Under ``torchrun`` rank 0 prepares the data and each rank reads
+    its own shard. ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
     """
+    from dataclasses import replace
+
     from spongebob.config import ModelConfig
-    from spongebob.data import PackedLoader, tokenizer_fingerprint
+    from spongebob.data import PackedLoader, check_prepared_length, tokenizer_fingerprint
     from spongebob.model import SpongeBob
 
     cfg = cfg or TrainConfig.preset("tiny")
+    cfg = cfg if compile is None else replace(cfg, compile=compile)
     rank, world = _distributed()
-    data = open_pretraining_data(source, tokenizer, out_dir)
+    data = open_pretraining_data(source, tokenizer, out_dir, skip_bad_lines=skip_bad_lines,
+                                 max_bad_fraction=max_bad_fraction)  # fmt: skip
     split = dict(seed=cfg.seed, rank=rank, world_size=world, val_fraction=val_fraction)
     loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", **split)
     val = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="val", shuffle=False, **split)
     config = ModelConfig.preset(model_preset, vocab_size=tokenizer.vocab_size)
+    check_prepared_length(data.meta, cfg.seq_len, config.max_seq_len)
     torch.manual_seed(cfg.seed)
-    device = (
-        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    )
-    model = SpongeBob(config).to(device or "cpu")
+    model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
              "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip
@@ -1376,7 +1679,7 @@ print(
 )
 
 # %% [markdown]
-# ## 12. The full data on GPUs
+# ## 13. The full data on GPUs
 #
 # The same code trains the original's 29 M-parameter model on the real `pretrain.jsonl` (download
 # it with `spongebob data download`, chapter 05). On one GPU:

@@ -517,9 +517,15 @@ class ReplayMix:
         return math.ceil(self.chat.batches_per_epoch / (1 - self.fraction))
 
     def state_dict(self) -> dict:
+        """The counter and both loaders' positions; ``world_size`` when both loaders count their
+        positions globally (then a resume with another number of ranks continues at the same
+        samples: the counter only sets where the chat/replay pattern stands)."""
         state = {"count": self.count, "chat": self.chat.state_dict()}
         if self.replay is not None:
             state["replay"] = self.replay.state_dict()
+        worlds = {s.get("world_size") for k, s in state.items() if k != "count"}
+        if None not in worlds and len(worlds) == 1:
+            state["world_size"] = worlds.pop()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -535,9 +541,11 @@ class RandomWindows:
     """Batches ``(x, y, None)`` of windows of ``seq_len`` tokens that start anywhere in a token
     stream (not at multiples of ``seq_len``). Defined in 07_sft.
 
-    Batch ``i`` is drawn from ``numpy.random.default_rng([seed, rank, i])``, so the sequence is
-    reproducible and resumable from the batch counter alone. Varied cut points are cheap data
-    augmentation for replay: the model does not see the same window, cut at the same place, again.
+    Global batch ``g`` is drawn from ``numpy.random.default_rng([seed, 0, g])``; rank ``rank`` of
+    ``world_size`` takes ``g = start + i * world_size + rank`` for its ``i``-th batch, so the
+    sequence is reproducible and resumable from the global count alone, with any number of
+    ranks. Varied cut points are cheap data augmentation for replay: the model does not see the
+    same window, cut at the same place, again.
     """
 
     def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
@@ -546,12 +554,15 @@ class RandomWindows:
         if len(self.ids) < seq_len + 2 or batch_size < 1:
             raise ValueError(f"need batch_size >= 1 and more than {seq_len + 1} tokens, got "
                              f"{batch_size} and {len(self.ids)}")  # fmt: skip
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got {rank}, {world_size}")
         self.seq_len, self.batch_size, self.seed, self.rank = seq_len, batch_size, seed, rank
-        self.count = 0
+        self.world_size, self.start, self.count = world_size, 0, 0
 
     def __iter__(self) -> Iterator[tuple]:
         while True:
-            rng = np.random.default_rng([self.seed, self.rank, self.count])
+            g = self.start + self.count * self.world_size + self.rank
+            rng = np.random.default_rng([self.seed, 0, g])
             self.count += 1
             starts = rng.integers(0, len(self.ids) - self.seq_len - 1, self.batch_size)
             rows = np.stack([self.ids[s : s + self.seq_len + 1] for s in starts])
@@ -559,13 +570,15 @@ class RandomWindows:
             yield t[:, :-1], t[:, 1:], None
 
     def state_dict(self) -> dict:
-        return {"count": self.count, "seed": self.seed}
+        """``count``: global batches drawn by all ranks together."""
+        count = self.start + self.count * self.world_size
+        return {"count": count, "seed": self.seed, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed") != self.seed:
             raise ValueError(f"the saved replay position is for seed {state.get('seed')}, "
                              f"this loader has seed {self.seed}")  # fmt: skip
-        self.count = int(state["count"])
+        self.start, self.count = int(state["count"]), 0
 
 
 # %%
@@ -606,10 +619,11 @@ SFT_PRESETS: dict[str, dict[str, Any]] = {
                       options=dict(replay=0.5, replay_batch_size=4, last_reply_only=True,
                                    random_windows=True)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=32, seq_len=512,
-                            grad_accum=8, log_every=20, save_every=500),
+                            grad_accum=8, log_every=20, save_every=500, compile=True),
                  options=dict(replay=0.0)),
     "seed-long": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
-                                 seq_len=1024, grad_accum=16, log_every=20, save_every=500),
+                                 seq_len=1024, grad_accum=16, log_every=20, save_every=500,
+                                 compile=True),
                       options=dict(replay=0.0)),
 }  # fmt: skip
 
@@ -662,6 +676,33 @@ _OPTION_DEFAULTS = dict(replay=0.5, replay_batch_size=None, replay_weight=1.0,
                         last_reply_only=False, random_windows=False, tag_weight=1.0)  # fmt: skip
 
 
+def open_chat_data(source: str | Path, tokenizer, work_dir: str | Path, seq_len: int,
+                   max_seq_len: int, **bad: Any):  # fmt: skip
+    """A ``PreparedData`` of chats from a prepared folder or a chat JSONL file. Defined in 07_sft.
+
+    A file is pre-tokenised into ``work_dir/data`` with chats cut at ``seq_len + 1`` tokens (by
+    rank 0 only under ``torchrun``; ``bad``: ``skip_bad_lines``, ``max_bad_fraction``). A folder
+    prepared for another length than ``seq_len``, or longer than the model's ``max_seq_len``, is
+    refused in one line (``spongebob.data.check_prepared_length``).
+    """
+    from spongebob.data import PreparedData, check_prepared_length, prepare
+    from spongebob.train import rank0_first
+
+    source = Path(source)
+    if source.is_dir():
+        data = PreparedData(source)
+    else:
+        folder = Path(work_dir) / "data"
+        rank0_first(lambda: prepare(source, tokenizer, folder, max_seq_len=seq_len, **bad))
+        data = PreparedData(folder)
+    if data.kind != "chat":
+        raise ValueError(f"{source}: holds {data.kind} data; SFT needs chat lines")
+    check_prepared_length(data.meta, seq_len, max_seq_len)
+    return data
+
+
+# %%
+#| export
 def sft(
     source: str | Path,
     tokenizer,
@@ -677,6 +718,10 @@ def sft(
     random_windows: bool = False,
     tag_weight: float = 1.0,
     stage: str = "sft",
+    device: str | torch.device | None = None,
+    compile: bool | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
     **train_kwargs: Any,
 ) -> TrainResult:
     """Fine-tune the model of checkpoint ``init`` on the chats of ``source``. Defined in 07_sft.
@@ -687,34 +732,32 @@ def sft(
     configuration from the checkpoint) is trained with ``spongebob.train.train``; ``last.pt``
     records the stage, the options and the fingerprints that :func:`sft_checkpoint` compares.
     ``tag_weight`` multiplies the loss of reasoning-tag targets (chapter 08's distillation).
-    ``train_kwargs`` go to ``train`` (``resume``, ``progress``, ``on_log``...).
+    ``device`` (default: the CPU unless ``$SPONGEBOB_DEVICE``), ``compile`` (overrides
+    ``cfg.compile``), ``skip_bad_lines`` and ``max_bad_fraction`` (for ``spongebob.data.prepare``)
+    as in ``spongebob.pretrain.pretrain``; ``train_kwargs`` go to ``train`` (``resume``...).
     """
-    from spongebob.checkpoint import load_model
-    from spongebob.data import PreparedData, prepare, tokenizer_fingerprint
-    from spongebob.pretrain import open_pretraining_data
-    from spongebob.train import _distributed, train
+    from dataclasses import replace as _replace
 
-    out, source = Path(out_dir), Path(source)
+    from spongebob.checkpoint import load_model
+    from spongebob.data import tokenizer_fingerprint
+    from spongebob.pretrain import open_pretraining_data
+    from spongebob.train import _distributed, run_device, train
+
+    out, bad = Path(out_dir), dict(skip_bad_lines=skip_bad_lines, max_bad_fraction=max_bad_fraction)
+    cfg = cfg if compile is None else _replace(cfg, compile=compile)
     rank, world = _distributed()
-    if source.is_dir():
-        data = PreparedData(source)
-    else:
-        prepare(source, tokenizer, out / "data", max_seq_len=cfg.seq_len)
-        data = PreparedData(out / "data")
-    if data.kind != "chat":
-        raise ValueError(f"{source}: holds {data.kind} data; SFT needs chat lines")
+    model = load_model(init)
+    data = open_chat_data(source, tokenizer, out, cfg.seq_len, model.config.max_seq_len, **bad)
     replay_data = None
     if replay > 0:
         if replay_source is None:
             raise ValueError("replay > 0 needs replay_source (pretraining text to replay)")
-        replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay")
+        replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay", **bad)
     options = dict(replay=replay, replay_batch_size=replay_batch_size,
                    replay_weight=replay_weight, last_reply_only=last_reply_only,
                    random_windows=random_windows, tag_weight=tag_weight)  # fmt: skip
     loader = sft_loader(data, cfg, replay_data, rank=rank, world_size=world, **options)
-    model = load_model(init)
-    if torch.cuda.is_available():
-        model = model.to(torch.device("cuda", torch.cuda.current_device()))
+    model = model.to(run_device(device))
     recipe = {"source_sha256": data.meta["source_sha256"], "init_sha256": sha256_file(init),
               "replay_sha256": replay_data.meta["source_sha256"] if replay_data else None,
               **options}  # fmt: skip

@@ -287,7 +287,8 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
                  options=dict(tag_weight=10.0, replay=0.5, replay_batch_size=8,
                               random_windows=True)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
-                            seq_len=1024, grad_accum=16, log_every=20, save_every=500),
+                            seq_len=1024, grad_accum=16, log_every=20, save_every=500,
+                            compile=True),
                  options=dict(tag_weight=10.0, replay=0.0)),
 }  # fmt: skip
 

@@ -151,16 +151,19 @@ TRAINING_FORMAT = "spongebob-training-1"  # the "format" entry of a resumable ch
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random generator a training step may touch, as tensors and plain types.
+    """Every random generator a training step of THIS process may touch, as tensors and plain types.
 
     Defined in 06_pretrain. Plain types keep the checkpoint loadable with ``weights_only=True``:
-    NumPy's key array becomes an int64 tensor, Python's state a tuple of ints.
+    NumPy's key array becomes an int64 tensor, Python's state a tuple of ints. ``cuda`` is the
+    generator of the current CUDA device only (None when this process never used CUDA): under
+    ``torchrun`` each rank drives one GPU, and a checkpoint of 8 ranks must resume on 1.
     """
     import random
 
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
         "python": random.getstate(),
         "numpy": {
@@ -171,12 +174,16 @@ def rng_state() -> dict[str, Any]:
             "gauss": float(gauss),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if cuda else None,
     }
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what ``rng_state`` captured. Defined in 06_pretrain."""
+    """Restore what ``rng_state`` captured (CUDA: into the current device). Defined in 06_pretrain.
+
+    A list under ``cuda`` (checkpoints written before the per-device format: one state per visible
+    GPU) gives the current device's entry when there is one.
+    """
     import random
 
     import numpy as np
@@ -187,8 +194,12 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # the old format: every visible GPU's state
+        index = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
@@ -216,13 +227,15 @@ def training_state(
     step: int,
     data: Mapping | None = None,
     scaler=None,
+    world_size: int = 1,
     **extra: Any,
 ) -> dict[str, Any]:
     """Everything a run needs to continue exactly, as a checkpoint dict. Defined in 06_pretrain.
 
     ``model`` (the unwrapped module: no ``_orig_mod.``/``module.`` prefixes) and its ``config``
-    (so ``load_model`` rebuilds it), optimizer, scheduler, GradScaler, the step, every RNG state
-    and the data position; ``extra`` adds plain entries (train config, tokenizer fingerprint...).
+    (so ``load_model`` rebuilds it), optimizer, scheduler, GradScaler, the step, this process's
+    RNG states (``train`` adds every rank's as ``rng_ranks``), the data position and the
+    ``world_size`` that read it; ``extra`` adds plain entries (train config, tokenizer...).
     """
     config = getattr(model, "config", None)
     return {
@@ -235,18 +248,30 @@ def training_state(
         "step": int(step),
         "rng": rng_state(),
         "data": dict(data) if data is not None else None,
+        "world_size": int(world_size),
         **extra,
     }
 
 
 def resume_training(
-    path: str | Path, model: nn.Module, optimizer, scheduler, *, scaler=None, loader=None
+    path: str | Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    *,
+    scaler=None,
+    loader=None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Load a ``training_state`` file into live objects; return its other entries (``step``...).
 
     Defined in 06_pretrain. The weights load strictly (every mismatch named), the file is read
-    with ``weights_only=True``; optimizer, scheduler, scaler, RNG states and the loader's position
-    are restored, so the next step is the one the interrupted run would have taken.
+    with ``weights_only=True``; optimizer, scheduler, scaler, the random generators of this
+    ``rank`` (``rng_ranks``, else rank 0's ``rng`` on rank 0 only) and the loader's position are
+    restored, so the next step is the one the interrupted run would have taken. A run of
+    another ``world_size`` than the file's continues only with a loader whose state records its
+    ``world_size`` (a global position it can re-shard); otherwise one line says how to resume.
     """
     state, extras = read_checkpoint(path)
     if extras.get("format") != TRAINING_FORMAT:
@@ -254,12 +279,22 @@ def resume_training(
             f"{path}: not a resumable training checkpoint (no optimizer state); "
             "to start a new run from its weights use init= (--init) instead of resume"
         )
+    saved_world, data = int(extras.get("world_size", 1)), extras.get("data")
+    if loader is not None and data is not None and saved_world != world_size:
+        if not (isinstance(data, Mapping) and "world_size" in data):
+            raise CheckpointError(
+                f"{path}: written by {saved_world} rank(s), this run has {world_size}, and its "
+                f"data position is per rank; resume with {saved_world} rank(s) (torchrun "
+                f"--nproc_per_node={saved_world}) or start a new run with init="
+            )
     load_state_dict_checked(model, state, source=str(path))
     optimizer.load_state_dict(extras["optimizer"])
     scheduler.load_state_dict(extras["scheduler"])
     if scaler is not None and extras.get("scaler") is not None:
         scaler.load_state_dict(extras["scaler"])
-    if loader is not None and extras.get("data") is not None:
-        loader.load_state_dict(extras["data"])
-    set_rng_state(extras["rng"])
+    if loader is not None and data is not None:
+        loader.load_state_dict(data)  # re-shards a global position when the world size changed
+    ranks = extras.get("rng_ranks") or [extras["rng"]]
+    if rank < len(ranks):  # a rank the file does not know keeps its own seed (seed + rank)
+        set_rng_state(ranks[rank])
     return extras

@@ -14,14 +14,30 @@ from typing import Any
 
 import torch
 
-from spongebob.train import TrainConfig, TrainResult, _distributed, train  # noqa: F811
+from spongebob.train import (  # noqa: F811
+    TrainConfig,
+    TrainResult,
+    _distributed,
+    rank0_first,
+    run_device,
+    train,
+)
 
 
-def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
+def open_pretraining_data(
+    source: str | Path,
+    tokenizer,
+    work_dir: str | Path,
+    *,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
+):
     """A ``PreparedData`` of pretraining text from a prepared folder or a JSONL file.
 
     Defined in 06_pretrain. A JSONL file is pre-tokenised into ``work_dir/data`` first (reused
-    while the file and the tokenizer are unchanged, see ``spongebob.data.prepare``).
+    while the file and the tokenizer are unchanged, see ``spongebob.data.prepare``), by rank 0
+    only under ``torchrun``; bad lines stop it unless ``skip_bad_lines`` (then at most
+    ``max_bad_fraction`` of the lines may be bad).
     """
     from spongebob.data import PreparedData, prepare
 
@@ -29,8 +45,10 @@ def open_pretraining_data(source: str | Path, tokenizer, work_dir: str | Path):
     if source.is_dir():
         data = PreparedData(source)
     elif source.is_file():
-        prepare(source, tokenizer, Path(work_dir) / "data")
-        data = PreparedData(Path(work_dir) / "data")
+        folder = Path(work_dir) / "data"
+        bad = dict(skip_bad_lines=skip_bad_lines, max_bad_fraction=max_bad_fraction)
+        rank0_first(lambda: prepare(source, tokenizer, folder, **bad))
+        data = PreparedData(folder)
     else:
         raise FileNotFoundError(
             f"{source}: no such file or folder (a JSONL file or a prepared folder)"
@@ -55,32 +73,39 @@ def pretrain(
     *,
     model_preset: str = "tiny",
     val_fraction: float = 0.02,
+    device: str | torch.device | None = None,
+    compile: bool | None = None,
+    skip_bad_lines: bool = False,
+    max_bad_fraction: float = 0.001,
     **train_kwargs: Any,
 ) -> TrainResult:
     """Pretrain a fresh ``SpongeBob`` on packed windows of ``source``. Defined in 06_pretrain.
 
     What ``spongebob train pretrain`` runs: the model is ``ModelConfig.preset(model_preset)``
-    sized to the tokenizer, seeded with ``cfg.seed``; the last ``val_fraction`` of the windows is
-    held out for the validation loss; checkpoints and metrics go to ``out_dir``. Under
-    ``torchrun`` each rank reads its own shard. ``train_kwargs`` go to ``train`` (``resume``,
-    ``init``, ``progress``, ``on_log``).
+    sized to the tokenizer, seeded with ``cfg.seed``, on ``device`` (``spongebob.train.run_device``:
+    the CPU unless told or ``$SPONGEBOB_DEVICE``); ``compile`` overrides ``cfg.compile``; the
+    last ``val_fraction`` of the windows is held out for the validation loss; checkpoints and
+    metrics go to ``out_dir``. Under ``torchrun`` rank 0 prepares the data and each rank reads
+    its own shard. ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
     """
+    from dataclasses import replace
+
     from spongebob.config import ModelConfig
-    from spongebob.data import PackedLoader, tokenizer_fingerprint
+    from spongebob.data import PackedLoader, check_prepared_length, tokenizer_fingerprint
     from spongebob.model import SpongeBob
 
     cfg = cfg or TrainConfig.preset("tiny")
+    cfg = cfg if compile is None else replace(cfg, compile=compile)
     rank, world = _distributed()
-    data = open_pretraining_data(source, tokenizer, out_dir)
+    data = open_pretraining_data(source, tokenizer, out_dir, skip_bad_lines=skip_bad_lines,
+                                 max_bad_fraction=max_bad_fraction)  # fmt: skip
     split = dict(seed=cfg.seed, rank=rank, world_size=world, val_fraction=val_fraction)
     loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", **split)
     val = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="val", shuffle=False, **split)
     config = ModelConfig.preset(model_preset, vocab_size=tokenizer.vocab_size)
+    check_prepared_length(data.meta, cfg.seq_len, config.max_seq_len)
     torch.manual_seed(cfg.seed)
-    device = (
-        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    )
-    model = SpongeBob(config).to(device or "cpu")
+    model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
              "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip

@@ -10,7 +10,8 @@ tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
 CUDA (fp16 with a GradScaler), optional ``torch.compile``, a tqdm bar (loss, lr, tokens/s, ETA, MFU
 on CUDA), a JSONL metrics log, optional wandb/swanlab, periodic validation, and atomic checkpoints
-that resume exactly (``spongebob.checkpoint``)::
+that resume exactly (``spongebob.checkpoint``), and data parallelism under ``torchrun`` (DDP, then
+``torch.compile``)::
 
     model = SpongeBob(ModelConfig.preset("tiny"))
     result = train(model, loader, TrainConfig.preset("tiny"), out_dir=run_folder)
@@ -19,16 +20,21 @@ A loader yields ``(x, y, w)`` batches forever: ``x``, ``y`` ``(B, T)`` int64 (``
 ``-100`` = not trained), ``w`` ``None`` or ``(B, T)`` float32 loss weights. ``iter(loader)``
 continues
 from the loader's position, and ``state_dict()`` / ``load_state_dict()`` save and restore that
-position (the checkpoint stores rank 0's). Under ``torchrun`` each rank reads its own shard.
+position (the checkpoint stores rank 0's, with the world size). Under ``torchrun`` each rank reads
+its own shard.
 """
 
 import json
 import math
 import os
+import queue
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +43,216 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from spongebob.model import IGNORE_INDEX, RMSNorm, flops_per_token
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: decay on the weight matrices, none on norms and embeddings.
+
+    Defined in 06_pretrain. Norm gains are scales (decaying them towards 0 fights the
+    normalisation) and the embedding rows of rare tokens get few gradients, so decay would shrink
+    them towards zero between updates; the output head is tied to the embedding and follows it.
+    A tied tensor appears once (``named_parameters`` skips duplicates).
+    """
+    exempt = set()
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, RMSNorm, nn.LayerNorm)):
+            exempt.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if id(p) in exempt or p.ndim < 2 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: "TrainConfig") -> torch.optim.AdamW:
+    """AdamW over ``param_groups``, fused into one kernel per step on CUDA.
+
+    Defined in 06_pretrain."""
+    on_cuda = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=on_cuda or None
+    )
+
+
+@dataclass
+class WarmupCosine:
+    """Learning rate at optimizer step ``s`` (0-based). Defined in 06_pretrain.
+
+    Linear warmup ``lr * s / warmup_steps`` (so step 0 runs at 0), then a cosine from ``lr`` down
+    to ``lr * min_ratio`` at ``total_steps``, flat after. ``total_steps=None`` (a time budget not
+    estimated yet) keeps ``lr`` after the warmup. ``state_dict`` makes it part of a checkpoint.
+    """
+
+    lr: float
+    warmup_steps: int
+    total_steps: int | None
+    min_ratio: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        if self.total_steps is None:
+            return self.lr
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        low = self.lr * self.min_ratio
+        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def trained_tokens(targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """The loss's denominator: ``sum(w)`` over positions whose target is not ``-100`` (``w = 1``
+    without weights), as a float32 scalar. Defined in 06_pretrain."""
+    w = (targets != IGNORE_INDEX).float()
+    if weights is not None:
+        w = w * weights.float()
+    return w.sum()
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    micro_batches: list[tuple[Tensor, Tensor, Tensor | None]],
+    *,
+    autocast: Callable[[], Any] = nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
+    counts: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Backward over all micro-batches of one optimizer step: ``(loss, trained tokens N)``.
+
+    Defined in 06_pretrain. Each micro-batch's mean loss is re-weighted by its share of the
+    trained tokens of the whole step (all micro-batches, all DDP ranks: ``N`` is all-reduced
+    first), so the summed gradient is that of ``sum(w * ce) / N``: the gradient of one big batch,
+    however the masks fall. DDP averages gradients over ranks, hence the extra ``world_size``.
+    Under DDP only the last micro-batch synchronises (``no_sync`` for the others). The returned
+    loss is this rank's share of the step's mean loss (the mean itself on one process; an
+    all-reduce sum gives the mean over ranks). ``counts``: the micro-batches' trained tokens
+    ``(K,)``, already on the device (``train`` copies them once, without waiting); computed here
+    when None. Nothing here waits for the device: no ``.item()``, no blocking copy.
+    """
+    _, world = _distributed()
+    device = next(model.parameters()).device
+    if counts is None:
+        counts = torch.stack([trained_tokens(y, w) for _, y, w in micro_batches]).to(device)
+    total = counts.sum()
+    if world > 1:
+        dist.all_reduce(total)  # trained tokens of the step on every rank
+    denom = total.clamp_min(1e-12)
+    shares = counts * world / denom  # each micro-batch's weight in the step's mean
+    loss_sum = torch.zeros((), device=device)
+    for k, (x, y, w) in enumerate(micro_batches):
+        last = k == len(micro_batches) - 1
+        sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        w = None if w is None else w.to(device, non_blocking=True)
+        with sync:
+            with autocast():
+                loss = model(x, y, loss_weights=w).loss  # mean over this micro-batch's tokens
+            scaled = loss * shares[k]
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_sum += loss.detach() * counts[k]
+    return loss_sum / denom, total
+
+
+def precision(cfg: "TrainConfig | str", device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` (or a dtype name) on
+    ``device``.
+
+    ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere. bf16 keeps fp32's exponent
+    range, so gradients do not underflow and no GradScaler is needed; fp16 needs one (SEED.md
+    defect 1: the original ran fp16 under a "bf16" flag, with a scaler enabled for bf16).
+    """
+    dtype = getattr(cfg, "dtype", cfg)
+    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[dtype]
+    if dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        amp = torch.bfloat16
+    return amp, amp == torch.float16
+
+
+# Dense bf16 tensor-core peak of one GPU (FLOP/s), from the vendors' data sheets; matched as a
+# substring of torch.cuda.get_device_name(). Longer names first (e.g. "H100 PCIe" before "H100").
+PEAK_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "GH200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of ``device`` from ``PEAK_FLOPS``, or None (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_FLOPS[key]
+    return None
+
+
+class _Tracker:
+    """wandb / swanlab, imported only when asked for; a clear error when the package is missing."""
+
+    def __init__(self, kind: str, project: str, config: dict, enabled: bool) -> None:
+        self.run = None
+        if kind == "none" or not enabled:
+            return
+        try:
+            module = __import__(kind)
+        except ImportError:
+            raise ImportError(
+                f"tracker={kind!r} needs the {kind} package: pip install {kind} (or tracker='none')"
+            ) from None
+        self.run = module.init(project=project, config=config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, batches: Iterable, autocast: Callable[[], Any] = nullcontext):
+    """Token-weighted mean loss over ``batches`` (all ranks together). Defined in 06_pretrain."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=device)  # [sum of w * ce, sum of w]
+    for x, y, w in batches:
+        x, y = x.to(device), y.to(device)
+        w = None if w is None else w.to(device)
+        with autocast():
+            loss = model(x, y, loss_weights=w).loss
+        n = trained_tokens(y, w)
+        total += torch.stack([loss.float() * n, n])
+    if _distributed()[1] > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1].clamp_min(1e-12)).item()
 
 
 @dataclass
@@ -128,212 +344,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         log_every=20,
         eval_every=500,
         save_every=500,
+        compile=True,
     ),
 }
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: decay on the weight matrices, none on norms and embeddings.
-
-    Defined in 06_pretrain. Norm gains are scales (decaying them towards 0 fights the
-    normalisation) and the embedding rows of rare tokens get few gradients, so decay would shrink
-    them towards zero between updates; the output head is tied to the embedding and follows it.
-    A tied tensor appears once (``named_parameters`` skips duplicates).
-    """
-    exempt = set()
-    for module in model.modules():
-        if isinstance(module, (nn.Embedding, RMSNorm, nn.LayerNorm)):
-            exempt.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if id(p) in exempt or p.ndim < 2 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, fused into one kernel per step on CUDA.
-
-    Defined in 06_pretrain."""
-    on_cuda = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=on_cuda or None
-    )
-
-
-@dataclass
-class WarmupCosine:
-    """Learning rate at optimizer step ``s`` (0-based). Defined in 06_pretrain.
-
-    Linear warmup ``lr * s / warmup_steps`` (so step 0 runs at 0), then a cosine from ``lr`` down
-    to ``lr * min_ratio`` at ``total_steps``, flat after. ``total_steps=None`` (a time budget not
-    estimated yet) keeps ``lr`` after the warmup. ``state_dict`` makes it part of a checkpoint.
-    """
-
-    lr: float
-    warmup_steps: int
-    total_steps: int | None
-    min_ratio: float = 0.1
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        if self.total_steps is None:
-            return self.lr
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        low = self.lr * self.min_ratio
-        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, d: Mapping[str, Any]) -> None:
-        for k, v in d.items():
-            setattr(self, k, v)
-
-
-def trained_tokens(targets: Tensor, weights: Tensor | None = None) -> Tensor:
-    """The loss's denominator: ``sum(w)`` over positions whose target is not ``-100`` (``w = 1``
-    without weights), as a float32 scalar. Defined in 06_pretrain."""
-    w = (targets != IGNORE_INDEX).float()
-    if weights is not None:
-        w = w * weights.float()
-    return w.sum()
-
-
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def accumulate_gradients(
-    model: nn.Module,
-    micro_batches: list[tuple[Tensor, Tensor, Tensor | None]],
-    *,
-    autocast: Callable[[], Any] = nullcontext,
-    scaler: torch.amp.GradScaler | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Backward over all micro-batches of one optimizer step: ``(loss, trained tokens N)``.
-
-    Defined in 06_pretrain. Each micro-batch's mean loss is re-weighted by its share of the
-    trained tokens of the whole step (all micro-batches, all DDP ranks: ``N`` is all-reduced
-    first), so the summed gradient is that of ``sum(w * ce) / N``: the gradient of one big batch,
-    however the masks fall. DDP averages gradients over ranks, hence the extra ``world_size``.
-    Under DDP only the last micro-batch synchronises (``no_sync`` for the others). The returned
-    loss is this rank's share of the step's mean loss (the mean itself on one process; an
-    all-reduce sum gives the mean over ranks).
-    """
-    _, world = _distributed()
-    device = next(model.parameters()).device
-    counts = [trained_tokens(y, w) for _, y, w in micro_batches]
-    total = torch.stack(counts).sum().to(device)
-    if world > 1:
-        dist.all_reduce(total)  # trained tokens of the step on every rank
-    denom = total.clamp_min(1e-12)
-    loss_sum = torch.zeros((), device=device)
-    for k, (x, y, w) in enumerate(micro_batches):
-        last = k == len(micro_batches) - 1
-        sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        w = None if w is None else w.to(device, non_blocking=True)
-        with sync:
-            with autocast():
-                loss = model(x, y, loss_weights=w).loss  # mean over this micro-batch's tokens
-            share = counts[k].to(device) * world / denom
-            scaled = loss * share
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        loss_sum += loss.detach() * counts[k].to(device)
-    return loss_sum / denom, total
-
-
-def precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, needs a GradScaler)`` for ``cfg.dtype`` on ``device``.
-
-    ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere. bf16 keeps fp32's exponent
-    range, so gradients do not underflow and no GradScaler is needed; fp16 needs one (SEED.md
-    defect 1: the original ran fp16 under a "bf16" flag, with a scaler enabled for bf16).
-    """
-    amp = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.dtype]
-    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        amp = torch.bfloat16
-    return amp, amp == torch.float16
-
-
-# Dense bf16 tensor-core peak of one GPU (FLOP/s), from the vendors' data sheets; matched as a
-# substring of torch.cuda.get_device_name(). Longer names first (e.g. "H100 PCIe" before "H100").
-PEAK_FLOPS: dict[str, float] = {
-    "H200": 989e12,
-    "GH200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10G": 70e12,
-    "A10": 125e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Peak bf16 FLOP/s of ``device`` from ``PEAK_FLOPS``, or None (CPU, unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
-        if key in name:
-            return PEAK_FLOPS[key]
-    return None
-
-
-class _Tracker:
-    """wandb / swanlab, imported only when asked for; a clear error when the package is missing."""
-
-    def __init__(self, kind: str, project: str, config: dict, enabled: bool) -> None:
-        self.run = None
-        if kind == "none" or not enabled:
-            return
-        try:
-            module = __import__(kind)
-        except ImportError:
-            raise ImportError(
-                f"tracker={kind!r} needs the {kind} package: pip install {kind} (or tracker='none')"
-            ) from None
-        self.run = module.init(project=project, config=config)
-
-    def log(self, record: dict[str, Any]) -> None:
-        if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-
-
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, batches: Iterable, autocast: Callable[[], Any] = nullcontext):
-    """Token-weighted mean loss over ``batches`` (all ranks together). Defined in 06_pretrain."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(2, device=device)  # [sum of w * ce, sum of w]
-    for x, y, w in batches:
-        x, y = x.to(device), y.to(device)
-        w = None if w is None else w.to(device)
-        with autocast():
-            loss = model(x, y, loss_weights=w).loss
-        n = trained_tokens(y, w)
-        total += torch.stack([loss.float() * n, n])
-    if _distributed()[1] > 1:
-        dist.all_reduce(total)
-    model.train(was_training)
-    return (total[0] / total[1].clamp_min(1e-12)).item()
 
 
 class TrainResult(NamedTuple):
@@ -350,25 +363,89 @@ class TrainResult(NamedTuple):
     checkpoint: Path | None
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
+def run_device(device: str | torch.device | None = None) -> torch.device:
+    """The device a stage trains on. Defined in 06_pretrain.
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``),
+    else ``$SPONGEBOB_DEVICE``, else the CPU (`spongebob.runtime.default_device`: notebooks and
+    tests stay CPU-calibrated on a GPU machine); a bare ``cuda`` is the current device, which
+    ``setup_distributed`` sets to ``LOCAL_RANK`` under ``torchrun``.
+    """
+    from spongebob.runtime import default_device, resolve_device
+
+    d = resolve_device(device) if device is not None else default_device()
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return d
+
+
+def setup_distributed(
+    device: str | torch.device | None = "auto",
+) -> tuple[int, int, torch.device]:
     """``(rank, world_size, device)``; joins the process group when started by ``torchrun``.
 
     Defined in 06_pretrain. ``torchrun --nproc_per_node=N`` sets ``WORLD_SIZE``, ``RANK`` and
-    ``LOCAL_RANK``: each process drives GPU ``LOCAL_RANK`` over NCCL (gloo on CPU). A plain
-    ``python`` run is rank 0 of 1 on CUDA if available, else the CPU.
+    ``LOCAL_RANK``: each process drives GPU ``LOCAL_RANK`` over NCCL (gloo on the CPU). A plain
+    run is rank 0 of 1 on ``device`` (see ``run_device``). The command line leaves the group
+    (``destroy_process_group``) when the run ends.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    want = run_device(device) if world == 1 else None
     if world == 1:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, want
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    cpu = str(device).startswith("cpu")
+    if torch.cuda.is_available() and not cpu:
         torch.cuda.set_device(local)
-        device, backend = torch.device("cuda", local), "nccl"
+        dev, backend = torch.device("cuda", local), "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        dev, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), device
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def rank0_first(fn: Callable[[], Any], timeout: timedelta = timedelta(hours=2)) -> Any:
+    """Run ``fn`` on rank 0 only, while the other ranks wait; ``fn()`` on rank 0, None elsewhere.
+
+    Defined in 06_pretrain. For work whose result is a folder every rank then opens (tokenising
+    the data with ``spongebob.data.prepare``): one rank does it, not N. The others wait on a gloo
+    group with a long ``timeout`` (preparing gigabytes takes longer than NCCL's default 10
+    minutes), and a failure on rank 0 ends every rank with its message.
+    """
+    rank, world = _distributed()
+    if world == 1:
+        return fn()
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    error, result = [None], None
+    if rank == 0:
+        try:
+            result = fn()
+        except Exception as e:
+            error = [f"{type(e).__name__}: {e}"]
+            dist.broadcast_object_list(error, src=0, group=group)
+            raise
+    dist.broadcast_object_list(error, src=0, group=group)
+    if error[0] is not None:
+        raise RuntimeError(f"rank 0 failed while the other ranks waited: {error[0]}")
+    return result
+
+
+def wrap_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The module the loop calls: ``model``, wrapped in DDP under ``torchrun``, then compiled.
+
+    Defined in 06_pretrain. ``torch.compile(DDP(model))`` (not DDP of a compiled module) lets
+    the compiler split the graph at DDP's gradient buckets, so all-reduces overlap the backward
+    pass; ``broadcast_buffers=False`` because the only buffers, RoPE's cos/sin tables, are the
+    same on every rank and need no copy at every forward.
+    """
+    net = model
+    if _distributed()[1] > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return torch.compile(net) if cfg.compile else net
 
 
 def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
@@ -383,6 +460,250 @@ def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
         except TypeError:
             raise ValueError("the loader has no length: give max_steps or max_minutes") from None
     return max(1, math.ceil(cfg.epochs * n / cfg.grad_accum))
+
+
+class Prefetch:
+    """The micro-batches of the next optimizer steps, drawn by a background thread.
+
+    Defined in 06_pretrain. ``next()`` gives ``(micro_batches, counts, data_state)``: the
+    ``grad_accum`` batches of one step, their trained-token counts ``(K,)`` float32 (one tensor,
+    so the loop copies them to the GPU once, without waiting), and the loader's ``state_dict()``
+    right after that step's batches: the thread runs ahead, so a checkpoint must record the
+    position of the batches trained, not the loader's. With ``pin`` (CUDA) the tensors are
+    page-locked, so ``.to(device, non_blocking=True)`` overlaps the copy with the computation.
+    The loader must not use the global random generators (ours seed their own).
+    """
+
+    def __init__(self, loader: Iterable, grad_accum: int, *, pin: bool = False, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        args = (iter(loader), loader, grad_accum, pin)
+        self._thread = threading.Thread(target=self._work, args=args, daemon=True)
+        self._thread.start()
+
+    def _work(self, batches: Iterator, loader: Any, k: int, pin: bool) -> None:
+        try:
+            while not self._stop.is_set():
+                micro = [next(batches) for _ in range(k)]
+                counts = torch.stack([trained_tokens(y, w) for _, y, w in micro])
+                if pin:
+                    micro = [tuple(t if t is None else t.pin_memory() for t in b) for b in micro]
+                    counts = counts.pin_memory()
+                state = loader.state_dict() if hasattr(loader, "state_dict") else None
+                self._put((micro, counts, state))
+        except BaseException as e:  # handed to the training thread, raised there
+            self._put(e)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                return self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def __next__(self) -> tuple[list, Tensor, Any]:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _Run:
+    """The state of one ``train`` call that outlives a step: optimizer, schedule, scaler,
+    precision, position (``step``, ``tokens``, ``data``: the loader state of the last step
+    trained) and the clock. Built by ``_start``. Defined in 06_pretrain."""
+
+    def __init__(self, model: nn.Module, loader: Iterable, cfg: TrainConfig) -> None:
+        self.cfg, self.rank, self.world = cfg, *_distributed()
+        self.device = next(model.parameters()).device
+        amp, needs_scaler = precision(cfg, self.device)
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=amp)) if amp else nullcontext
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_scaler)
+        self.optimizer = make_optimizer(model, cfg)
+        total = _total_steps(cfg, loader)
+        self.schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
+        self.step, self.tokens, self.data = 0, 0, getattr(loader, "state_dict", dict)()
+        self.t0, self.probe = time.perf_counter(), None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def done(self) -> bool:
+        """The run's end: its step count, or (checked every ``log_every`` steps, the ranks
+        agreeing) its time budget."""
+        if self.schedule.total_steps is not None and self.step >= self.schedule.total_steps:
+            return True
+        if self.cfg.max_minutes is None or self.step % self.cfg.log_every:
+            return False
+        late = int(self.elapsed() >= self.cfg.max_minutes * 60)
+        return bool(_agree(late, self.world, self.device))
+
+    def fix_length(self) -> None:
+        """A time budget: after ``probe_steps`` steps, fix the total from their speed (one
+        device synchronisation), so the cosine ends on time."""
+        if self.schedule.total_steps is not None:
+            return
+        if self.probe is None:
+            self.probe = (self.step, time.perf_counter())
+        if self.step - self.probe[0] >= self.cfg.probe_steps:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            per_step = (time.perf_counter() - self.probe[1]) / (self.step - self.probe[0])
+            left = self.cfg.max_minutes * 60 - self.elapsed()
+            total = self.step + max(1, int(left / per_step))
+            self.schedule.total_steps = _agree(total, self.world, self.device)
+
+
+def _start(run: _Run, model: nn.Module, loader: Iterable, resume, init, ckpt) -> None:
+    """Resume ``run`` from a checkpoint (exactly), or load ``init``'s weights (strictly)."""
+    from spongebob.checkpoint import load_checkpoint, resume_training
+
+    cfg = run.cfg
+    torch.manual_seed(cfg.seed + run.rank)
+    if resume:
+        path = ckpt if resume is True else Path(resume)
+        if path is None or not path.exists():
+            raise FileNotFoundError(f"resume: no checkpoint {path}; start without resume first")
+        extras = resume_training(path, model, run.optimizer, run.schedule, scaler=run.scaler,
+                                 loader=loader, rank=run.rank, world_size=run.world)  # fmt: skip
+        run.step, run.tokens, run.data = extras["step"], extras["tokens"], extras.get("data")
+        run.t0 -= extras["elapsed"]
+        # The schedule follows cfg (a longer max_steps extends the run); only a time budget's
+        # estimated length comes from the checkpoint.
+        total = _total_steps(cfg, loader) if cfg.max_minutes is None else run.schedule.total_steps
+        run.schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
+    elif init is not None:
+        load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
+
+
+class _Logger:
+    """Where a run's records go: ``metrics.jsonl``, the tracker, ``on_log``, and rank 0's
+    progress display: a tqdm bar on a terminal or in Jupyter, else (``nohup``, a job scheduler,
+    ``torchrun`` into a file) one plain line per log interval instead of a bar's redraws. It
+    also holds the current log window, whose loss stays on the device until a log step.
+    Defined in 06_pretrain."""
+
+    def __init__(self, run: _Run, model: nn.Module, out: Path | None, *, append: bool,
+                 progress: bool, on_log: Callable | None) -> None:  # fmt: skip
+        self.run, self.on_log, main = run, on_log, run.rank == 0
+        self.file = None
+        if out is not None and main:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(out / "metrics.jsonl", "a" if append else "w")  # noqa: SIM115
+        self.tracker = _Tracker(run.cfg.tracker, run.cfg.run_name, run.cfg.to_dict(), main)
+        self.peak = peak_flops(run.device)
+        self.fpt = flops_per_token(model.config, run.cfg.seq_len)
+        self.lines, self.bar = progress and main, None
+        if self.lines and _interactive():
+            from tqdm.auto import tqdm
+
+            self.bar, self.lines = tqdm(total=run.schedule.total_steps, initial=run.step), False
+        self.window(time.perf_counter())
+
+    def window(self, now: float) -> None:
+        """A new log window: the loss summed on the device, tokens counted on the host."""
+        self.loss = torch.zeros((), device=self.run.device)
+        self.steps, self.pending, self.counted, self.t = 0, 0, 0, now
+
+    def add(self, loss: Tensor, tokens: int) -> None:
+        """One step: its loss (a device tensor, not copied) and its tokens (``x.numel()``)."""
+        self.loss += loss
+        self.steps, self.pending = self.steps + 1, self.pending + tokens
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def count_tokens(self) -> None:
+        """Add the tokens of all ranks since the last count to ``run.tokens``."""
+        n = self.pending
+        if self.run.world > 1:  # ranks may differ (chats): add them up
+            t = torch.tensor(float(n), device=self.run.device)
+            dist.all_reduce(t)
+            n = int(t.item())
+        self.run.tokens, self.counted, self.pending = self.run.tokens + n, self.counted + n, 0
+
+    def emit(self, record: dict[str, Any], store: list) -> None:
+        store.append(record)
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        self.tracker.log(record)
+        if self.on_log is not None and self.run.rank == 0:
+            self.on_log(record)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.tracker.finish()
+        if self.file is not None:
+            self.file.close()
+
+
+def _interactive() -> bool:
+    """A terminal or a Jupyter kernel (where a progress bar redraws in place), not a log file."""
+    if sys.stderr.isatty():
+        return True
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _log_window(log: _Logger, lr: float, norm: Tensor, store: list) -> None:
+    """The window's record: mean loss, lr, gradient norm, tokens, tokens/s and MFU from the
+    tokens actually in the batches (``x.numel()``, padding included); one host copy."""
+    run, now = log.run, time.perf_counter()
+    log.count_tokens()
+    loss = log.loss.clone()
+    if run.world > 1:
+        dist.all_reduce(loss)  # each rank holds its share of the step's mean
+    record = {"step": run.step, "loss": loss.item() / log.steps, "lr": lr,
+              "grad_norm": float(norm), "tokens": run.tokens,
+              "tok_s": log.counted / (now - log.t), "elapsed": now - run.t0}  # fmt: skip
+    if log.peak is not None:
+        record["mfu"] = log.fpt * record["tok_s"] / (log.peak * run.world)
+    log.emit(record, store)
+    if log.bar is not None:
+        mfu = {"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}
+        log.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                            tok_s=f"{record['tok_s']:.0f}", **mfu)  # fmt: skip
+    elif log.lines:
+        total = run.schedule.total_steps
+        mfu = f" | MFU {record['mfu']:.1%}" if "mfu" in record else ""
+        print(f"step {run.step}/{total if total is not None else '?'} | loss "
+              f"{record['loss']:.4f} | lr {lr:.2e} | grad norm {record['grad_norm']:.3f} | "
+              f"{record['tok_s']:,.0f} tokens/s{mfu} | {record['elapsed']:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+    log.window(now)
+
+
+def _save(
+    run: _Run, model: nn.Module, log: _Logger, ckpt: Path | None, extra: Mapping
+) -> Path | None:
+    """Checkpoint ``ckpt`` on rank 0, with every rank's random generators and the world size;
+    the other ranks wait for it (a barrier)."""
+    from spongebob.checkpoint import rng_state, save_checkpoint, training_state
+
+    if ckpt is None:
+        return None
+    log.count_tokens()
+    rngs = [rng_state()]
+    if run.world > 1:
+        rngs = [None] * run.world
+        dist.all_gather_object(rngs, rng_state())
+    if run.rank == 0:
+        state = training_state(model, run.optimizer, run.schedule, step=run.step, data=run.data,
+                               scaler=run.scaler, world_size=run.world, tokens=run.tokens,
+                               elapsed=run.elapsed(), train_config=run.cfg.to_dict(),
+                               **({"rng_ranks": rngs} if run.world > 1 else {}),
+                               **dict(extra))  # fmt: skip
+        save_checkpoint(ckpt, state)
+    if run.world > 1:
+        dist.barrier()
+    return ckpt
 
 
 def train(
@@ -406,165 +727,62 @@ def train(
     the schedule); ``init`` loads another stage's weights strictly (new optimizer and
     schedule) and is ignored when resuming. ``extra`` adds plain entries to every checkpoint
     (e.g. the tokenizer fingerprint). Under ``torchrun`` (see ``setup_distributed``) the model is
-    wrapped in DDP; rank 0 logs and saves.
+    wrapped in DDP (``wrap_model``); rank 0 logs and saves. The step never waits for the device:
+    batches come from a background thread (``Prefetch``), and only log, validation and save
+    steps copy numbers back.
     """
-    from tqdm.auto import tqdm
-
-    from spongebob.checkpoint import (
-        load_checkpoint,
-        resume_training,
-        save_checkpoint,
-        training_state,
-    )
-
-    rank, world = _distributed()
-    device = next(model.parameters()).device
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "last.pt" if out is not None else None
-    amp, needs_scaler = precision(cfg, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else nullcontext
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-    optimizer = make_optimizer(model, cfg)
-    schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, _total_steps(cfg, loader), cfg.min_lr_ratio)
-    step, tokens, elapsed = 0, 0, 0.0
-    torch.manual_seed(cfg.seed + rank)
-    if resume:
-        path = ckpt if resume is True else Path(resume)
-        if path is None or not path.exists():
-            raise FileNotFoundError(f"resume: no checkpoint {path}; start without resume first")
-        extras = resume_training(path, model, optimizer, schedule, scaler=scaler, loader=loader)
-        step, tokens, elapsed = extras["step"], extras["tokens"], extras["elapsed"]
-        # The schedule follows cfg (a longer max_steps extends the run); only a time budget's
-        # estimated length comes from the checkpoint.
-        total = _total_steps(cfg, loader) if cfg.max_minutes is None else schedule.total_steps
-        schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr_ratio)
-    elif init is not None:
-        load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
-    net = torch.compile(model) if cfg.compile else model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    run = _Run(model, loader, cfg)
+    _start(run, model, loader, resume, init, ckpt)
+    net = wrap_model(model, cfg, run.device)
     val_batches = list(_take(val_loader, cfg.eval_batches)) if val_loader is not None else []
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log = open(out / "metrics.jsonl", "a" if resume else "w")  # a new run starts a new log
-    else:
-        log = None
-    tracker = _Tracker(cfg.tracker, cfg.run_name, cfg.to_dict(), enabled=rank == 0)
-    peak = peak_flops(device)
-    fpt = flops_per_token(model.config, cfg.seq_len)
-    step_tokens = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
+    log = _Logger(run, model, out, append=bool(resume), progress=progress, on_log=on_log)
     history, val_history, saved = [], [], None
-    bar = tqdm(total=schedule.total_steps, initial=step, disable=not progress or rank != 0)
-    win_loss, win_steps, t_win = torch.zeros((), device=device), 0, time.perf_counter()
-    t0, probe = time.perf_counter() - elapsed, None
-    batches = iter(loader)
-    net.train()
-
-    def emit(record: dict[str, Any], store: list) -> None:
-        store.append(record)
-        if log is not None:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        tracker.log(record)
-        if on_log is not None and rank == 0:
-            on_log(record)
-
-    def save() -> Path | None:
-        if ckpt is None:
-            return None
-        if rank == 0:
-            state = training_state(
-                model,
-                optimizer,
-                schedule,
-                step=step,
-                data=loader.state_dict(),
-                scaler=scaler,
-                tokens=tokens,
-                elapsed=time.perf_counter() - t0,
-                train_config=cfg.to_dict(),
-                **dict(extra or {}),
-            )
-            save_checkpoint(ckpt, state)
-        if world > 1:
-            dist.barrier()
-        return ckpt
-
-    def log_window(lr: float, norm: Tensor) -> None:
-        nonlocal win_loss, win_steps, t_win
-        if world > 1:
-            dist.all_reduce(win_loss)  # each rank holds its share of the mean
-        now = time.perf_counter()
-        record = {
-            "step": step,
-            "loss": win_loss.item() / win_steps,
-            "lr": lr,
-            "grad_norm": float(norm),
-            "tokens": tokens,
-            "tok_s": step_tokens * win_steps / (now - t_win),
-            "elapsed": now - t0,
-        }
-        if peak is not None:
-            record["mfu"] = fpt * record["tok_s"] / (peak * world)
-        emit(record, history)
-        mfu = {"mfu": f"{record['mfu']:.1%}"} if peak is not None else {}
-        bar.set_postfix(
-            loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tok_s']:.0f}", **mfu
-        )
-        win_loss, win_steps, t_win = torch.zeros((), device=device), 0, now
 
     def validate() -> None:
         if val_batches:
-            emit({"step": step, "val_loss": evaluate_loss(net, val_batches, autocast)}, val_history)
+            loss = evaluate_loss(net, val_batches, run.autocast)
+            log.emit({"step": run.step, "val_loss": loss}, val_history)
             net.train()
 
-    while True:
-        if schedule.total_steps is not None and step >= schedule.total_steps:
-            break
-        if cfg.max_minutes is not None and _time_up(t0, cfg.max_minutes, world, device):
-            break
-        lr = schedule(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        micro = [next(batches) for _ in range(cfg.grad_accum)]
-        loss, _ = accumulate_gradients(net, micro, autocast=autocast, scaler=scaler)
-        scaler.unscale_(optimizer)  # no-op when disabled (bf16, fp32)
-        norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step, tokens = step + 1, tokens + step_tokens
-        win_loss += loss
-        win_steps += 1
-        bar.update(1)
-        if schedule.total_steps is None:  # a time budget: fix the length after probe_steps
-            probe = probe or (step, time.perf_counter())
-            if step - probe[0] >= cfg.probe_steps:
-                per_step = (time.perf_counter() - probe[1]) / (step - probe[0])
-                left = cfg.max_minutes * 60 - (time.perf_counter() - t0)
-                schedule.total_steps = _agree(step + max(1, int(left / per_step)), world, device)
-                bar.total = schedule.total_steps
-        if step % cfg.log_every == 0 or step == schedule.total_steps:
-            log_window(lr, norm)
-        if cfg.eval_every and step % cfg.eval_every == 0:
-            validate()
-        if cfg.save_every and step % cfg.save_every == 0:
-            saved = save()
-    if win_steps:
-        log_window(lr, norm)  # a time budget ended between two log steps
-    bar.close()
-    if not (val_history and val_history[-1]["step"] == step):
+    batches = Prefetch(loader, cfg.grad_accum, pin=run.device.type == "cuda")
+    net.train()
+    try:
+        while not run.done():
+            lr = run.schedule(run.step)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            micro, counts, run.data = next(batches)
+            counts = counts.to(run.device, non_blocking=True)  # one copy, no wait
+            loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
+                                           counts=counts)  # fmt: skip
+            run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
+            norm = nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip if cfg.clip > 0 else math.inf
+            )
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            log.add(loss, sum(x.numel() for x, _, _ in micro))
+            run.fix_length()
+            if run.step % cfg.log_every == 0 or run.step == run.schedule.total_steps:
+                _log_window(log, lr, norm, history)
+            if cfg.eval_every and run.step % cfg.eval_every == 0:
+                validate()
+            if cfg.save_every and run.step % cfg.save_every == 0:
+                saved = _save(run, model, log, ckpt, extra or {})
+    finally:
+        batches.close()
+    if log.steps:
+        _log_window(log, lr, norm, history)  # a time budget ended between two log steps
+    if not (val_history and val_history[-1]["step"] == run.step):
         validate()
-    if ckpt is not None and not (saved and cfg.save_every and step % cfg.save_every == 0):
-        saved = save()
-    tracker.finish()
-    if log is not None:
-        log.close()
-    return TrainResult(history, val_history, step, saved)
+    if ckpt is not None and not (saved and cfg.save_every and run.step % cfg.save_every == 0):
+        saved = _save(run, model, log, ckpt, extra or {})
+    log.close()
+    return TrainResult(history, val_history, run.step, saved)
 
 
 def _take(loader: Iterable, n: int) -> Iterable:
@@ -579,7 +797,3 @@ def _agree(value: int, world: int, device: torch.device) -> int:
     t = torch.tensor([value], device=device)
     dist.broadcast(t, 0)
     return int(t.item())
-
-
-def _time_up(t0: float, minutes: float, world: int, device: torch.device) -> bool:
-    return bool(_agree(int(time.perf_counter() - t0 >= minutes * 60), world, device))

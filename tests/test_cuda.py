@@ -120,3 +120,140 @@ def test_sampling_with_a_seed_or_a_cpu_generator_on_cuda_logits():
     ]  # a CPU generator with CUDA logits: sampled on the CPU, no device error
     assert cpu[0] == cpu[1]
     assert all(0 <= t < TINY.vocab_size for row in cpu[0] for t in row)
+
+
+# --- the training loop on CUDA (issue 14, point 11) ------------------------------------------------
+
+
+def _ids(n: int = 60_000, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, TINY.vocab_size, n).astype(np.uint16)
+
+
+def _train_cfg(**kw):
+    from spongebob.train import TrainConfig
+
+    base = dict(lr=3e-3, warmup_steps=1, max_steps=3, batch_size=4, seq_len=64, grad_accum=2,
+                log_every=1, save_every=0)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_three_steps_on_cuda_then_resume_matches_a_straight_run(tmp_path):
+    from spongebob.checkpoint import read_checkpoint
+    from spongebob.data import PackedLoader
+    from spongebob.train import train
+
+    def run(out, steps, resume=False):
+        model = tiny_model()
+        loader = PackedLoader(_ids(), 64, 4, seed=1)
+        result = train(model, loader, _train_cfg(max_steps=steps), out_dir=out, resume=resume,
+                       progress=False)  # fmt: skip
+        return model, result
+
+    model, result = run(tmp_path / "a", 3)
+    assert result.step == 3 and result.history[-1]["loss"] < 8.0
+    opt_state = read_checkpoint(tmp_path / "a" / "last.pt")[1]["optimizer"]["state"]
+    assert opt_state and all(s["exp_avg"].device.type == "cpu" for s in opt_state.values())
+    _, extras = read_checkpoint(tmp_path / "a" / "last.pt")
+    assert extras["world_size"] == 1 and extras["rng"]["cuda"] is not None  # this device only
+    resumed, _ = run(tmp_path / "a", 5, resume=True)
+    straight, _ = run(tmp_path / "b", 5)
+    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)  # atomics may reorder sums
+
+
+class _VaryingLengths:
+    """Chat-like batches: lengths vary per batch (as ChatLoader's), some targets masked."""
+
+    def __init__(self, lengths):
+        self.lengths, self.i = lengths, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        while True:
+            T = self.lengths[self.i % len(self.lengths)]
+            self.i += 1
+            ids = torch.randint(0, TINY.vocab_size, (4, T + 1), generator=g)
+            y = ids[:, 1:].clone()
+            y[:, : T // 3] = -100  # the prompt is not trained
+            yield ids[:, :-1], y, None
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, d):
+        self.i = d["i"]
+
+
+def test_compiled_sft_of_varying_lengths_compiles_at_most_twice():
+    from torch._dynamo.utils import counters
+
+    from spongebob.train import train
+
+    torch._dynamo.reset()
+    counters.clear()
+    lengths = [48, 64, 37, 100, 128, 77, 90, 53]
+    train(tiny_model(), _VaryingLengths(lengths), _train_cfg(max_steps=8, grad_accum=1,
+          compile=True), progress=False)  # fmt: skip
+    graphs = counters["stats"]["unique_graphs"]
+    breaks = sum(counters["graph_break"].values())
+    print(
+        f"unique graphs {graphs}, graph breaks {breaks}, recompiles {dict(counters['recompiles'])}"
+    )
+    assert breaks == 0, dict(counters["graph_break"])
+    assert 1 <= graphs <= 2, graphs  # one static graph, then one with a dynamic length
+
+
+def test_a_training_step_never_waits_for_the_gpu(monkeypatch):
+    import spongebob.train as T
+    from spongebob.data import PackedLoader
+
+    def allowed(fn):  # log steps copy numbers back on purpose
+        def wrapped(*a, **k):
+            torch.cuda.set_sync_debug_mode(0)
+            try:
+                return fn(*a, **k)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+
+        return wrapped
+
+    T.train(tiny_model(), PackedLoader(_ids(), 64, 4), _train_cfg(max_steps=2), progress=False)
+    monkeypatch.setattr(T, "_log_window", allowed(T._log_window))
+    torch.cuda.set_sync_debug_mode("error")
+    try:  # every step but the log steps (every 3rd) runs under "error"
+        result = T.train(tiny_model(), PackedLoader(_ids(), 64, 4, seed=2),
+                         _train_cfg(max_steps=7, log_every=3), progress=False)  # fmt: skip
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert result.step == 7 and [r["step"] for r in result.history] == [3, 6, 7]
+
+
+def test_the_seed_shape_trains_in_bf16_with_flash_attention():
+    from spongebob.train import TrainConfig, accumulate_gradients, make_optimizer
+
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("FlashAttention in PyTorch needs an sm80 (Ampere) or newer GPU")
+    cfg = ModelConfig.preset("seed")
+    assert (cfg.vocab_size, cfg.dim // cfg.n_heads, cfg.n_kv_heads) == (6400, 64, 8)
+    torch.manual_seed(0)
+    model = SpongeBob(cfg).to(DEVICE)
+    opt = make_optimizer(model, TrainConfig(lr=5e-4))
+    assert opt.defaults["fused"]
+    ids = torch.randint(0, cfg.vocab_size, (8, 513), device=DEVICE)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        losses = []
+        for _ in range(3):
+            loss, _ = accumulate_gradients(model, [(ids[:, :-1], ids[:, 1:], None)],
+                                           autocast=autocast)  # fmt: skip
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    assert abs(losses[0] - 8.76) < 0.5  # ln 6400
+    assert losses[-1] < losses[0]  # the same batch three times: it is learnt

@@ -112,12 +112,45 @@ def test_random_windows_are_slices_reproducible_and_resumable():
     resumed = RandomWindows(ids, 16, 8, seed=3)
     resumed.load_state_dict(json.loads(json.dumps({"count": 3, "seed": 3})))
     assert torch.equal(next(iter(resumed))[0], batches[3][0])
-    other = RandomWindows(ids, 16, 8, seed=3, rank=1)
+    other = RandomWindows(ids, 16, 8, seed=3, rank=1, world_size=2)
     assert not torch.equal(next(iter(other))[0], batches[0][0])  # each rank its own windows
     with pytest.raises(ValueError, match="seed 3"):
         RandomWindows(ids, 16, 8, seed=4).load_state_dict({"count": 1, "seed": 3})
     with pytest.raises(ValueError, match="more than 17 tokens"):
         RandomWindows(ids[:10], 16, 8)
+
+
+def test_random_windows_continue_at_the_same_global_batch_with_another_world_size():
+    ids = np.arange(1000, dtype=np.uint16)
+    one = iter(RandomWindows(ids, 16, 4, seed=3))
+    single = [next(one)[0] for _ in range(10)]  # global batches 0..9
+    ranks = [RandomWindows(ids, 16, 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    its = [iter(r) for r in ranks]
+    for step in range(3):  # 2 ranks: rank r takes global batch 2 * step + r
+        for r in (0, 1):
+            assert torch.equal(next(its[r])[0], single[2 * step + r])
+    state = json.loads(json.dumps(ranks[0].state_dict()))
+    assert state == {"count": 6, "seed": 3, "world_size": 2}
+    resumed = RandomWindows(ids, 16, 4, seed=3)  # one rank from here on
+    resumed.load_state_dict(state)
+    it = iter(resumed)
+    assert all(torch.equal(next(it)[0], single[g]) for g in range(6, 10))  # nothing repeated
+    assert resumed.state_dict()["count"] == 10
+    with pytest.raises(ValueError, match="rank < world_size"):
+        RandomWindows(ids, 16, 4, rank=2, world_size=2)
+
+
+def test_replay_mix_records_a_world_size_only_when_both_loaders_do():
+    ids = np.arange(1000, dtype=np.uint16)
+
+    class PerRank(RandomWindows):
+        def state_dict(self):
+            return {k: v for k, v in super().state_dict().items() if k != "world_size"}
+
+    both = ReplayMix(RandomWindows(ids, 16, 2, seed=1), RandomWindows(ids, 16, 2, seed=2), 0.5)
+    assert both.state_dict()["world_size"] == 1
+    mixed = ReplayMix(PerRank(ids, 16, 2, seed=1), RandomWindows(ids, 16, 2, seed=2), 0.5)
+    assert "world_size" not in mixed.state_dict()  # a resume on other ranks must refuse
 
 
 def test_last_reply_targets_matches_a_loop(chats):

@@ -482,3 +482,102 @@ def test_cli_train_pretrain_runs_resumes_and_reports_bad_input(tmp_path, capsys)
     assert extras["stage"] == "pretrain" and len(extras["tokenizer"]) == 64
     assert main(["train", "pretrain", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+# --- issue 14: logs on servers, tokens counted, prefetch, per-rank resume ---------------------------
+
+
+def test_progress_is_plain_lines_every_log_interval_when_stderr_is_not_a_terminal(capsys):
+    # pytest captures stderr into a file: as under nohup, a job scheduler or torchrun > log
+    model = fresh_model()
+    cfg = small_cfg(max_steps=9, log_every=3)
+    train(model, PackedLoader(make_tokens(), 4, 16, seed=3), cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no progress-bar redraws
+    lines = err.splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["step 3/9", "step 6/9", "step 9/9"]
+    assert all("tokens/s" in line and "loss" in line for line in lines)
+
+
+class VaryingLengths(PackedLoader):
+    """Batches whose length cycles through 16, 9, 5 (as chat batches padded to their longest)."""
+
+    def __iter__(self):
+        lengths = [16, 9, 5]
+        for i, (x, y, w) in enumerate(super().__iter__()):
+            n = lengths[i % 3]
+            yield x[:, :n], y[:, :n], w
+
+
+def test_tokens_and_tokens_per_second_count_the_tokens_in_each_batch():
+    records = []
+    train(fresh_model(), VaryingLengths(make_tokens(), 4, 16, seed=3),
+          small_cfg(max_steps=6, log_every=3), progress=False, on_log=records.append)  # fmt: skip
+    per_step = [4 * n for n in (16, 9, 5, 16, 9, 5)]  # x.numel(), not batch_size * seq_len
+    assert [r["tokens"] for r in records] == [sum(per_step[:3]), sum(per_step)]
+    for r in records:
+        assert 0 < r["tok_s"] < float("inf")
+
+
+def test_prefetch_hands_out_the_loader_state_of_the_batches_it_returns():
+    from spongebob.train import Prefetch
+
+    loader = PackedLoader(make_tokens(), 4, 16, seed=3)
+    reference = PackedLoader(make_tokens(), 4, 16, seed=3)
+    ref = iter(reference)
+    batches = Prefetch(loader, grad_accum=2)
+    try:
+        for step in range(1, 4):
+            micro, counts, state = next(batches)
+            expected = [next(ref) for _ in range(2)]
+            assert all(torch.equal(a[0], b[0]) for a, b in zip(micro, expected))
+            assert counts.tolist() == [float((b[1] != -100).sum()) for b in expected]
+            assert state == reference.state_dict() == {"epoch": 0, "cursor": 2 * step}
+        assert loader.cursor > 6  # the thread ran ahead; the state above did not
+    finally:
+        batches.close()
+
+
+def test_resume_restores_each_ranks_own_random_state(tmp_path):
+    from spongebob.checkpoint import rng_state
+
+    model = fresh_model()
+    opt, sched = make_optimizer(model, small_cfg()), WarmupCosine(1e-3, 5, 50)
+    states = []
+    for seed in (1, 2):  # rank 0 was seeded 1, rank 1 seeded 2
+        torch.manual_seed(seed)
+        states.append(rng_state())
+    state = training_state(model, opt, sched, step=1, world_size=2, rng_ranks=states)
+    save_checkpoint(tmp_path / "t.pt", {**state, "rng": states[0]})
+    for rank, world, seed in ((0, 2, 1), (1, 2, 2), (2, 3, 123)):  # rank 2: unknown to the file
+        torch.manual_seed(123)
+        resume_training(tmp_path / "t.pt", model, opt, sched, rank=rank, world_size=world)
+        got = torch.rand(2)
+        torch.manual_seed(seed)
+        assert torch.equal(got, torch.rand(2)), rank
+
+
+def test_resume_with_another_world_size_refuses_a_per_rank_data_position(tmp_path):
+    model = fresh_model()
+    opt, sched = make_optimizer(model, small_cfg()), WarmupCosine(1e-3, 5, 50)
+    save_checkpoint(tmp_path / "t.pt", training_state(model, opt, sched, step=3, world_size=2,
+                                                      data={"epoch": 0, "cursor": 3}))  # fmt: skip
+    loader = PackedLoader(make_tokens(), 4, 16)
+    with pytest.raises(CheckpointError) as err:
+        resume_training(tmp_path / "t.pt", model, opt, sched, loader=loader, world_size=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "written by 2 rank(s), this run has 1" in msg
+    assert "torchrun --nproc_per_node=2" in msg
+    # same world size: accepted, position restored
+    resume_training(tmp_path / "t.pt", model, opt, sched, loader=loader, world_size=2)
+    assert loader.cursor == 3
+
+
+def test_seed_presets_compile_by_default_and_tiny_does_not():
+    from spongebob.distill import distill_config
+    from spongebob.sft import sft_config
+
+    assert TrainConfig.preset("seed").compile and not TrainConfig.preset("tiny").compile
+    assert sft_config("seed").compile and sft_config("seed-long").compile
+    assert distill_config("seed").compile
+    assert not sft_config("tiny").compile and not distill_config("tiny").compile
