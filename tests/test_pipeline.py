@@ -121,6 +121,48 @@ def test_seed_plan_and_caps(home, tmp_path):
     assert capped.stages[2].cfg == sft_config("seed-long", max_steps=3)
 
 
+def test_seed_skips_bad_lines_samples_its_tokenizer_and_distils_the_long_model(home, tmp_path):
+    plan = build_plan("seed", tmp_path)
+    assert plan.skip_bad_lines and plan.max_bad_fraction == 0.001
+    assert plan.tokenizer_lines == 500_000 and plan.tokenizer is None
+    # the original distils its long-SFT model (SFT_1024.pth); chapter 08 distils the SFT model
+    assert {s.name: s.init for s in plan.stages if s.init} == {**INIT, "distill": "sft-long"}
+    assert all(s.cfg.compile for s in plan.stages)  # the seed presets compile
+    tiny = build_plan("tiny", tmp_path / "t")
+    assert not tiny.skip_bad_lines and tiny.tokenizer_lines is None
+    small = build_plan("seed", tmp_path, skip_bad_lines=False, compile=False, batch_size=2,
+                       grad_accum=1, max_bad_fraction=0.01)  # fmt: skip
+    assert not small.skip_bad_lines and small.max_bad_fraction == 0.01
+    for s, full in zip(small.stages, plan.stages):
+        assert (s.cfg.compile, s.cfg.batch_size, s.cfg.grad_accum) == (False, 2, 1)
+        assert replace(s.cfg, compile=True, batch_size=full.cfg.batch_size,
+                       grad_accum=full.cfg.grad_accum) == full.cfg  # nothing else changed  # fmt: skip
+    with pytest.raises(ValueError, match="--batch-size must be >= 1, got 0"):
+        build_plan("seed", tmp_path, batch_size=0)
+
+
+def test_a_given_tokenizer_must_have_the_presets_size(home, tmp_path):
+    from spongebob.world import course_tokenizer
+
+    tok = course_tokenizer()
+    assert build_plan("tiny", tmp_path, tokenizer=tok).tokenizer is tok
+    with pytest.raises(ValueError, match="has 2048 tokens but the seed pipeline's model is built "
+                       "for 6400"):  # fmt: skip
+        build_plan("seed", tmp_path, tokenizer=tok, tokenizer_dir="tok")
+
+
+@pytest.mark.parametrize("flags, shown", [([], "skipped and counted (stop above 0.1%)"),
+                                          (["--strict"], "stop the run (strict)"),
+                                          (["--max-bad-fraction", "0.02"], "skipped and counted (stop above 2.0%)")])  # fmt: skip
+def test_seed_dry_run_shows_the_bad_line_policy(home, tmp_path, flags, shown):
+    rc, stdout, _ = run_cli("pipeline", "--preset", "seed", "--out", str(tmp_path), "--dry-run",
+                            "--device", "cpu", *flags)  # fmt: skip
+    assert rc == 0
+    assert f"bad JSONL lines: {shown}; device cpu" in stdout
+    assert "the first 500,000 lines of pretrain.jsonl" in stdout
+    assert "distill    r1_1024.jsonl, from sft-long" in stdout
+
+
 @pytest.mark.parametrize("preset", ["tiny", "seed"])
 def test_dry_run_prints_the_plan_and_runs_nothing(home, tmp_path, preset):
     rc, stdout, _ = run_cli("pipeline", "--preset", preset, "--out", str(tmp_path), "--dry-run")

@@ -1,4 +1,4 @@
-"""Tests of `spongebob train sft` and `spongebob train distill` (hand-written in spongebob/cli/train.py).
+"""Tests of `spongebob train`, `data prepare` and `tokenizer train` (spongebob/cli/train.py, data.py).
 
 Real runs of a few steps on a cut-down world (the generated sample, its training files shortened)
 from a tiny pretraining checkpoint made by `spongebob train pretrain`: what the checkpoint
@@ -63,7 +63,7 @@ def test_train_sft_records_the_recipe_and_moves_the_weights(world, pretrained, t
     out = tmp_path / "sft"
     assert _sft(world, pretrained, out, "--max-steps", "2", "--lr", "0.01") == 0
     printed = capsys.readouterr().out
-    assert "sft (tiny preset, 1 process(es))" in printed and "done: 2 steps" in printed
+    assert "sft (tiny preset, 1 process(es), cpu)" in printed and "done: 2 steps" in printed
     state, extras = read_checkpoint(out / "last.pt")
     assert extras["stage"] == "sft" and extras["step"] == 2
     cfg = extras["train_config"]
@@ -170,3 +170,121 @@ def test_bad_input_from_the_shell_has_no_traceback(world, tmp_path):
     assert r.stderr.strip().splitlines() == [
         f"spongebob: error: {tmp_path / 'missing.pt'}: no such checkpoint file; check the path"
     ]
+
+
+# ------------------------------------------------- what the command line passes on (no training)
+class _Result:
+    history, val_history, step, checkpoint = [], [], 0, None
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """`pretrain`, `sft` and `distill` replaced by stand-ins that record their arguments."""
+    calls = {}
+
+    def fake(name):
+        def run(source, tok, out, cfg, **kw):
+            calls[name] = {"source": source, "vocab": tok.vocab_size, "cfg": cfg, **kw}
+            return _Result()
+
+        return run
+
+    import spongebob.distill
+    import spongebob.pretrain
+    import spongebob.sft
+
+    monkeypatch.setattr(spongebob.pretrain, "pretrain", fake("pretrain"))
+    monkeypatch.setattr(spongebob.sft, "sft", fake("sft"))
+    monkeypatch.setattr(spongebob.distill, "distill", fake("distill"))
+    return calls
+
+
+def test_train_passes_device_bad_lines_and_compile(world, pretrained, tmp_path, captured):
+    assert cli.main(["train", "pretrain", str(world / "pretrain.jsonl"), "--out",
+                     str(tmp_path / "a")]) == 0  # fmt: skip
+    got = captured["pretrain"]
+    assert got["device"] == torch.device("cpu")  # auto on a machine without a GPU
+    assert "skip_bad_lines" not in got and "max_bad_fraction" not in got  # the defaults: strict
+    assert got["cfg"].compile is False  # the tiny preset's
+    assert cli.main(["train", "pretrain", str(world / "pretrain.jsonl"), "--out",
+                     str(tmp_path / "b"), "--device", "cpu", "--skip-bad-lines",
+                     "--max-bad-fraction", "0.01", "--compile"]) == 0  # fmt: skip
+    got = captured["pretrain"]
+    assert (got["skip_bad_lines"], got["max_bad_fraction"], got["cfg"].compile) == (
+        True,
+        0.01,
+        True,
+    )
+    for kind in ("sft", "distill"):
+        data = world / ("sft_512.jsonl" if kind == "sft" else "r1_1024.jsonl")
+        assert cli.main(["train", kind, str(data), "--init", str(pretrained), "--replay", "0",
+                         "--out", str(tmp_path / kind), "--skip-bad-lines", "--no-compile"]) == 0  # fmt: skip
+        got = captured[kind]
+        assert got["device"] == torch.device("cpu") and got["skip_bad_lines"] is True
+        assert got["cfg"].compile is False and got["replay"] == 0 and got["init"] == pretrained
+
+
+@pytest.mark.parametrize("fraction", ["-0.1", "1.5"])
+def test_max_bad_fraction_is_a_share(world, tmp_path, capsys, fraction):
+    rc = cli.main(["train", "pretrain", str(world / "pretrain.jsonl"), "--out", str(tmp_path),
+                   "--skip-bad-lines", "--max-bad-fraction", fraction])  # fmt: skip
+    assert rc == 2
+    assert (
+        f"--max-bad-fraction must be between 0 and 1, got {float(fraction)}"
+        in capsys.readouterr().err
+    )
+
+
+def test_train_leaves_the_process_group(world, tmp_path, captured):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=0, world_size=1,
+                            store=dist.FileStore(str(tmp_path / "store"), 1))  # fmt: skip
+    try:
+        assert cli.main(["train", "pretrain", str(world / "pretrain.jsonl"), "--out",
+                         str(tmp_path / "run")]) == 0  # fmt: skip
+        assert not dist.is_initialized()  # destroy_process_group at the end
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------ data prepare / tokenizer train: FILE or --input
+def test_prepare_and_tokenizer_take_the_file_positionally_or_as_input(world, tmp_path, capsys):
+    from spongebob.data import PreparedData
+
+    data = world / "sft_512.jsonl"
+    assert cli.main(["data", "prepare", str(data), "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["data", "prepare", "--input", str(data), "--out", str(tmp_path / "b")]) == 0
+    for name in ("ids.bin", "offsets.bin", "kinds.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert len(PreparedData(tmp_path / "a")) == 64
+    assert "with the course tokenizer" in capsys.readouterr().out
+    rc = cli.main(["data", "prepare", str(data), "--input", str(data)])
+    assert rc == 2 and "give the JSONL file once" in capsys.readouterr().err
+    rc = cli.main(["data", "prepare", "--out", str(tmp_path / "c")])
+    assert rc == 2 and "give the JSONL file once" in capsys.readouterr().err
+    for argv in ([str(world / "pretrain.jsonl")], ["--input", str(world / "pretrain.jsonl")]):
+        out = tmp_path / f"tok{len(argv)}"
+        assert cli.main(["tokenizer", "train", *argv, "--vocab-size", "300", "--out", str(out),
+                         "--max-lines", "100"]) == 0  # fmt: skip
+    assert (tmp_path / "tok1" / "tokenizer.json").read_bytes() == (
+        tmp_path / "tok2" / "tokenizer.json"
+    ).read_bytes()
+    assert "on pretrain.jsonl, first 100 lines" in capsys.readouterr().out
+
+
+def test_tokenizer_train_skips_and_reports_bad_lines(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(f'{{"text": "line {i}", "id": {i}}}\n' for i in range(2000))
+                    + "not json\n", "utf-8")  # fmt: skip
+    out = tmp_path / "tok"
+    rc = cli.main(["tokenizer", "train", str(path), "--vocab-size", "300", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "p.jsonl:2001: not valid JSON" in err and "--skip-bad-lines skips" in err
+    rc = cli.main(["tokenizer", "train", str(path), "--vocab-size", "300", "--out", str(out),
+                   "--skip-bad-lines"])  # fmt: skip
+    assert rc == 0
+    assert (
+        "skipped 1 bad line(s) of 2,001; first line 2001: not valid JSON" in capsys.readouterr().out
+    )

@@ -85,7 +85,7 @@ def _train_pretrain(args: argparse.Namespace) -> int:
     vocab = ModelConfig.preset(model_preset).vocab_size if is_seed(model_preset) else None
     tok, _ = resolve_tokenizer(args.tokenizer, model_preset if vocab else args.preset, vocab)
     if args.init is not None:
-        _check_init(input_path(args.init, "--init checkpoint"), tok)
+        _check_init(args.init, tok)
     out = _out(args, Path("runs") / f"pretrain-{args.preset}")
     kw = _stage_kwargs(args)
     rank, world, _ = setup_distributed()
@@ -162,7 +162,7 @@ def _train_chat_stage(args: argparse.Namespace, kind: str) -> int:
         input_path(args.replay_data, "--replay-data: pretraining JSONL or a prepared folder")
     vocab = SEED_VOCAB if is_seed(args.preset) else None
     tok, _ = resolve_tokenizer(args.tokenizer, args.preset, vocab)
-    _check_init(input_path(args.init, "--init checkpoint"), tok)
+    _check_init(args.init, tok)
     if kind == "sft":
         opts["stage"] = "sft_long" if args.preset.endswith("-long") else "sft"
     out = _out(args, Path("runs") / f"{kind}-{args.preset}")
