@@ -3,15 +3,17 @@
 
     spongebob data sample --out DIR [--seed N]
     spongebob data download NAME... --out DIR [--force]     (the real data, from ModelScope)
-    spongebob data prepare --input FILE.jsonl [--tokenizer DIR] [--out DIR] [--max-seq-len N]
-    spongebob tokenizer train --input FILE.jsonl --vocab-size N --out DIR
-    spongebob train pretrain DATA --preset tiny|seed [--out DIR] [--resume | --init CKPT] [...]
+    spongebob data prepare FILE.jsonl [--tokenizer DIR] [--preset seed] [--out DIR]
+        [--max-seq-len N] [--workers N]
+    spongebob tokenizer train FILE.jsonl --vocab-size N --out DIR [--max-lines N]
+    spongebob train pretrain DATA --preset tiny|seed [--tokenizer DIR] [--out DIR]
+        [--resume | --init CKPT] [--device auto|cpu|cuda|mps] [--compile|--no-compile] [...]
         (DATA: a pretraining JSONL file or a prepared folder; every other flag defaults to the
         preset's value; also under `torchrun --nproc_per_node=N -m spongebob train pretrain ...`)
     spongebob train sft DATA --init CKPT --preset tiny|tiny-long|seed|seed-long [--replay-data F]
     spongebob train distill DATA --init CKPT --preset tiny|seed [--tag-weight W] [--replay-data F]
         (DATA: a chat JSONL file or a prepared folder, or --data; the same flags as pretrain)
-    spongebob pipeline --preset tiny|seed [--out DIR] [--dry-run]
+    spongebob pipeline --preset tiny|seed [--out DIR] [--data DIR] [--tokenizer DIR] [--dry-run]
         (tokenizer, pretrain, SFT, long SFT, distill, eval and a report; finished stages skipped)
     spongebob chat --checkpoint CKPT [--tokenizer DIR] [--prompt TEXT] [--temperature 0 ...]
         (interactive with history, /clear and /quit; --prompt answers once and prints the answer)
@@ -19,8 +21,13 @@
     spongebob eval --checkpoint CKPT --file MY.jsonl --grader fact|number
     spongebob export hf|gguf --checkpoint CKPT [--tokenizer DIR] --out DIR|FILE.gguf [--dtype ...]
         (a Hugging Face LlamaForCausalLM folder, or a GGUF file for llama.cpp; book/hf_export.md)
-    Every --checkpoint takes our checkpoints and bare state dicts (the original's releases: the
-    config is inferred from the shapes, --n-heads defaults to 8, the inferred config is printed).
+
+Every --checkpoint takes our checkpoints and bare state dicts (the original's releases: the config
+is inferred from the shapes, --n-heads defaults to 8, the inferred config is printed). The seed
+presets need a 6400-token --tokenizer (never the course's). Every command that reads JSONL takes
+--skip-bad-lines and --max-bad-fraction (pipeline --preset seed skips by default; --strict).
+train, chat, eval and pipeline take --device (auto: CUDA, then MPS, then the CPU). A problem with
+the input is one line, ``spongebob: error: ...``, and exit status 2.
 
 Heavy imports happen inside each command, so `spongebob --help` is instant.
 
