@@ -22,16 +22,18 @@
 # 1. a streaming, validating reader for the four formats, whose errors name the file and line;
 # 2. `ChatEncoder`: a chat rendered to ids and a loss mask in one pass, where the mask covers
 #    exactly each assistant reply and its `</s>` (the original trains the wrong tokens: see why);
-# 3. `prepare`: pre-tokenisation of a JSONL file into a `uint16` memmap with constant memory;
+# 3. `prepare`: pre-tokenisation of a JSONL file into a `uint16` memmap with constant memory, on
+#    several cores when asked, tolerant of messy real data but never silent about it;
 # 4. `PackedLoader` and `ChatLoader`: packed pretraining windows (no padding) and right-padded chat
-#    batches, shuffled from a seed, resumable, and sharded across GPUs.
+#    batches grouped by length, shuffled from a seed, sharded across GPUs, and resumable on any
+#    number of them.
 #
 # ![Data: pretraining lines and chats are validated and streamed, encoded once by prepare into memory-mapped ids (and token kinds for chats), then batched by PackedLoader without padding or by ChatLoader, right-padded with the loss on the replies](../book/figures/data_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要
 # :class: zh-summary
-# 把四种 JSONL 格式变成各训练阶段所需的词元 id、损失掩码和批次：逐行流式读取并校验（出错时指明文件和行号），用 `ChatEncoder` 一次性得到对话的 id 和只覆盖助手回复（含 `</s>`）的损失掩码，并展示原项目掩码错位一位的问题；再把数据一次性预分词为 `uint16` 内存映射文件（内存占用不随文件增长），用序列打包代替填充，并提供可复现、可断点续训、可多卡分片的数据加载器。导出模块：`spongebob.data`。
+# 把四种 JSONL 格式变成各训练阶段所需的词元 id、损失掩码和批次：逐行流式读取并校验（出错时指明文件和行号），用 `ChatEncoder` 一次性得到对话的 id 和只覆盖助手回复（含 `</s>`）的损失掩码，并展示原项目掩码错位一位的问题；再把数据一次性预分词为 `uint16` 内存映射文件（内存占用不随文件增长；多余的键和坏行会被计数而不是悄悄丢弃；可按字节范围分给多个进程，结果与单进程逐字节相同），用序列打包代替填充、按长度分组减少对话批次的填充，并提供可复现、可多卡分片、可在不同卡数下断点续训的数据加载器。导出模块：`spongebob.data`。
 # :::
 
 # %% [markdown]
@@ -582,8 +584,8 @@ assert orig[first_answer] == 0 and kinds2[first_answer] == 1 and per_reply == [3
 # Does one token matter? The first token of a reply is the model's decision of *how to start*; a
 # model never trained on it starts replies by chance. And training the tokens after `</s>` asks
 # the model to predict the next user turn's `<s>`: after `</s>` generation has stopped, so that is
-# wasted, and it teaches nothing about the user. With short answers, the first tokens are a large
-# part of all the supervision; in the world's SFT chats:
+# wasted, and it teaches nothing about the user. How much of the supervision do the first tokens
+# carry? The shorter the replies, the more; in the world's SFT chats:
 
 # %%
 replies = trained = 0
@@ -905,8 +907,8 @@ def _run_ranges(job: dict, bounds: list[int], out: Path, files: dict) -> list[di
 # checked and encoded (pretraining documents become `<s> text </s>`, chats go through
 # `ChatEncoder`), and their counts are added up. Strict by default: the first bad line stops it,
 # naming the file and line. With `skip_bad_lines` the bad lines are counted and listed in
-# `meta.json`, and the run still stops when more than `max_bad_fraction` of the lines are bad (0.1 %
-# by default): a file that is mostly broken is a wrong file, not messy data.
+# `meta.json`, and the run still stops when more than `max_bad_fraction` of the lines are bad
+# (default `0.001`): a file that is mostly broken is a wrong file, not messy data.
 
 
 # %%
