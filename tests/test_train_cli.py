@@ -288,3 +288,24 @@ def test_tokenizer_train_skips_and_reports_bad_lines(tmp_path, capsys):
     assert (
         "skipped 1 bad line(s) of 2,001; first line 2001: not valid JSON" in capsys.readouterr().out
     )
+
+
+@pytest.mark.parametrize(
+    "prepared_at, preset, message",
+    [(2048, "tiny-long", "chats prepared at max_seq_len 2048, longer than the model's "
+                         "max_seq_len 1024; prepare the data again with --max-seq-len 1024"),
+     (512, "tiny-long", "chats prepared at max_seq_len 512, but this run trains at seq_len 1024; "
+                        "prepare the data again with --max-seq-len 1024")],
+)  # fmt: skip
+def test_a_folder_prepared_at_another_length_is_one_line(
+    world, pretrained, tmp_path, capsys, prepared_at, preset, message
+):
+    folder = tmp_path / "prepared"
+    assert cli.main(["data", "prepare", str(world / "sft_1024.jsonl"), "--max-seq-len",
+                     str(prepared_at), "--out", str(folder)]) == 0  # fmt: skip
+    capsys.readouterr()
+    rc = cli.main(["train", "sft", str(folder), "--init", str(pretrained), "--replay", "0",
+                   "--preset", preset, "--max-steps", "1", "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"spongebob: error: sft_1024.jsonl: {message}\n"
+    assert not (tmp_path / "run" / "last.pt").exists()
