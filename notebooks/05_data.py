@@ -131,7 +131,7 @@ import re
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -682,6 +682,19 @@ def _current_meta(folder: Path, key: dict) -> dict | None:
     return meta if ok else None
 
 
+def _replaced(folder: Path, key: dict) -> str | None:
+    """Why an earlier `prepare` of ``folder`` is not reused, in words (None: there was none)."""
+    try:
+        old = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    names = {"source_sha256": "the source file", "tokenizer_sha256": "the tokenizer"}
+    changed = [names.get(k, f"{k} {old.get(k)} -> {v}") for k, v in key.items() if old.get(k) != v]
+    if changed:
+        return ", ".join(changed) + " changed"
+    return "its files were incomplete" if "input_lines" in old else "an older version wrote it"
+
+
 def _encode_chunk(records: list[dict], kind: str, encoder: "ChatEncoder", max_seq_len: int):
     """``(ids uint16, kinds uint8 or None, lengths, stats)`` of one chunk of valid records.
 
@@ -936,6 +949,7 @@ def prepare(
     workers: int = 1,
     system_prompt: str | None = None,
     chunk: int = 4096,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Pre-tokenise a pretraining or chat JSONL file into ``out_dir``; returns ``meta.json``'s dict.
 
@@ -943,7 +957,9 @@ def prepare(
     for chats ``kinds.bin`` (uint8: `CONTEXT`/`TRAINED`/`TAG`), then ``meta.json``. Reuses the
     folder when its ``meta.json`` matches the source's sha256, the tokenizer and the settings.
     Chats are truncated to ``max_seq_len + 1`` tokens (counted; dropped if nothing trained is
-    left). Extra keys are counted (``meta["extra_keys"]``). A bad line raises ``FILE:LINE:
+    left). Extra keys are counted (``meta["extra_keys"]``). When an earlier preparation of the
+    folder is not reused, ``log`` (e.g. ``print``) gets one line saying why (``FOLDER: prepared
+    again (max_seq_len 512 -> 1024 changed)``). A bad line raises ``FILE:LINE:
     problem``; with ``skip_bad_lines`` it is counted and listed (``meta["bad_lines"]``), and more
     than ``max_bad_fraction`` of bad lines raises. ``workers`` processes encode byte ranges of the
     file (the same bytes as one). Memory holds ``chunk`` records per worker at a time.
@@ -967,6 +983,7 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     meta = current = _current_meta(out, key)
     if current is None:
+        replaced = _replaced(out, key)
         (out / META).unlink(missing_ok=True)  # the old files are no longer trusted
         meta = _prepare_files(source, tokenizer, out, key, workers, system_prompt, chunk)
     problem = _bad_fraction_problem(meta, max_bad_fraction) if skip_bad_lines else None
@@ -974,6 +991,8 @@ def prepare(
         raise ValueError(f"{source}: {problem}")
     if current is None:
         atomic_write_text(out / META, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+        if replaced and log is not None:
+            log(f"{out}: prepared again ({replaced})")
     return meta
 
 

@@ -280,11 +280,19 @@ def test_prepare_reuses_a_current_folder_and_redoes_a_stale_one(tok, world, tmp_
     assert (tmp_path / "o" / "ids.bin").stat().st_mtime_ns == stamp  # not rewritten
     with src.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"text": "one more line"}) + "\n")
-    second = prepare(src, tok, tmp_path / "o")
+    said = []
+    second = prepare(src, tok, tmp_path / "o", log=said.append)
     assert second["documents"] == first["documents"] + 1
     (tmp_path / "o" / "ids.bin").write_bytes(b"\0\0")  # damaged: no longer current
-    assert prepare(src, tok, tmp_path / "o") == second
+    assert prepare(src, tok, tmp_path / "o", log=said.append) == second
     assert len(PreparedData(tmp_path / "o").ids) == second["tokens"]
+    prepare(src, tok, tmp_path / "o", max_seq_len=1024, log=said.append)  # another length
+    prepare(src, tok, tmp_path / "o", max_seq_len=1024, log=said.append)  # reused: nothing said
+    assert said == [
+        f"{tmp_path / 'o'}: prepared again (the source file changed)",
+        f"{tmp_path / 'o'}: prepared again (its files were incomplete)",
+        f"{tmp_path / 'o'}: prepared again (max_seq_len 512 -> 1024 changed)",
+    ]
 
 
 def test_prepare_bad_lines_stop_or_are_listed_in_the_meta(tok, tmp_path):
