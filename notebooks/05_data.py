@@ -695,6 +695,15 @@ def _replaced(folder: Path, key: dict) -> str | None:
     return "its files were incomplete" if "input_lines" in old else "an older version wrote it"
 
 
+# %% [markdown]
+# One chunk of records becomes three arrays: the ids of all its documents one after the other, their
+# kinds (chats), and each document's length, from which the offsets follow. Lists of ids become
+# arrays in one call each, and the trained targets are counted per document with NumPy, never with
+# a Python loop over tokens:
+
+
+# %%
+#| export
 def _encode_chunk(records: list[dict], kind: str, encoder: "ChatEncoder", max_seq_len: int):
     """``(ids uint16, kinds uint8 or None, lengths, stats)`` of one chunk of valid records.
 
@@ -938,6 +947,8 @@ def _bad_fraction_problem(meta: dict, max_bad_fraction: float) -> str | None:
     )
 
 
+# %%
+#| export
 def prepare(
     source: str | Path,
     tokenizer: SpongeTokenizer,
@@ -996,6 +1007,14 @@ def prepare(
     return meta
 
 
+# %% [markdown]
+# The work for a folder that is not current: find the format, run the ranges, join them, and add up
+# the ranges' counts, their bad lines (renumbered: each range's line numbers start after the lines
+# of the ranges before it) and their extra keys:
+
+
+# %%
+#| export
 def _prepare_files(source, tokenizer, out, key, workers, system_prompt, chunk) -> dict:
     """The work of `prepare` for a folder that is not current: the files, then the meta."""
     hint = "(to skip and count bad lines, use --skip-bad-lines)"
@@ -1295,7 +1314,7 @@ assert useful["pretrain:\npad to 512"] < 0.25 and useful["SFT: pad to\nbatch lon
 
 # %%
 #| export
-class _Order:
+class _Layout:
     """Which items each batch holds. Defined in 05_data.
 
     Epoch ``e`` orders all items from ``(seed, e)`` (shuffled; with ``lengths``, grouped by length,
@@ -1352,6 +1371,23 @@ class _Order:
         rest = self.epoch_order()[self.start :]
         per_rank = len(rest) // self.group * self.batch_size
         return rest[self.rank :: self.world_size][:per_rank]
+
+
+# %% [markdown]
+# The position: `next_batch` takes this rank's next batch and moves on to the next epoch when too
+# few items are left for a global batch. A checkpoint saves the seed, the epoch and the global
+# `sample`, with the number of items as a check that the data is the same, and the world size and
+# batch size for the record. Loading a position sets the start of the layout to `sample`; the ranks
+# that load it, however many, read on from there. `epoch_group` keeps the current epoch's order as
+# it was built (a grouped order depends on the global batch it was cut for); the next epoch is
+# built for the new one.
+
+
+# %%
+#| export
+class _Order(_Layout):
+    """`_Layout` with a position: the next batch, and the global position to save and restore.
+    Defined in 05_data."""
 
     @property
     def sample(self) -> int:
@@ -1448,6 +1484,8 @@ def _pin_default(pin_memory: bool | None) -> bool:
     return torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
 
 
+# %%
+#| export
 class PackedLoader(_Loader):
     """Packed pretraining batches ``(x, y, None)``, each ``(batch_size, seq_len)`` int64.
 
@@ -1536,6 +1574,8 @@ def grouped_order(
     return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), order[n:]])
 
 
+# %%
+#| export
 class ChatLoader(_Loader):
     """Right-padded chat batches ``(x, y, w)``: ``x``, ``y`` ``(B, L)`` int64 with ``L`` the
     longest conversation of the batch minus one (rounded up to ``pad_multiple``); ``y = -100`` on

@@ -697,7 +697,7 @@ def check_prepared_length(data, seq_len: int, max_seq_len: int) -> None:
         )
 
 
-class _Order:
+class _Layout:
     """Which items each batch holds. Defined in 05_data.
 
     Epoch ``e`` orders all items from ``(seed, e)`` (shuffled; with ``lengths``, grouped by length,
@@ -754,6 +754,11 @@ class _Order:
         rest = self.epoch_order()[self.start :]
         per_rank = len(rest) // self.group * self.batch_size
         return rest[self.rank :: self.world_size][:per_rank]
+
+
+class _Order(_Layout):
+    """`_Layout` with a position: the next batch, and the global position to save and restore.
+    Defined in 05_data."""
 
     @property
     def sample(self) -> int:
