@@ -49,13 +49,14 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(data="embedded", vocab_size=2048, model="tiny", tokenizer_lines=None,
                  skip_bad_lines=False, pretrain=("tiny", dict(eval_every=150)), sft="tiny",
                  sft_long="tiny-long", distill="tiny", distill_init="sft", evaluate=True),
-    "seed": dict(data="download", vocab_size=6400, model="seed", tokenizer_lines=500_000,
+    "seed": dict(data="download", vocab_size=6400, model="seed", tokenizer_lines=200_000,
                  skip_bad_lines=True, pretrain=("seed", {}), sft="seed", sft_long="seed-long",
                  distill="seed", distill_init="sft-long", evaluate=False),
 }  # fmt: skip
-# tokenizer_lines: the tokenizer of the seed preset is trained on the first 500,000 lines of
-# pretrain.jsonl (about a third of its 1.4 M lines: BPE on all 1.6 GB costs 10-30 min and tens
-# of GB of memory for merges that hardly change); skip_bad_lines: real data is skipped and
+# tokenizer_lines: the tokenizer of the seed preset is trained on the first 200,000 lines of
+# pretrain.jsonl (about a seventh of its 1.4 M lines, ~230 MB: BPE's memory grows with the text,
+# about 75 MB per MB of Chinese in bench/bench_tokenizer_sample.py, so all 1.6 GB would need over
+# 100 GB); skip_bad_lines: real data is skipped and
 # counted (stopping above max_bad_fraction), the embedded world is strict; distill_init: the
 # original distils its long-SFT model (SFT_1024), chapter 08 the SFT model of the embedded world.
 

@@ -124,7 +124,7 @@ def test_seed_plan_and_caps(home, tmp_path):
 def test_seed_skips_bad_lines_samples_its_tokenizer_and_distils_the_long_model(home, tmp_path):
     plan = build_plan("seed", tmp_path)
     assert plan.skip_bad_lines and plan.max_bad_fraction == 0.001
-    assert plan.tokenizer_lines == 500_000 and plan.tokenizer is None
+    assert plan.tokenizer_lines == 200_000 and plan.tokenizer is None
     # the original distils its long-SFT model (SFT_1024.pth); chapter 08 distils the SFT model
     assert {s.name: s.init for s in plan.stages if s.init} == {**INIT, "distill": "sft-long"}
     assert all(s.cfg.compile for s in plan.stages)  # the seed presets compile
@@ -159,7 +159,7 @@ def test_seed_dry_run_shows_the_bad_line_policy(home, tmp_path, flags, shown):
                             "--device", "cpu", *flags)  # fmt: skip
     assert rc == 0
     assert f"bad JSONL lines: {shown}; device cpu" in stdout
-    assert "the first 500,000 lines of pretrain.jsonl" in stdout
+    assert "the first 200,000 lines of pretrain.jsonl" in stdout
     assert "distill    r1_1024.jsonl, from sft-long" in stdout
 
 
