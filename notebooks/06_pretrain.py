@@ -13,12 +13,13 @@
 # AdamW, a warmup and cosine schedule, token-normalised gradient accumulation, bf16, clipping,
 # checkpoints that resume exactly, and data-parallel training, then run it for real.**
 #
-# Runs in about 5 minutes on a laptop CPU (4 of them are the real pretraining run of section 11).
+# Runs in about 6 minutes on a laptop CPU (5 of them are the real pretraining run of section 12).
 # Prerequisites: [04 · The model](04_model.ipynb) (the model, `lm_loss`, FLOP counts, safe
 # loading, `generate`) and [05 · Data](05_data.ipynb) (prepared token streams and the packed
 # loader).
 #
-# What you will build:
+# What you will build, starting from a fifteen-line loop that trains in the first screen and
+# growing it one idea at a time (each step marked `# New:` and checked against the step before):
 #
 # 1. AdamW with parameter groups (no weight decay on norms and embeddings) and a warmup + cosine
 #    learning-rate schedule that, unlike the original's, starts at zero;
@@ -27,14 +28,14 @@
 # 3. the precision policy (bf16 without a GradScaler, fp16 with one), clipping, MFU;
 # 4. atomic checkpoints that resume bit-identically, and `--init` to chain stages;
 # 5. `train`, one loop for pretraining, SFT and distillation, on one CPU or many GPUs (DDP); and a
-#    real 4-minute pretraining run whose completions of held-out facts we grade.
+#    real 5-minute pretraining run whose completions of held-out facts we grade.
 #
 # ![The training loop: micro-batches from the loader, forward and loss under autocast, each loss scaled by its share of the step's trained tokens N, backward, clipping, an AdamW step on the schedule, then logging, validation and checkpoints; the next step follows](../book/figures/train_overview.svg)
 
 # %% [markdown]
 # :::{admonition} 中文摘要
 # :class: zh-summary
-# 编写把随机初始化的模型训练成“记住比奇堡事实”的训练循环：带参数分组的 AdamW、从零开始的预热加余弦学习率调度（原项目从 1.1 倍学习率开始）、按词元数归一化的梯度累积、bf16 混合精度（为什么不需要 GradScaler）、梯度裁剪、模型算力利用率（MFU）、可逐位复现续训的原子检查点，以及多卡数据并行（DDP）；最后在 CPU 上真正预训练几分钟，并评测模型补全未见事实的准确率。导出模块：`spongebob.train`、`spongebob.checkpoint`。
+# 编写把随机初始化的模型训练成“记住比奇堡事实”的训练循环：带参数分组的 AdamW、从零开始的预热加余弦学习率调度（原项目从 1.1 倍学习率开始）、按词元数归一化的梯度累积、bf16 混合精度（为什么不需要 GradScaler）、梯度裁剪、模型算力利用率（MFU）、可逐位复现续训的原子检查点，以及多卡数据并行（DDP）；最后在 CPU 上真正预训练几分钟，并评测模型补全训练文本中事实的准确率（事实都在训练文本里，留出的只是提示）。导出模块：`spongebob.train`、`spongebob.pretrain`、`spongebob.checkpoint`。
 # :::
 
 # %% [markdown]
@@ -48,6 +49,8 @@
 #| default_exp train
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -72,6 +75,86 @@ seed_everything(1337)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__, "| threads", torch.get_num_threads())
+
+# %% [markdown]
+# We train on the embedded world's `pretrain.jsonl`, tokenised once by chapter 05's `prepare` into
+# a `uint16` stream of 260 k tokens, and cut into packed windows by its `PackedLoader`.
+
+# %%
+tok = course_tokenizer()
+data_dir = artifacts_dir("runs", "pretrain-tiny", "data")
+meta = prepare(sample_dir(0) / "pretrain.jsonl", tok, data_dir)
+data = PreparedData(data_dir)
+print(f"{meta['documents']:,} documents, {meta['tokens']:,} tokens, vocab {tok.vocab_size}")
+loader = PackedLoader(data, seq_len=64, batch_size=4, seed=0)
+x, y, w = next(iter(loader))
+print("x", tuple(x.shape), "y", tuple(y.shape), "w", w)
+assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one: the next token
+
+# %% [markdown]
+# ## 1. The objective: next-token cross-entropy
+#
+# Pretraining minimises the average surprise of the next token:
+# $\mathcal{L} = -\frac{1}{N}\sum_{t} \log p_\theta(y_t \mid x_{\le t})$ over the $N$ trained
+# positions (`y != -100`). Chapter 04 wrote it as `lm_loss`. A freshly initialised model spreads
+# its probability evenly, so its loss should be about $\ln V = \ln 2048 \approx 7.62$: a check that
+# initialisation is sane before spending any compute.
+
+# %%
+tiny = ModelConfig.preset("tiny", vocab_size=tok.vocab_size)
+torch.manual_seed(1337)
+model = SpongeBob(tiny)
+with torch.no_grad():
+    loss0 = model(x, y).loss.item()
+print(f"initial loss {loss0:.3f} vs ln V = {math.log(tok.vocab_size):.3f}")
+assert abs(loss0 - math.log(tok.vocab_size)) < 0.3
+
+# %% [markdown]
+# ## 2. A first training loop
+#
+# The whole idea fits in fifteen lines: draw a batch, compute the loss, back-propagate, let the
+# optimizer (AdamW, section 3) move every weight a little against its gradient, repeat. A
+# constant learning rate, one batch per step, nothing else. A hundred steps of 8 windows of 128
+# tokens take seconds; watch the loss leave $\ln V$.
+
+
+# %%
+def train_v1(model, loader, steps=100, lr=3e-3):
+    """The bare loop: AdamW at a constant learning rate, one batch per step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    batches, losses = iter(loader), []
+    for _ in range(steps):
+        x, y, _ = next(batches)
+        loss = model(x, y).loss  # mean cross-entropy of the next token
+        loss.backward()  # d loss / d weight, into every p.grad
+        opt.step()  # move each weight against its gradient
+        opt.zero_grad(set_to_none=True)  # gradients would otherwise add up
+        losses.append(loss.item())
+    return losses
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+first_loader = PackedLoader(data, seq_len=128, batch_size=8, seed=0)
+torch.manual_seed(1337)
+losses_v1 = train_v1(SpongeBob(tiny), first_loader)
+print(f"loss at step 1: {losses_v1[0]:.2f}, at step 100: {losses_v1[-1]:.2f}")
+fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
+ax.plot(range(1, 101), losses_v1, lw=1, label="training loss")
+ax.axhline(math.log(tok.vocab_size), color="grey", ls=":", label="ln V (uniform guess)")
+ax.set(xlabel="step", ylabel="loss (nats per token)", title="The first loop: 100 steps")
+ax.legend()
+plt.show()
+assert losses_v1[0] > 7.0 and sum(losses_v1[-10:]) / 10 < 5.5  # it learns
+
+# %% [markdown]
+# That is training. The rest of the chapter makes this loop *good*, one idea at a time: which
+# weights AdamW should decay, a learning rate that warms up and cools down, batches larger than
+# memory, 16-bit arithmetic, a guard against exploding gradients, checkpoints, several GPUs. Each
+# version repeats the loop with the new lines marked `# New:`, and checks that with the new
+# feature switched off it still computes exactly what the previous version did.
+#
+# The finished pieces go into the package, `spongebob.train`; its docstring says what it promises.
 
 # %% [markdown]
 # The module's docstring and imports: what `spongebob.train` promises, in one place.
@@ -120,39 +203,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from spongebob.model import IGNORE_INDEX, RMSNorm, flops_per_token
-
-# %% [markdown]
-# We train on the embedded world's `pretrain.jsonl`, tokenised once by chapter 05's `prepare` into
-# a `uint16` stream of 260 k tokens, and cut into packed windows by its `PackedLoader`.
-
-# %%
-tok = course_tokenizer()
-data_dir = artifacts_dir("runs", "pretrain-tiny", "data")
-meta = prepare(sample_dir(0) / "pretrain.jsonl", tok, data_dir)
-data = PreparedData(data_dir)
-print(f"{meta['documents']:,} documents, {meta['tokens']:,} tokens, vocab {tok.vocab_size}")
-loader = PackedLoader(data, seq_len=64, batch_size=4, seed=0)
-x, y, w = next(iter(loader))
-print("x", tuple(x.shape), "y", tuple(y.shape), "w", w)
-assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one: the next token
-
-# %% [markdown]
-# ## 1. The objective: next-token cross-entropy
-#
-# Pretraining minimises the average surprise of the next token:
-# $\mathcal{L} = -\frac{1}{N}\sum_{t} \log p_\theta(y_t \mid x_{\le t})$ over the $N$ trained
-# positions (`y != -100`). Chapter 04 wrote it as `lm_loss`. A freshly initialised model spreads
-# its probability evenly, so its loss should be about $\ln V = \ln 2048 \approx 7.62$: a check that
-# initialisation is sane before spending any compute.
-
-# %%
-tiny = ModelConfig.preset("tiny", vocab_size=tok.vocab_size)
-torch.manual_seed(1337)
-model = SpongeBob(tiny)
-with torch.no_grad():
-    loss0 = model(x, y).loss.item()
-print(f"initial loss {loss0:.3f} vs ln V = {math.log(tok.vocab_size):.3f}")
-assert abs(loss0 - math.log(tok.vocab_size)) < 0.3
 
 # %% [markdown]
 # ## 3. AdamW and its parameter groups
@@ -276,6 +326,49 @@ print(f"step 0: ours {sched(0):.2e}, original {original_lr(0, 900, 3e-3):.2e} (1
 assert sched(0) == 0 and sched(30) == 3e-3 and abs(sched(900) - 3e-4) < 1e-12
 
 # %% [markdown]
+# **The loop, step 2.** AdamW gets its parameter groups, and every step sets the learning rate
+# from the schedule. With no decay and a flat schedule it must be the first loop exactly.
+
+
+# %%
+def train_v2(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None):
+    """Step 2: AdamW with parameter groups; the learning rate of each step from a schedule."""
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))  # New
+    schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)  # New
+    batches, losses = iter(loader), []
+    for step in range(steps):
+        for group in opt.param_groups:  # New: this step's learning rate
+            group["lr"] = schedule(step)
+        x, y, _ = next(batches)
+        loss = model(x, y).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+# %%
+def fresh(seed: int = 1337):
+    torch.manual_seed(seed)
+    return SpongeBob(tiny)
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def small_loader(batch_size: int = 4):
+    return PackedLoader(data, seq_len=64, batch_size=batch_size, seed=0)
+
+
+m1, m2 = fresh(), fresh()
+train_v1(m1, small_loader(), steps=8)
+train_v2(m2, small_loader(), steps=8, weight_decay=0.0, schedule=WarmupCosine(3e-3, 0, None))
+print("step 2, no decay, flat schedule == step 1:", same_weights(m1, m2))
+assert same_weights(m1, m2)
+
+# %% [markdown]
 # ## 5. Gradient accumulation, normalised by tokens
 #
 # A GPU holds a limited batch; to train with a larger one, run several *micro-batches*, add their
@@ -391,6 +484,40 @@ print("largest difference below 1e-6:", (one - four).abs().max().item() < 1e-6)
 torch.testing.assert_close(four, one, rtol=1e-4, atol=1e-6)
 
 # %% [markdown]
+# **The loop, step 3.** Each optimizer step draws `accum` micro-batches and back-propagates them
+# with `accumulate_gradients`. With one micro-batch the share of each is exactly 1: step 2 again.
+# With two half-batches, the same four windows per step give the same losses as one batch of four.
+
+
+# %%
+def train_v3(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None, accum=1):
+    """Step 3: ``accum`` micro-batches per optimizer step, token-normalised."""
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)
+    batches, losses = iter(loader), []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        micro = [next(batches) for _ in range(accum)]  # New: the step's micro-batches
+        loss, _ = accumulate_gradients(model, micro)  # New: backward of sum(w * ce) / N
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+# %%
+m2, m3 = fresh(), fresh()
+train_v2(m2, small_loader(), steps=8)
+train_v3(m3, small_loader(), steps=8)
+whole = train_v3(fresh(), small_loader(4), steps=3)
+halves = train_v3(fresh(), small_loader(2), steps=3, accum=2)
+gap = max(abs(a - b) for a, b in zip(whole, halves))
+print("step 3, one micro-batch == step 2:", same_weights(m2, m3))
+print("one batch of 4 vs 2 x 2 accumulated, losses within 1e-4:", gap < 1e-4)
+assert same_weights(m2, m3) and gap < 1e-4
+
+# %% [markdown]
 # ## 6. Precision: bf16 autocast, and why no GradScaler
 #
 # On a GPU, matrix products in 16-bit floats run several times faster than in fp32. Two 16-bit
@@ -432,6 +559,45 @@ print("CPU auto:", precision("auto", cpu), "| fp16:", precision("fp16", cpu))
 assert grad.to(torch.float16)[2] == 0 and grad.to(torch.bfloat16)[3] != 0
 
 # %% [markdown]
+# **The loop, step 4.** The forward pass and the loss run under autocast in `amp` (bf16 on a GPU;
+# the CPU has a bf16 autocast too, slower than fp32 on most laptops, but it shows the numbers).
+# Without `amp` it is step 3; in bf16 the losses stay within a few hundredths of fp32.
+
+
+# %%
+def train_v4(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None, accum=1,
+             amp=None):  # fmt: skip
+    """Step 4: the forward pass under autocast in ``amp``; weights and AdamW stay fp32."""
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)
+    kind = next(model.parameters()).device.type  # New: autocast on the model's device
+
+    def autocast():  # New
+        return torch.autocast(kind, dtype=amp, enabled=amp is not None)
+
+    batches, losses = iter(loader), []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        micro = [next(batches) for _ in range(accum)]
+        loss, _ = accumulate_gradients(model, micro, autocast=autocast)  # New: autocast
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+# %%
+m3, m4 = fresh(), fresh()
+fp32 = train_v3(m3, small_loader(), steps=6)
+train_v4(m4, small_loader(), steps=6)
+bf16 = train_v4(fresh(), small_loader(), steps=6, amp=torch.bfloat16)
+gap = max(abs(a - b) for a, b in zip(fp32, bf16))
+print("step 4 without autocast == step 3:", same_weights(m3, m4))
+print("bf16 losses within 0.05 of fp32 over 6 steps:", gap < 0.05)
+assert same_weights(m3, m4) and gap < 0.05
+
+# %% [markdown]
 # ## 7. Clipping, throughput and MFU
 #
 # **Clipping.** A rare batch can produce a gradient many times larger than usual; one such step can
@@ -441,9 +607,13 @@ assert grad.to(torch.float16)[2] == 0 and grad.to(torch.bfloat16)[3] != 0
 #
 # **MFU.** Chapter 04 counted the FLOPs of a trained token: about $6N + 12\,n_\text{layers}\,C\,T$.
 # Multiply by the measured tokens per second and divide by the GPU's peak to get the *model FLOPs
-# utilisation*: the share of the hardware that does useful arithmetic (40-50 % is good for a model
-# this small). The peak comes from a table of data-sheet values (dense bf16); on a CPU or an unknown
-# GPU the bar shows no MFU rather than a wrong one.
+# utilisation*: the share of the hardware that does useful arithmetic. Large models reach 40-50 %;
+# a model as small as ours (d = 512, 8 layers) spends a larger share of each step on
+# memory-bound work (norms, RoPE, the softmax, the optimizer) and on kernel launches, so expect
+# roughly **10-25 %** on one H100, compiled. That range is an estimate: no GPU run of this code
+# has measured it yet (`bench/gpu_check.sh` will, see `docs/benchmarks.md`). The peak comes from a
+# table of data-sheet values (dense bf16); on a CPU or an unknown GPU the log shows no MFU rather
+# than a wrong one.
 
 # %%
 #| export
@@ -478,12 +648,50 @@ def peak_flops(device: torch.device) -> float | None:
 # %%
 fpt = flops_per_token(ModelConfig.preset("seed"), 512)
 print(f"seed model at T=512: {fpt / 1e6:.0f} MFLOP per trained token")
-for tokens_per_s in (0.5e6, 1e6, 2e6):
+for tokens_per_s in (0.5e6, 1e6, 1.5e6):
     print(
         f"  {tokens_per_s / 1e6:.1f} M tokens/s on an H100 -> "
         f"MFU {fpt * tokens_per_s / PEAK_FLOPS['H100']:.0%}"
     )
 assert peak_flops(torch.device("cpu")) is None
+
+# %% [markdown]
+# **The loop, step 5.** Clip the gradient's global norm before each AdamW step, and keep the norm
+# (before clipping) for the log. An infinite threshold clips nothing: step 4 again. In the first
+# steps of a fresh model the norm is above 1, so clipping at 1.0 does act.
+
+
+# %%
+def train_v5(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None, accum=1,
+             amp=None, clip=1.0):  # fmt: skip
+    """Step 5: clip the global gradient norm at ``clip``; returns the losses and the norms."""
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)
+    kind = next(model.parameters()).device.type
+
+    def autocast():
+        return torch.autocast(kind, dtype=amp, enabled=amp is not None)
+
+    batches, losses, norms = iter(loader), [], []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        micro = [next(batches) for _ in range(accum)]
+        loss, _ = accumulate_gradients(model, micro, autocast=autocast)
+        norms.append(nn.utils.clip_grad_norm_(model.parameters(), clip).item())  # New
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, norms
+
+
+# %%
+m4, m5 = fresh(), fresh()
+train_v4(m4, small_loader(), steps=6)
+_, norms = train_v5(m5, small_loader(), steps=6, clip=math.inf)
+print("step 5 with clip = inf == step 4:", same_weights(m4, m5))
+print("gradient norms of the first steps, before clipping:", [round(n, 1) for n in norms[:3]])
+assert same_weights(m4, m5) and max(norms) > 1.0
 
 # %% [markdown]
 # ## 8. Logging and validation
@@ -493,7 +701,10 @@ assert peak_flops(torch.device("cpu")) is None
 # receive the same records (`tracker="wandb"`): they are imported only when asked for, and a missing
 # package is an error that says what to install, never a silent no-op (the original could not turn
 # wandb *off*). A validation loss on held-out windows, every `eval_every` steps, is the honest
-# number: the training loss of packed text can drop by memorising.
+# number: the training loss of packed text can drop by memorising. On screen, rank 0 shows a
+# progress bar in a terminal or a notebook; when its output goes to a file (`nohup`, a job
+# scheduler, `torchrun ... > log`) it prints one plain line per log interval instead, because a
+# bar's redraws would fill the log with thousands of carriage returns.
 
 
 # %%
@@ -720,36 +931,48 @@ def resume_training(
 
 
 # %% [markdown]
-# A resume is exact when nothing that decides a step is forgotten. Check it on a small run: 12
-# steps straight, versus 6 steps, a checkpoint, a *new* model, optimizer and loader (as after a
-# crash), and 6 more.
+# **The loop, step 6.** Stop after `stop` steps with a checkpoint of everything that decides the
+# next step, or continue from one. A resume is exact when nothing that decides a step is
+# forgotten: 12 steps straight, versus 6 steps, a checkpoint, a *new* model, optimizer and loader
+# (as after a crash), and 6 more, must end with the same weights, bit for bit.
 
 
 # %%
-def short_run(stop: int, resume_from=None):
-    torch.manual_seed(1337)
-    m = SpongeBob(tiny)
-    cfg = TrainConfig(max_steps=12, warmup_steps=3, batch_size=4, seq_len=32)
-    opt, sch = make_optimizer(m, cfg), WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.max_steps)
-    ld = PackedLoader(data, cfg.seq_len, cfg.batch_size, seed=1)
-    step = resume_training(resume_from, m, opt, sch, loader=ld)["step"] if resume_from else 0
-    batches = iter(ld)
-    for s in range(step, stop):
-        for g in opt.param_groups:
-            g["lr"] = sch(s)
-        accumulate_gradients(m, [next(batches)])
+def train_v6(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None, accum=1,
+             amp=None, clip=1.0, stop=None, resume_from=None):  # fmt: skip
+    """Step 6: run to ``stop`` (default ``steps``) and return a checkpoint, or resume one."""
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)
+    kind = next(model.parameters()).device.type
+
+    def autocast():
+        return torch.autocast(kind, dtype=amp, enabled=amp is not None)
+
+    start = 0
+    if resume_from is not None:  # New: weights, AdamW, schedule, RNGs, data position
+        start = resume_training(resume_from, model, opt, schedule, loader=loader)["step"]
+    batches = iter(loader)
+    for step in range(start, stop or steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        micro = [next(batches) for _ in range(accum)]
+        accumulate_gradients(model, micro, autocast=autocast)
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        opt.zero_grad()
-    return m, training_state(m, opt, sch, step=stop, data=ld.state_dict())
+        opt.zero_grad(set_to_none=True)
+    return training_state(model, opt, schedule, step=stop or steps, data=loader.state_dict())  # New
 
 
-straight, _ = short_run(12)
-_, state = short_run(6)
+# %%
+flat_then_down = WarmupCosine(3e-3, warmup_steps=3, total_steps=12)
+straight = fresh()
+train_v6(straight, small_loader(), steps=12, schedule=flat_then_down)
+state = train_v6(fresh(), small_loader(), steps=12, stop=6, schedule=flat_then_down)
 path = save_checkpoint(artifacts_dir("runs", "resume-demo") / "last.pt", state)
-resumed, _ = short_run(12, resume_from=path)
-same = all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
-print("bit-identical after resume:", same)
-assert same
+resumed = fresh(seed=7)  # another initialisation: the checkpoint must overwrite it all
+train_v6(resumed, small_loader(), steps=12, resume_from=path, schedule=WarmupCosine(0, 0, None))
+print("bit-identical after resume:", same_weights(straight, resumed))
+assert same_weights(straight, resumed)
 
 # %% [markdown]
 # Stages chain explicitly: SFT starts from the pretrained weights with `init=` (`--init CKPT`),
@@ -771,6 +994,47 @@ except CheckpointError as e:
 # 16 × 256 tokens, 30 warmup steps, 900 steps, measured in section 11) and `seed` (the original's
 # recipe: lr 5e-4, batch 32 × accumulation 8, T = 512, clip 1.0, seed 1337, bf16 on CUDA, one epoch).
 # The command line (`spongebob train pretrain --preset tiny`) takes every default from a preset.
+
+
+# %%
+#| export
+# The named recipes of `TrainConfig.preset`: fields that differ from the defaults.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
+    "tiny": {},
+    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
+    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
+    "seed": dict(
+        lr=5e-4,
+        batch_size=32,
+        grad_accum=8,
+        seq_len=512,
+        warmup_steps=100,
+        max_steps=None,
+        log_every=20,
+        eval_every=500,
+        save_every=500,
+        compile=True,
+    ),
+}
+
+
+def _config_problems(cfg) -> list[str]:
+    """What is wrong with a ``TrainConfig``'s values (empty when nothing is)."""
+    bad = [
+        f"{k} must be >= 1"
+        for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
+        if getattr(cfg, k) < 1
+    ]
+    if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {cfg.dtype!r}")
+    if cfg.tracker not in ("none", "wandb", "swanlab"):
+        bad.append(f"tracker must be none, wandb or swanlab, got {cfg.tracker!r}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        bad.append(f"max_steps must be >= 1 or None, got {cfg.max_steps}")
+    if not 0 <= cfg.min_lr_ratio <= 1 or cfg.lr <= 0 or cfg.warmup_steps < 0:
+        bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+    return bad
 
 
 # %%
@@ -812,19 +1076,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # a list after a JSON or checkpoint round trip
-        bad = [
-            f"{k} must be >= 1"
-            for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
-            if getattr(self, k) < 1
-        ]
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
-        if self.tracker not in ("none", "wandb", "swanlab"):
-            bad.append(f"tracker must be none, wandb or swanlab, got {self.tracker!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            bad.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup_steps < 0:
-            bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        bad = _config_problems(self)
         if bad:
             raise ValueError("invalid TrainConfig: " + "; ".join(bad))
 
@@ -847,26 +1099,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}")
         return cls(**d)
-
-
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
-    "tiny": {},
-    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
-    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
-    "seed": dict(
-        lr=5e-4,
-        batch_size=32,
-        grad_accum=8,
-        seq_len=512,
-        warmup_steps=100,
-        max_steps=None,
-        log_every=20,
-        eval_every=500,
-        save_every=500,
-        compile=True,
-    ),
-}
 
 
 # %%
@@ -1139,6 +1371,8 @@ class _Run:
             self.schedule.total_steps = _agree(total, self.world, self.device)
 
 
+# %%
+#| export
 def _start(run: _Run, model: nn.Module, loader: Iterable, resume, init, ckpt) -> None:
     """Resume ``run`` from a checkpoint (exactly), or load ``init``'s weights (strictly)."""
     from spongebob.checkpoint import load_checkpoint, resume_training
@@ -1291,6 +1525,40 @@ def _save(
 
 # %%
 #| export
+def _step(run: _Run, net: nn.Module, model: nn.Module, batches: Prefetch):
+    """One optimizer step; returns ``(lr, loss, grad norm, tokens)``, loss and norm on the device.
+
+    The lr of the schedule, the step's micro-batches (their counts copied once, without waiting),
+    the token-normalised backward, unscaling (fp16 only), clipping, the AdamW step."""
+    lr = run.schedule(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    micro, counts, run.data = next(batches)
+    counts = counts.to(run.device, non_blocking=True)
+    loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
+                                   counts=counts)  # fmt: skip
+    run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
+    clip = run.cfg.clip if run.cfg.clip > 0 else math.inf
+    norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return lr, loss, norm, sum(x.numel() for x, _, _ in micro)
+
+
+def _validate(net: nn.Module, val_batches: list, log: _Logger, store: list) -> None:
+    """The validation loss on ``val_batches``, logged; its time is left out of tokens/s."""
+    if val_batches:
+        t = time.perf_counter()
+        loss = evaluate_loss(net, val_batches, log.run.autocast)
+        log.emit({"step": log.run.step, "val_loss": loss}, store)
+        net.train()
+        log.t += time.perf_counter() - t
+
+
+# %%
+#| export
 def train(
     model: nn.Module,
     loader: Iterable,
@@ -1306,15 +1574,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (already on its device) on ``loader``'s batches. Defined in 06_pretrain.
 
-    ``out_dir`` receives ``last.pt`` (every ``save_every`` steps and at the end, atomically) and
-    ``metrics.jsonl``. ``resume=True`` continues from ``out_dir/last.pt`` (or a given path)
-    exactly where it stopped (bit-identical with the same ``cfg``; a larger ``max_steps`` extends
-    the schedule); ``init`` loads another stage's weights strictly (new optimizer and
-    schedule) and is ignored when resuming. ``extra`` adds plain entries to every checkpoint
-    (e.g. the tokenizer fingerprint). Under ``torchrun`` (see ``setup_distributed``) the model is
-    wrapped in DDP (``wrap_model``); rank 0 logs and saves. The step never waits for the device:
-    batches come from a background thread (``Prefetch``), and only log, validation and save
-    steps copy numbers back.
+    ``out_dir`` gets ``last.pt`` (every ``save_every`` steps and at the end, atomically) and
+    ``metrics.jsonl``. ``resume`` (True or a path) continues a run exactly; ``init`` loads another
+    stage's weights strictly; ``extra`` adds entries to every checkpoint. Under ``torchrun`` see
+    ``wrap_model``; rank 0 logs and saves. Only log, validation and save steps wait for the device.
     """
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "last.pt" if out is not None else None
@@ -1325,45 +1588,27 @@ def train(
     log = _Logger(run, model, out, append=bool(resume), progress=progress, on_log=on_log)
     history, val_history, saved = [], [], None
 
-    def validate() -> None:
-        if val_batches:
-            loss = evaluate_loss(net, val_batches, run.autocast)
-            log.emit({"step": run.step, "val_loss": loss}, val_history)
-            net.train()
-
     batches = Prefetch(loader, cfg.grad_accum, pin=run.device.type == "cuda")
     net.train()
     try:
         while not run.done():
-            lr = run.schedule(run.step)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
-            micro, counts, run.data = next(batches)
-            counts = counts.to(run.device, non_blocking=True)  # one copy, no wait
-            loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
-                                           counts=counts)  # fmt: skip
-            run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
-            norm = nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.clip if cfg.clip > 0 else math.inf
-            )
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            run.optimizer.zero_grad(set_to_none=True)
-            run.step += 1
-            log.add(loss, sum(x.numel() for x, _, _ in micro))
+            lr, loss, norm, tokens = _step(run, net, model, batches)
+            log.add(loss, tokens)
             run.fix_length()
             if run.step % cfg.log_every == 0 or run.step == run.schedule.total_steps:
                 _log_window(log, lr, norm, history)
             if cfg.eval_every and run.step % cfg.eval_every == 0:
-                validate()
+                _validate(net, val_batches, log, val_history)
             if cfg.save_every and run.step % cfg.save_every == 0:
+                t = time.perf_counter()
                 saved = _save(run, model, log, ckpt, extra or {})
+                log.t += time.perf_counter() - t  # tokens/s counts training time only
     finally:
         batches.close()
     if log.steps:
         _log_window(log, lr, norm, history)  # a time budget ended between two log steps
     if not (val_history and val_history[-1]["step"] == run.step):
-        validate()
+        _validate(net, val_batches, log, val_history)
     if ckpt is not None and not (saved and cfg.save_every and run.step % cfg.save_every == 0):
         saved = _save(run, model, log, ckpt, extra or {})
     log.close()
@@ -1383,6 +1628,19 @@ def _agree(value: int, world: int, device: torch.device) -> int:
     dist.broadcast(t, 0)
     return int(t.item())
 
+
+# %% [markdown]
+# `train` is step 6 of our loop plus what a real run needs around it: the time budget, logging and
+# validation, the background batches, DDP. On one process, with the same settings, it must
+# train exactly as step 6 did, bit for bit.
+
+# %%
+m6, m_train = fresh(), fresh()
+train_v6(m6, small_loader(), steps=8)
+same_cfg = TrainConfig(lr=3e-3, warmup_steps=30, max_steps=8, batch_size=4, seq_len=64)
+train(m_train, small_loader(), same_cfg, progress=False)
+print("train() == step 6 of the loop:", same_weights(m6, m_train))
+assert same_weights(m6, m_train)
 
 # %% [markdown]
 # ## 12. A real pretraining run
@@ -1454,6 +1712,8 @@ def open_pretraining_data(
     return data
 
 
+# %%
+#| export: pretrain
 # Bump when what a pretraining run learns changes without its TrainConfig changing (the data
 # order, the loss, the loop), so that `pretrained_checkpoint` retrains instead of reusing.
 PRETRAIN_RECIPE = "packed-shifted-cuts-v2"
@@ -1506,6 +1766,8 @@ def pretrain(
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
+# %%
+#| export: pretrain
 def pretrained_checkpoint(
     source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig | None = None, **kw: Any
 ) -> Path:
@@ -1562,7 +1824,9 @@ for p, c in zip(prompts, complete(SpongeBob(tiny), tok, prompts)):
 # it, or, when the artifact folder already holds a finished run of exactly this recipe (same data,
 # tokenizer, configuration and code version), reuses it: running the chapter again costs seconds,
 # and chapter 07 starts from the same model. Delete the folder to train again. Either way the
-# log below is read back from the run's `metrics.jsonl`.
+# log below is read back from the run's `metrics.jsonl`. Its speed is a median over the 10-step
+# log windows: on a shared machine one window can be several times slower than the others while
+# another process holds the cores, so the slowest and fastest are printed next to it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -1577,8 +1841,10 @@ history = [r for r in records if "loss" in r]
 val_history = [r for r in records if "val_loss" in r]
 for r in history:
     if r["step"] % 150 == 0:
-        print(f"step {r['step']:4d}  loss {r['loss']:.3f}  lr {r['lr']:.2e}  "
-              f"{r['tok_s']:,.0f} tokens/s")  # fmt: skip
+        print(f"step {r['step']:4d}  loss {r['loss']:.3f}  lr {r['lr']:.2e}")
+speeds = sorted(r["tok_s"] for r in history)
+print(f"speed: median {speeds[len(speeds) // 2]:,.0f} tokens/s over {len(speeds)} windows of "
+      f"10 steps; slowest {speeds[0]:,.0f}, fastest {speeds[-1]:,.0f}")  # fmt: skip
 final_val = val_history[-1]["val_loss"]
 print(f"final validation loss {final_val:.3f} after {history[-1]['step']} steps "
       f"({'reused a finished run' if reused else 'trained now'})")  # fmt: skip
@@ -1681,33 +1947,36 @@ print(
 # %% [markdown]
 # ## 13. The full data on GPUs
 #
-# The same code trains the original's 29 M-parameter model on the real `pretrain.jsonl` (download
-# it with `spongebob data download`, chapter 05). On one GPU:
+# The same code trains the original's model (29 M parameters counting the tied embedding once;
+# the original calls it 26M) on the real `pretrain.jsonl` (download it with `spongebob data
+# download`, chapter 05) with a 6,400-token tokenizer (`book/gpu.md` trains one, or use the
+# original's folder). On one GPU, with `torch.compile` on (the `seed` preset's default):
 #
 # ```bash
-# spongebob train pretrain data/pretrain.jsonl --preset seed --out runs/pretrain
-# spongebob train pretrain data/pretrain.jsonl --preset seed --out runs/pretrain --resume  # again
+# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed --out runs/pretrain
+# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed --out runs/pretrain --resume
 # ```
 #
-# On the N GPUs of one machine (each reads its own shard; batch 32 × 8 per GPU, so use a
-# proportionally smaller `--grad-accum` to keep the original's global batch):
+# On the N GPUs of one machine (rank 0 tokenises the file while the others wait; each then reads
+# its own shard; batch 32 × 8 per GPU, so use a proportionally smaller `--grad-accum` to keep the
+# original's global batch). A checkpoint of 8 ranks resumes on any number of them:
 #
 # ```bash
 # torchrun --standalone --nproc_per_node=8 -m spongebob train pretrain data/pretrain.jsonl \
-#     --preset seed --grad-accum 1 --out runs/pretrain
+#     --tokenizer tokenizer --preset seed --grad-accum 1 --out runs/pretrain
 # ```
 #
 # **Expected time (an estimate from FLOPs, not a measurement).** The next cell counts: about 200
 # MFLOP per trained token at T = 512, and roughly 0.4 billion tokens in the 1.6 GB file (mostly
-# Chinese at about 1.5 characters per token). At a 30 % MFU on one H100 (989 TFLOP/s dense bf16)
-# that is minutes per epoch, not hours; a small model rarely reaches that MFU, as data loading and
-# kernel launches weigh more, so `docs/benchmarks.md` records what the GPU benchmark measures.
+# Chinese at about 1.5 characters per token). At the 10-25 % MFU expected of a model this small on
+# one H100 (989 TFLOP/s dense bf16, section 7), that is minutes per epoch, not hours. No GPU run
+# has measured it yet: `bench/gpu_check.sh` does, and `docs/benchmarks.md` will record it.
 
 # %%
 seed_model = ModelConfig.preset("seed")
 fpt = flops_per_token(seed_model, 512)
 tokens = 1.6e9 / 3 / 1.5  # bytes -> Chinese characters (3 bytes each) -> tokens (1.5 chars each)
-for gpus, mfu in ((1, 0.3), (8, 0.3)):
+for gpus, mfu in ((1, 0.10), (1, 0.25), (8, 0.10), (8, 0.25)):
     seconds = tokens * fpt / (gpus * PEAK_FLOPS["H100"] * mfu)
     print(f"{gpus} x H100 at {mfu:.0%} MFU: {tokens / 1e9:.2f} B tokens x {fpt / 1e6:.0f} MFLOP "
           f"-> about {seconds / 60:.1f} min per epoch (estimate)")  # fmt: skip
@@ -1744,13 +2013,15 @@ assert again == ckpt
 # * bf16 autocast needs no GradScaler (fp32's exponent range); fp16 does. Clip at 1.0; watch MFU.
 # * A checkpoint is everything that decides the next step, written atomically; resume is then
 #   bit-identical, and `init` chains stages strictly.
+# * A training loop is fifteen lines (section 2); every refinement after it was checked against
+#   the version before, and the exported `train` reproduces the last version bit for bit.
 # * 900 steps (about 5 minutes on a laptop CPU) take the tiny model from noise to completing 86 %
 #   of held-out fact prompts (measured; 61 % when the loader cut the stream at the same places
 #   every epoch).
 #
 # | module | what this chapter exported |
 # |---|---|
-# | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `setup_distributed`, `train`, `TrainResult` |
+# | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `run_device`, `setup_distributed`, `rank0_first`, `wrap_model`, `Prefetch`, `train`, `TrainResult` |
 # | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain`, `pretrained_checkpoint`, `complete` |
 # | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT` |
 #

@@ -473,6 +473,8 @@ from spongebob.model import IGNORE_INDEX
 from spongebob.train import TrainConfig, TrainResult
 
 
+# %%
+#| export
 class ReplayMix:
     """Interleave chat batches with pretraining ("replay") batches. Defined in 07_sft.
 

@@ -255,6 +255,45 @@ def evaluate_loss(model: nn.Module, batches: Iterable, autocast: Callable[[], An
     return (total[0] / total[1].clamp_min(1e-12)).item()
 
 
+# The named recipes of `TrainConfig.preset`: fields that differ from the defaults.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
+    "tiny": {},
+    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
+    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
+    "seed": dict(
+        lr=5e-4,
+        batch_size=32,
+        grad_accum=8,
+        seq_len=512,
+        warmup_steps=100,
+        max_steps=None,
+        log_every=20,
+        eval_every=500,
+        save_every=500,
+        compile=True,
+    ),
+}
+
+
+def _config_problems(cfg) -> list[str]:
+    """What is wrong with a ``TrainConfig``'s values (empty when nothing is)."""
+    bad = [
+        f"{k} must be >= 1"
+        for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
+        if getattr(cfg, k) < 1
+    ]
+    if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {cfg.dtype!r}")
+    if cfg.tracker not in ("none", "wandb", "swanlab"):
+        bad.append(f"tracker must be none, wandb or swanlab, got {cfg.tracker!r}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        bad.append(f"max_steps must be >= 1 or None, got {cfg.max_steps}")
+    if not 0 <= cfg.min_lr_ratio <= 1 or cfg.lr <= 0 or cfg.warmup_steps < 0:
+        bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+    return bad
+
+
 @dataclass
 class TrainConfig:
     """How to train: optimiser, schedule, batch, precision, logging. Defined in 06_pretrain.
@@ -292,19 +331,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # a list after a JSON or checkpoint round trip
-        bad = [
-            f"{k} must be >= 1"
-            for k in ("batch_size", "seq_len", "grad_accum", "probe_steps")
-            if getattr(self, k) < 1
-        ]
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            bad.append(f"dtype must be auto, bf16, fp16 or fp32, got {self.dtype!r}")
-        if self.tracker not in ("none", "wandb", "swanlab"):
-            bad.append(f"tracker must be none, wandb or swanlab, got {self.tracker!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            bad.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if not 0 <= self.min_lr_ratio <= 1 or self.lr <= 0 or self.warmup_steps < 0:
-            bad.append("need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        bad = _config_problems(self)
         if bad:
             raise ValueError("invalid TrainConfig: " + "; ".join(bad))
 
@@ -327,26 +354,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}")
         return cls(**d)
-
-
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # The course's CPU recipe (calibrated on a 2-core laptop: about 220 steps a minute).
-    "tiny": {},
-    # The original's recipe (SEED.md): lr 5e-4, batch 32 x accumulation 8, T=512, clip 1.0, seed
-    # 1337, bf16 on CUDA; one epoch of the data when neither max_steps nor max_minutes is given.
-    "seed": dict(
-        lr=5e-4,
-        batch_size=32,
-        grad_accum=8,
-        seq_len=512,
-        warmup_steps=100,
-        max_steps=None,
-        log_every=20,
-        eval_every=500,
-        save_every=500,
-        compile=True,
-    ),
-}
 
 
 class TrainResult(NamedTuple):
@@ -706,6 +713,38 @@ def _save(
     return ckpt
 
 
+def _step(run: _Run, net: nn.Module, model: nn.Module, batches: Prefetch):
+    """One optimizer step; returns ``(lr, loss, grad norm, tokens)``, loss and norm on the device.
+
+    The lr of the schedule, the step's micro-batches (their counts copied once, without waiting),
+    the token-normalised backward, unscaling (fp16 only), clipping, the AdamW step."""
+    lr = run.schedule(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    micro, counts, run.data = next(batches)
+    counts = counts.to(run.device, non_blocking=True)
+    loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
+                                   counts=counts)  # fmt: skip
+    run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
+    clip = run.cfg.clip if run.cfg.clip > 0 else math.inf
+    norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return lr, loss, norm, sum(x.numel() for x, _, _ in micro)
+
+
+def _validate(net: nn.Module, val_batches: list, log: _Logger, store: list) -> None:
+    """The validation loss on ``val_batches``, logged; its time is left out of tokens/s."""
+    if val_batches:
+        t = time.perf_counter()
+        loss = evaluate_loss(net, val_batches, log.run.autocast)
+        log.emit({"step": log.run.step, "val_loss": loss}, store)
+        net.train()
+        log.t += time.perf_counter() - t
+
+
 def train(
     model: nn.Module,
     loader: Iterable,
@@ -721,15 +760,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` (already on its device) on ``loader``'s batches. Defined in 06_pretrain.
 
-    ``out_dir`` receives ``last.pt`` (every ``save_every`` steps and at the end, atomically) and
-    ``metrics.jsonl``. ``resume=True`` continues from ``out_dir/last.pt`` (or a given path)
-    exactly where it stopped (bit-identical with the same ``cfg``; a larger ``max_steps`` extends
-    the schedule); ``init`` loads another stage's weights strictly (new optimizer and
-    schedule) and is ignored when resuming. ``extra`` adds plain entries to every checkpoint
-    (e.g. the tokenizer fingerprint). Under ``torchrun`` (see ``setup_distributed``) the model is
-    wrapped in DDP (``wrap_model``); rank 0 logs and saves. The step never waits for the device:
-    batches come from a background thread (``Prefetch``), and only log, validation and save
-    steps copy numbers back.
+    ``out_dir`` gets ``last.pt`` (every ``save_every`` steps and at the end, atomically) and
+    ``metrics.jsonl``. ``resume`` (True or a path) continues a run exactly; ``init`` loads another
+    stage's weights strictly; ``extra`` adds entries to every checkpoint. Under ``torchrun`` see
+    ``wrap_model``; rank 0 logs and saves. Only log, validation and save steps wait for the device.
     """
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "last.pt" if out is not None else None
@@ -740,45 +774,27 @@ def train(
     log = _Logger(run, model, out, append=bool(resume), progress=progress, on_log=on_log)
     history, val_history, saved = [], [], None
 
-    def validate() -> None:
-        if val_batches:
-            loss = evaluate_loss(net, val_batches, run.autocast)
-            log.emit({"step": run.step, "val_loss": loss}, val_history)
-            net.train()
-
     batches = Prefetch(loader, cfg.grad_accum, pin=run.device.type == "cuda")
     net.train()
     try:
         while not run.done():
-            lr = run.schedule(run.step)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
-            micro, counts, run.data = next(batches)
-            counts = counts.to(run.device, non_blocking=True)  # one copy, no wait
-            loss, _ = accumulate_gradients(net, micro, autocast=run.autocast, scaler=run.scaler,
-                                           counts=counts)  # fmt: skip
-            run.scaler.unscale_(run.optimizer)  # no-op when disabled (bf16, fp32)
-            norm = nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.clip if cfg.clip > 0 else math.inf
-            )
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            run.optimizer.zero_grad(set_to_none=True)
-            run.step += 1
-            log.add(loss, sum(x.numel() for x, _, _ in micro))
+            lr, loss, norm, tokens = _step(run, net, model, batches)
+            log.add(loss, tokens)
             run.fix_length()
             if run.step % cfg.log_every == 0 or run.step == run.schedule.total_steps:
                 _log_window(log, lr, norm, history)
             if cfg.eval_every and run.step % cfg.eval_every == 0:
-                validate()
+                _validate(net, val_batches, log, val_history)
             if cfg.save_every and run.step % cfg.save_every == 0:
+                t = time.perf_counter()
                 saved = _save(run, model, log, ckpt, extra or {})
+                log.t += time.perf_counter() - t  # tokens/s counts training time only
     finally:
         batches.close()
     if log.steps:
         _log_window(log, lr, norm, history)  # a time budget ended between two log steps
     if not (val_history and val_history[-1]["step"] == run.step):
-        validate()
+        _validate(net, val_batches, log, val_history)
     if ckpt is not None and not (saved and cfg.save_every and run.step % cfg.save_every == 0):
         saved = _save(run, model, log, ckpt, extra or {})
     log.close()

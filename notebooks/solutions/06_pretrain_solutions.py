@@ -11,8 +11,8 @@
 #
 # Each solution fills a stub of [the chapter](../06_pretrain.ipynb) and runs the same self-check.
 # The setup rebuilds what the checks use: the four micro-batches of section 5 (`means`, `counts`,
-# `full`) and the graded completions of section 11 (`graded`, `by_lang`), from the chapter's
-# checkpoint (`pretrained_checkpoint` trains it first, about 4 minutes, if it is missing).
+# `full`) and the graded completions of section 12 (`graded`, `by_lang`), from the chapter's
+# checkpoint (`pretrained_checkpoint` trains it first, about 5 minutes, if it is missing).
 
 # %%
 import torch
