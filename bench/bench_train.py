@@ -2,6 +2,7 @@
 original's formulation (per-sample tokenisation in the data loader, every sample padded to 512).
 
     .venv/bin/python bench/bench_train.py --threads 2         # about 4 minutes on 2 idle cores
+    .venv/bin/python bench/bench_train.py --threads 1 --profile  # where one step goes, 30 s
 
 Not a test: it prints a table and writes only under ``--work``. Both sides train the same model
 (``--preset``, default ``tiny``) from the same initial weights with the same AdamW settings, batch
@@ -131,6 +132,31 @@ def run_ours(path: Path, tok, args, work: Path) -> dict:
             "tokens": data.meta["tokens"]}  # fmt: skip
 
 
+def profile_step(preset: str, batch: int, seq: int) -> None:
+    """Profile one forward + backward of ``preset`` at ``batch x seq`` (fp32): the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = SpongeBob(ModelConfig.preset(preset)).train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+    y = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+
+    def step():
+        model(x, y).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    t = time.perf_counter()
+    step()
+    print(
+        f"{preset}, batch {batch} x {seq}, fp32: forward + backward {time.perf_counter() - t:.2f} s"
+    )
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -139,8 +165,14 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--work", type=Path, default=Path("/tmp/spongebob-bench-train"))
+    p.add_argument("--profile", action="store_true",
+                   help="only profile one step of the seed model (batch 4 x 512) and stop")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        profile_step("seed", 4, 512)
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     tok = course_tokenizer()
     world = sample_dir() / "pretrain.jsonl"
