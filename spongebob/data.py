@@ -529,7 +529,8 @@ def prepare(
     again (max_seq_len 512 -> 1024 changed)``). A bad line raises ``FILE:LINE:
     problem``; with ``skip_bad_lines`` it is counted and listed (``meta["bad_lines"]``), and more
     than ``max_bad_fraction`` of bad lines raises. ``workers`` processes encode byte ranges of the
-    file (the same bytes as one). Memory holds ``chunk`` records per worker at a time.
+    file (the same bytes as one; they are started with ``spawn``, so a script that calls this needs
+    the ``if __name__ == "__main__":`` guard). Memory holds ``chunk`` records per worker at a time.
     """
     source, out = Path(source), Path(out_dir)
     if not source.is_file():
