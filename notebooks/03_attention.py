@@ -1105,10 +1105,13 @@ plt.ylabel("KV cache (MiB), batch 1")
 plt.title("KV cache, dim 512, 8 layers, bf16")
 plt.legend()
 plt.show()
+for n_kv in (8, 2):
+    tokens = round(weights_mib * 2**20 / model_cache_bytes(n_kv, 1), -2)  # / bytes per token
+    print(f"n_kv_heads={n_kv}: the cache outgrows the weights at about {tokens:,.0f} tokens")
 
 # %% [markdown]
 # At batch size 1 the multi-head cache outgrows the model itself at about 3,500 tokens; with GQA at
-# about 14,000. Multiply by the batch size when serving many users.
+# about 14,100. Multiply by the batch size when serving many users.
 
 # %% [markdown]
 # ## Putting it together
@@ -1128,6 +1131,7 @@ torch.manual_seed(10)
 mha, gqa = Attention(512, 8, 8).eval(), Attention(512, 8, 2).eval()
 n_mha, n_gqa = (sum(p.numel() for p in m.parameters()) for m in (mha, gqa))
 print(f"parameters per layer: MHA {n_mha:,}, GQA {n_gqa:,}")
+print(f"GQA saves {n_mha - n_gqa:,} parameters per layer")
 assert 28_975_616 - 8 * (n_mha - n_gqa) == 25_829_888
 
 cos, sin = precompute_rope(64, 1024, theta=1e6)

@@ -199,6 +199,46 @@ def test_markers_and_the_default_exp_cell_leave_the_page():
     assert block.rawsource == block.astext() and block["language"] == "ipython3"
 
 
+def test_lint_markers_leave_the_page_and_a_note_after_them_stays():
+    doc = _doc()
+    source = (
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "x = f(a,\n      b)  # fmt: skip\n"
+        "from m import y  # noqa: F401  (used in chapter 06)\n"
+        "from z import (  # noqa: E402,F811\n    w,\n)\n"
+        "    # fmt: off\n"
+        "k: int = g()  # type: ignore[assignment]\n"
+        's = "keep # fmt: skip in a string"  # a plain comment\n'
+        "print(s)  # noqa"
+    )
+    doc += _cell(source, output=True)
+    doc += _cell("%%time\nfor i in range(2): print(i)  # noqa: E701", output=True)
+    spongebob_book.clean_cells(None, doc)
+    blocks = [b.astext() for b in doc.findall(nodes.literal_block)]
+    assert blocks == [
+        "x = f(a,\n      b)\n"
+        "from m import y  # used in chapter 06\n"
+        "from z import (\n    w,\n)\n"
+        "k: int = g()\n"
+        's = "keep # fmt: skip in a string"  # a plain comment\n'
+        "print(s)",
+        "%%time\nfor i in range(2): print(i)",
+    ]
+
+
+def test_no_lint_marker_reaches_a_rendered_chapter():
+    """Every code cell of every notebook, as the page shows it, holds no lint marker comment."""
+    marker = re.compile(r"#\s*(fmt:\s*(skip|off|on)|noqa\b|type:\s*ignore|pragma:\s*no)")
+    for path in chapters_on_disk() + tracked_solutions():
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            shown = "\n".join(spongebob_book._visible_lines(cell.source))
+            for line in shown.splitlines():
+                code = line.split("#", 1)[1] if "#" in line else ""
+                assert not marker.search("#" + code), f"{path.name}: {line!r}"
+
+
 def test_a_default_exp_cell_with_code_or_output_stays():
     doc = _doc()
     doc += _cell("#| default_exp rope\nimport torch", output=False)

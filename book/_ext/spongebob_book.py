@@ -1,9 +1,13 @@
 """Sphinx extension of the SpongeBob book: keeps test plumbing out of the rendered chapters.
 
 The notebooks carry lines that matter to the tools but not to a reader: ``# NBVAL_*`` markers (for
-nbval) and the ``#| default_exp`` cell (for the exporter). In the HTML these are dropped: a marker
-line is removed from the cell it starts, and a code cell holding only ``#| default_exp`` (and
-comments) and no output is removed. Notebooks are not changed; JupyterLab shows everything.
+nbval), lint markers (``# fmt: skip``, ``# fmt: off``/``on``, ``# noqa: F811``, ``# type: ignore``,
+``# pragma: no cover``, for ruff and friends) and the ``#| default_exp`` cell (for the exporter). In
+the HTML these are dropped: an NBVAL marker line is removed from the cell it starts; a lint marker
+comment is removed from the end of its line (a line holding only the marker goes), and what a
+person wrote after it stays as a plain comment (``x  # noqa: F401  (used later)`` becomes
+``x  # used later``); a code cell holding only ``#| default_exp`` (and comments) and no output is
+removed. Notebooks are not changed; JupyterLab shows everything.
 A cell tagged ``remove-cell`` (for example the version print of a chapter's setup) is removed by
 myst-nb itself.
 
@@ -14,7 +18,9 @@ extension registered twice is written once (a second `const THEBE_JS_URL` was a 
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 
 from docutils import nodes
 
@@ -22,8 +28,47 @@ MARKER = re.compile(r"^\s*#\s*NBVAL_[A-Z_]+\s*$")
 DEFAULT_EXP = re.compile(r"^\s*#\|\s*default_exp\b")
 
 
+# A lint marker comment: what follows it on the line, if anything, is a person's note.
+LINT = re.compile(
+    r"#\s*(?:fmt:\s*(?:skip|off|on)|noqa(?::\s*[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)?"
+    r"|type:\s*ignore(?:\[[^\]]*\])?|pragma:\s*no\s*(?:cover|branch))(?P<note>.*)$"
+)
+
+
+def _comments(text: str) -> dict[int, int]:
+    """{line index: column of its comment} for the lines of ``text`` that end in a comment."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        # Not plain Python (a cell magic, a shell line): a marker must start a comment of its own.
+        found = {}
+        for i, line in enumerate(text.splitlines()):
+            m = re.search(r"(?:^|\s)(#\s*(?:fmt:|noqa|type:\s*ignore|pragma:).*)$", line)
+            if m:
+                found[i] = m.start(1)
+        return found
+    return {t.start[0] - 1: t.start[1] for t in tokens if t.type == tokenize.COMMENT}
+
+
+def _strip_lint(text: str) -> str:
+    lines: list[str | None] = list(text.split("\n"))
+    for i, col in _comments(text).items():
+        m = LINT.match(lines[i][col:]) if i < len(lines) else None
+        if not m:
+            continue
+        indent, code = lines[i][:col], lines[i][:col].rstrip()
+        note = m.group("note").strip().lstrip("#").strip()
+        if note.startswith("(") and note.endswith(")"):
+            note = note[1:-1].strip()
+        if note:
+            lines[i] = f"{code}  # {note}" if code else f"{indent}# {note}"
+        else:
+            lines[i] = code or None  # a line that held only the marker goes
+    return "\n".join(line for line in lines if line is not None)
+
+
 def _visible_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if not MARKER.match(line)]
+    return [line for line in _strip_lint(text).splitlines() if not MARKER.match(line)]
 
 
 def _only_default_exp(lines: list[str]) -> bool:
