@@ -27,7 +27,14 @@ repository and a string it must contain), and an entry that matches no claim any
 (the list cannot grow stale). The checker's own tests run it on small synthetic notebooks that
 must fail.
 
-Chapters 05-08 and the solutions of 07 and 08 still hold claims that their owners are rewriting
+Limits, said plainly: a count passes when its number appears anywhere in the outputs, so a small
+count ("2 steps") passes easily; numbers written in words, or without a unit ("x1.14", "a loss of
+0.79"), are not scanned. The check is aimed at measured percentages and sizable counts.
+To fix a failure: print the number in the cell that measures it (rounded, as the prose writes
+it), glue it, reword the prose to what the cell prints, or, for a fact no cell can print, add an
+``ALLOWED`` entry with its reason.
+
+Chapters 06-08 and the solutions of 07 and 08 still hold claims that their owners are rewriting
 (issue 16): those notebooks are expected failures (``xfail``, not strict) until they pass.
 """
 
@@ -57,7 +64,11 @@ UNITS = (
 ZH_UNITS = r"步|个词元|词元|分钟|条|个参数|道题|个问题"
 # Words that may stand between a number and its unit ("300 long chats", "386 trained tokens").
 # Small words are excluded, so "2024 and the tokens" is no claim.
-BETWEEN = r"(?:(?!(?:the|a|an|of|and|or|in|to|per|at|with|for|on|by|from|than|is|are|as)\b)[a-z][a-z\-]*\s)?"
+SMALL = (
+    "the|a|an|of|and|or|in|to|per|at|with|for|on|by|from|than|is|are|as|around|about|after|"
+    "before|over|under|each|every|more|less|fewer|some|only|nearly|almost|at|into|then"
+)
+BETWEEN = r"(?:(?!(?:" + SMALL + r")\b)[a-z][a-z\-]*\s)?"
 PERCENT = re.compile(RANGE + r"\s?[%\uff05]")
 COUNT = re.compile(
     RANGE
@@ -241,15 +252,37 @@ ALLOWED: dict[str, list[Allowed]] = {
         Allowed("56 µs", "the same timing, per layer", (BENCH, "55 to 57 vs 19.4 to 19.8 µs")),
         Allowed("5 %", "the same benchmark's prefill speed-up", (BENCH, "1.04x to 1.06x")),
     ],
+    "05_data": [
+        Allowed(
+            "60-token line", "an illustrative length (padding a short line to 512), not a result"
+        ),
+    ],
     "06_pretrain": [
         Allowed("29 M parameters", SEED_SIZE, ("book/gpu.md", "**29 M parameters** (28,975,616")),
         Allowed("6,400-token", "the original's vocabulary size (SEED.md), a fact of the original"),
+        Allowed(
+            "80 %", "the course's target for chapter 06, not a result", ("README.md", "target 80 %")
+        ),
+        Allowed(
+            "10-25 %",
+            "an MFU estimate for the seed model on one H100, stated as unmeasured (no GPU run yet)",
+            ("book/gpu.md", "about 10-25 %** (unmeasured)"),
+        ),
+        Allowed(
+            "0.4 billion tokens",
+            "a projection: the original's 1.6 GB file (SEED.md) at SEED's 1.5 characters per token",
+        ),
+    ],
+    "08_distill": [
+        Allowed("90 %", "the course's target for correct answers", ("README.md", "90 % and 95 %")),
+        Allowed(
+            "95 %", "the course's target for well-formed replies", ("README.md", "90 % and 95 %")
+        ),
     ],
 }
 # Notebooks whose owners rewrite their prose under issue 16 (the violations are in the report
 # of this test's author); they pass as soon as their claims come from their cells.
 REWRITTEN = {
-    "05_data",
     "06_pretrain",
     "07_sft",
     "08_distill",
