@@ -1269,6 +1269,20 @@ def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
     return max(1, math.ceil(cfg.epochs * n / cfg.grad_accum))
 
 
+def _take(loader: Iterable, n: int) -> Iterable:
+    batches = iter(loader)
+    return [next(batches) for _ in range(n)]
+
+
+def _agree(value: int, world: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (ranks must agree on the run's length and its end)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
 # %%
 #| export
 class Prefetch:
@@ -1613,20 +1627,6 @@ def train(
         saved = _save(run, model, log, ckpt, extra or {})
     log.close()
     return TrainResult(history, val_history, run.step, saved)
-
-
-def _take(loader: Iterable, n: int) -> Iterable:
-    batches = iter(loader)
-    return [next(batches) for _ in range(n)]
-
-
-def _agree(value: int, world: int, device: torch.device) -> int:
-    """Rank 0's ``value`` on every rank (ranks must agree on the run's length and its end)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], device=device)
-    dist.broadcast(t, 0)
-    return int(t.item())
 
 
 # %% [markdown]

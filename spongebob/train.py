@@ -469,6 +469,20 @@ def _total_steps(cfg: TrainConfig, loader: Iterable) -> int | None:
     return max(1, math.ceil(cfg.epochs * n / cfg.grad_accum))
 
 
+def _take(loader: Iterable, n: int) -> Iterable:
+    batches = iter(loader)
+    return [next(batches) for _ in range(n)]
+
+
+def _agree(value: int, world: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (ranks must agree on the run's length and its end)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
 class Prefetch:
     """The micro-batches of the next optimizer steps, drawn by a background thread.
 
@@ -799,17 +813,3 @@ def train(
         saved = _save(run, model, log, ckpt, extra or {})
     log.close()
     return TrainResult(history, val_history, run.step, saved)
-
-
-def _take(loader: Iterable, n: int) -> Iterable:
-    batches = iter(loader)
-    return [next(batches) for _ in range(n)]
-
-
-def _agree(value: int, world: int, device: torch.device) -> int:
-    """Rank 0's ``value`` on every rank (ranks must agree on the run's length and its end)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], device=device)
-    dist.broadcast(t, 0)
-    return int(t.item())
