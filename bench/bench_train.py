@@ -3,6 +3,7 @@ original's formulation (per-sample tokenisation in the data loader, every sample
 
     .venv/bin/python bench/bench_train.py --threads 2         # about 4 minutes on 2 idle cores
     .venv/bin/python bench/bench_train.py --threads 1 --profile  # where one step goes, 30 s
+    .venv/bin/python bench/bench_train.py --threads 1 --loop-overhead  # train() vs a bare loop
 
 Not a test: it prints a table and writes only under ``--work``. Both sides train the same model
 (``--preset``, default ``tiny``) from the same initial weights with the same AdamW settings, batch
@@ -157,6 +158,53 @@ def profile_step(preset: str, batch: int, seq: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def loop_overhead(args) -> None:
+    """``train()`` against a bare loop doing the same arithmetic on the same batches (AdamW with
+    the same groups, clipping, fp32), interleaved ``--repeats`` times: what the loop's machinery
+    (prefetch thread, logging, token counting) costs per step on this CPU."""
+    import statistics
+
+    from spongebob.train import param_groups
+
+    tok = course_tokenizer()
+    folder = args.work / "prepared-world"
+    prepare(sample_dir() / "pretrain.jsonl", tok, folder)
+    data = PreparedData(folder)
+    T, B, n = MAX_LEN - 1, args.batch, args.steps
+
+    def bare() -> float:
+        model = fresh_model(args.preset)
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-3, betas=(0.9, 0.95))
+        batches = iter(PackedLoader(data, T, B, seed=0))
+        start = None
+        for step in range(args.warmup + n):
+            if step == args.warmup:
+                start = time.perf_counter()
+            x, y, _ = next(batches)
+            model(x, y).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return n * B * T / (time.perf_counter() - start)
+
+    def ours() -> float:
+        times = []
+        cfg = TrainConfig.preset("tiny", batch_size=B, seq_len=T, max_steps=args.warmup + n,
+                                 log_every=1, warmup_steps=5)  # fmt: skip
+        train(fresh_model(args.preset), PackedLoader(data, T, B, seed=0), cfg, progress=False,
+              on_log=lambda r: times.append(r["elapsed"]))  # fmt: skip
+        return n * B * T / (times[-1] - times[args.warmup - 1])
+
+    results = {"bare loop": [], "train()": []}
+    for _ in range(args.repeats):
+        results["bare loop"].append(bare())
+        results["train()"].append(ours())
+    med = {k: statistics.median(v) for k, v in results.items()}
+    for k, v in results.items():
+        print(f"{k:10} median {med[k]:8.0f} tokens/s  runs: {', '.join(f'{t:.0f}' for t in v)}")
+    print(f"train() / bare loop: {med['train()'] / med['bare loop']:.3f}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -167,8 +215,17 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/spongebob-bench-train"))
     p.add_argument("--profile", action="store_true",
                    help="only profile one step of the seed model (batch 4 x 512) and stop")  # fmt: skip
+    p.add_argument("--loop-overhead", action="store_true",
+                   help="only compare train() with a bare loop on the same batches")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=3, help="of --loop-overhead, interleaved")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.loop_overhead:
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(f"load average {os.getloadavg()[0]:.2f} at start, threads {args.threads}")
+        loop_overhead(args)
+        print(f"load average {os.getloadavg()[0]:.2f} at end")
+        return 0
     if args.profile:
         print(f"load average {os.getloadavg()[0]:.2f}")
         profile_step("seed", 4, 512)
