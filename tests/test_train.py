@@ -581,3 +581,23 @@ def test_seed_presets_compile_by_default_and_tiny_does_not():
     assert sft_config("seed").compile and sft_config("seed-long").compile
     assert distill_config("seed").compile
     assert not sft_config("tiny").compile and not distill_config("tiny").compile
+
+
+def test_a_time_budget_is_checked_at_log_steps_and_fixes_the_schedule_after_the_probe(monkeypatch):
+    import itertools
+    from types import SimpleNamespace
+
+    import spongebob.train as T
+
+    ticks = itertools.count()  # a fake clock: one second per reading, so the run is reproducible
+    monkeypatch.setattr(T, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    cfg = small_cfg(max_steps=None, max_minutes=1.0, probe_steps=3, log_every=4)
+    records = []
+    result = train(fresh_model(), PackedLoader(make_tokens(), 4, 16, seed=3), cfg,
+                   progress=False, on_log=records.append)  # fmt: skip
+    # the budget ended the run, at a log step (the clock is read there, not at every step)
+    assert result.step % cfg.log_every == 0 and result.step >= cfg.probe_steps
+    assert [r["step"] for r in records] == list(range(4, result.step + 1, 4))
+    assert 55 <= records[-1]["elapsed"] <= 65  # about the 60 s budget of the fake clock
+    # the schedule's length was fixed after the probe: the cosine is under way, not flat at lr
+    assert records[-1]["lr"] < cfg.lr and records[0]["lr"] == pytest.approx(cfg.lr)
