@@ -749,13 +749,16 @@ class Attention(nn.Module):
             # A chunk after cached positions, called on its own: the offset diagonal (section 8).
             # A model passes this mask ready-made, built once for all its layers.
             mask = causal_mask(T, S, x.device)  # (T, S)
+        causal = False  # a plain bool: under torch.compile with varying T, `mask is None and
+        if mask is None and T > 1:  # T > 1` would be a symbolic one, which SDPA cannot take
+            causal = True  # then T == S: the training path, no mask at all
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.attn_dropout.p if self.training else 0.0,
-            is_causal=mask is None and T > 1,  # then T == S: the training path, no mask at all
+            is_causal=causal,
             enable_gqa=self.n_rep > 1,  # query head j uses kv head j // n_rep, no repeat_kv copy
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * D)

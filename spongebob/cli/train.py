@@ -88,7 +88,7 @@ def _train_pretrain(args: argparse.Namespace) -> int:
         _check_init(args.init, tok)
     out = _out(args, Path("runs") / f"pretrain-{args.preset}")
     kw = _stage_kwargs(args)
-    rank, world, _ = setup_distributed()
+    rank, world, _ = setup_distributed(kw["device"])
     try:
         if rank == 0:
             print(f"pretraining ({args.preset} preset, {world} process(es), {kw['device'].type})"
@@ -167,7 +167,7 @@ def _train_chat_stage(args: argparse.Namespace, kind: str) -> int:
         opts["stage"] = "sft_long" if args.preset.endswith("-long") else "sft"
     out = _out(args, Path("runs") / f"{kind}-{args.preset}")
     kw = _stage_kwargs(args)
-    rank, world, _ = setup_distributed()
+    rank, world, _ = setup_distributed(kw["device"])
     try:
         if rank == 0:
             print(f"{kind} ({args.preset} preset, {world} process(es), {kw['device'].type}) "
