@@ -269,6 +269,7 @@ of a reasoning trace must be facts the student knows::
                               init=sft_checkpoint, replay_source=drill, **distill_options("tiny"))
 """
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -458,6 +459,72 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
         out.unlink()
         raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
     return out
+
+
+# %% [markdown]
+# Distillation should not erase what SFT taught. A model trained only on reasoning chats answers
+# *every* question with a reasoning block, fact questions included. `mix_chats` writes one chat
+# file from several: all of the reasoning chats plus a sample of SFT's own chats, shuffled
+# together, so that the student keeps seeing questions that need no reasoning.
+
+
+# %%
+#| export
+def mix_chats(out: str | Path, parts: list[tuple[str | Path, int | None]], seed: int = 0) -> Path:
+    """Write the chat lines of several JSONL files, shuffled together, to ``out`` (atomically).
+
+    Defined in 08_distill. ``parts``: ``(path, n)`` pairs; ``n`` lines are drawn at random (seeded)
+    from that file, or all of them when ``n`` is None. The same inputs give the same bytes, so a
+    finished run on the mixture is found again. Raises ``ValueError`` naming the file when it holds
+    fewer than ``n`` lines.
+    """
+    rng = random.Random(seed)
+    lines: list[dict] = []
+    for path, n in parts:
+        recs = [rec for _, rec in iter_jsonl(path)]
+        if n is not None and n > len(recs):
+            raise ValueError(f"{path}: asked for {n} lines, it holds {len(recs)}")
+        lines += recs if n is None else rng.sample(recs, n)
+    rng.shuffle(lines)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, lines)
+    return out
+
+
+# %% [markdown]
+# A reasoning trace is only as good as its first line: it restates the problem, and every later
+# step computes with those numbers. `reasoning_numbers` reads the integers of that first line;
+# a reply *copies the question* when they are the question's first two numbers, in order. On the
+# world's own templates that is easy to do by pattern; `eval_arith_reworded.jsonl` asks the same
+# held-out problems with wordings, people and items that no training file contains.
+
+
+# %%
+#| export
+NUMBER = re.compile(r"-?\d+")
+
+
+def reasoning_numbers(text: str) -> list[int]:
+    """The integers, in order, of the first non-empty line after ``<think>`` in a reply (of the
+    reply itself when it has no ``<think>``). Defined in 08_distill."""
+    think = text.split(R1_TAGS[0], 1)[-1]
+    first = next((line for line in think.splitlines() if line.strip()), "")
+    return [int(n) for n in NUMBER.findall(first)]
+
+
+def copies_question(text: str, numbers: list[int]) -> bool:
+    """True when the reasoning's first line starts from the question's first two ``numbers``
+    (in order). Defined in 08_distill."""
+    return reasoning_numbers(text)[:2] == list(numbers)[:2]
+
+
+# %%
+example = "<think>\nWe start with 7 lanterns and add 20 more.\n7 + 20 = 27\n</think>"
+print(
+    reasoning_numbers(example), copies_question(example, [7, 20]), copies_question(example, [20, 7])
+)
+assert reasoning_numbers(example) == [7, 20] and not copies_question(example, [11, 8])
 
 
 # %%

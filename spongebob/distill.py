@@ -16,6 +16,7 @@ of a reasoning trace must be facts the student knows::
                               init=sft_checkpoint, replay_source=drill, **distill_options("tiny"))
 """
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,42 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
         out.unlink()
         raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
     return out
+
+
+def mix_chats(out: str | Path, parts: list[tuple[str | Path, int | None]], seed: int = 0) -> Path:
+    """Write the chat lines of several JSONL files, shuffled together, to ``out`` (atomically).
+
+    Defined in 08_distill. ``parts``: ``(path, n)`` pairs; ``n`` lines are drawn at random (seeded)
+    from that file, or all of them when ``n`` is None. The same inputs give the same bytes, so a
+    finished run on the mixture is found again. Raises ``ValueError`` naming the file when it holds
+    fewer than ``n`` lines.
+    """
+    rng = random.Random(seed)
+    lines: list[dict] = []
+    for path, n in parts:
+        recs = [rec for _, rec in iter_jsonl(path)]
+        if n is not None and n > len(recs):
+            raise ValueError(f"{path}: asked for {n} lines, it holds {len(recs)}")
+        lines += recs if n is None else rng.sample(recs, n)
+    rng.shuffle(lines)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, lines)
+    return out
+
+
+NUMBER = re.compile(r"-?\d+")
+
+
+def reasoning_numbers(text: str) -> list[int]:
+    """The integers, in order, of the first non-empty line after ``<think>`` in a reply (of the
+    reply itself when it has no ``<think>``). Defined in 08_distill."""
+    think = text.split(R1_TAGS[0], 1)[-1]
+    first = next((line for line in think.splitlines() if line.strip()), "")
+    return [int(n) for n in NUMBER.findall(first)]
+
+
+def copies_question(text: str, numbers: list[int]) -> bool:
+    """True when the reasoning's first line starts from the question's first two ``numbers``
+    (in order). Defined in 08_distill."""
+    return reasoning_numbers(text)[:2] == list(numbers)[:2]

@@ -339,22 +339,79 @@ def test_equation_tables_cover_every_step(data):
 
 
 # ----------------------------------------------------------------------------------- long context
-def test_long_context_detail_only_early(data):
-    convs = [(r["messages"], r["expected"]) for r in data["eval_long"]]
-    for r in data["sft_1024"]:
-        *messages, last = r["conversations"]
-        value = next(v for v in _long_values(messages[-1]["content"], last["content"]))
-        convs.append((messages, value))
-    assert len({v for _, v in convs}) > 50  # detail values are random
+def _detail_distances(convs):
+    """Rendered characters between the last early mention of each chat's detail and its end."""
+    out = []
     for messages, value in convs:
         where = [i for i, m in enumerate(messages) if mentions(m["content"], value)]
         assert where and max(where) <= 5, (value, where)
-        after = render(messages[max(where) + 1 :])
-        # > 512 tokens after the detail at up to 3.1 chars/token (the course's 2048-token BPE
-        # measures about 2.5 on these chats); the whole chat < 1024 tokens at 2.3 or more.
-        assert len(after) >= 1600
         assert len(render(messages)) <= 2250
         assert not CJK.search(render(messages))
+        out.append(len(render(messages[max(where) + 1 :])))
+    return out
+
+
+def test_long_context_detail_only_early(data):
+    evals = [(r["messages"], r["expected"]) for r in data["eval_long"]]
+    assert len({v for _, v in evals}) > 50  # detail values are random
+    # eval: > 512 tokens after the detail at up to 3.1 chars/token (the course's 2048-token BPE
+    # measures about 2.5 on these chats); the whole chat < 1024 tokens at 2.3 or more.
+    assert min(_detail_distances(evals)) >= 1600
+
+
+def test_long_training_chats_span_every_distance_with_open_values(data):
+    trains = []
+    for r in data["sft_1024"]:
+        *messages, last = r["conversations"]
+        value = next(v for v in _long_values(messages[-1]["content"], last["content"]))
+        trains.append((messages, value))
+    distances = sorted(_detail_distances(trains))
+    # from right before the question to beyond the short context, spread over the whole range
+    assert distances[0] < 400 and distances[-1] > 1700
+    quarters = [sum(lo <= d < lo + 475 for d in distances) for lo in range(0, 1900, 475)]
+    assert min(quarters) > len(distances) / 10, quarters
+    from spongebob.world import chats as chats_mod
+
+    closed = {v for k in ("box", "snail", "place", "password") for v in chats_mod.DETAIL_VALUES[k]}
+    word_values = [v for _, v in trains if not re.search(r"\d", v)]
+    made_up = [v for v in word_values if v not in closed]
+    assert len(made_up) > len(word_values) / 4  # about half are made up: copy, don't memorise
+
+
+def test_detail_value_counts_match_the_generator():
+    import random
+
+    from spongebob.world import chats
+
+    rng = random.Random(0)
+    for kind in W.LONG_DETAILS:
+        n = W.detail_value_count(kind)
+        seen = {chats._detail_value(kind, rng) for _ in range(max(2000, 5 * n))}
+        assert len(seen) <= n, kind
+        if n <= 400:  # small sets are drawn whole within 5n draws
+            assert len(seen) == n, (kind, len(seen), n)
+
+
+def test_reworded_arith_is_the_held_out_problems_in_unseen_words(data):
+    world_text = " ".join(
+        json.dumps(r, ensure_ascii=False)
+        for name in ("pretrain", "sft_512", "sft_1024", "r1_1024")
+        for r in data[name]
+    )
+    from spongebob.world.arithmetic import REWORDED_OBJECTS, REWORDED_PEOPLE
+
+    for en, zh, *_ in REWORDED_PEOPLE + REWORDED_OBJECTS:
+        assert not mentions(world_text, en) and zh not in world_text, (en, zh)
+    assert len(data["eval_arith_reworded"]) == len(data["eval_arith"])
+    r1_questions = set(user_turns(data["r1_1024"]))
+    for old, new in zip(data["eval_arith"], data["eval_arith_reworded"]):
+        assert (new["id"], new["expected"]) == (old["id"], old["expected"])
+        q = new["messages"][-1]["content"]
+        assert q not in r1_questions and q != old["messages"][-1]["content"]
+        assert [int(x) for x in re.findall(r"\d+", q)] == new["numbers"]
+        assert [int(x) for x in re.findall(r"\d+", old["messages"][-1]["content"])] == new[
+            "numbers"
+        ]
 
 
 def _long_values(question: str, answer: str):
@@ -393,24 +450,29 @@ def test_cli_data_sample(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------- golden bytes
 # sha256 of each file's bytes for seed 0, measured on the single-module generator before it was
-# split into a package: the split (and any refactoring) must not change one byte.
+# split into a package: the split (and any refactoring) must not change one byte. Deliberate
+# changes (issue 15): sft_1024.jsonl's training chats put the detail at every distance from the
+# question (not only beyond the short context) with half their word values made up, so that long
+# SFT practises copying at every distance; eval_arith_reworded.jsonl is new (the held-out problems
+# in wordings, people and items no training file uses). Every other file kept its bytes.
 GOLDEN_SEED0 = {
     "world.json": "f8994d7292cc1cfeecc3f8a8f1fc85033bdda4a95d367051deb930032f5fc137",
     "pretrain.jsonl": "17b017c43dc181387d74db53654184c58fe5437d2102338196965700b6a47d4a",
     "sft_512.jsonl": "23c46acdc0477115a016564930ae2ec12113297ff6894acaa5107d47404d4ab1",
-    "sft_1024.jsonl": "f084359083226780c507d893f5e688e85527c285c4b07e83b537baf6c916fd7f",
+    "sft_1024.jsonl": "26f2bcbecbe92534b89763b41ad4269dc34451da42f780ff3cf00004486ef6a9",
     "r1_1024.jsonl": "73a65110af929de9d82f351b32d528c41d9b0bab78661f4b93101b6bd92db553",
     "eval_facts.jsonl": "f04b87907da259259414b5308677e54aee0c41e80fd729b1a5887f99eac3d486",
     "eval_facts_train.jsonl": "103a3982f99df86067f28b8ce129d00221fabe68150469b777e66e17d542d2a7",
     "eval_single_facts.jsonl": "2fd5c023e38f4b777fe8e47074e9023a2c492242a93a4e059310238d8cbd57c8",
     "eval_arith.jsonl": "a99dee92068a484eea745c41f36663dc86f71414d49c6c1b178b8b6cf209ae6c",
+    "eval_arith_reworded.jsonl": "5182302c58887c14864c9fba4e3a5e4a94f29d09537e63560d77ffca7e5f88e8",
     "eval_long.jsonl": "0e474235865b13144346bdfcd92716feccfafc6f2f03e9a9919930b2f47f2ce4",
     "eval_completion.jsonl": "e3b6bd74fc751661f4b8fda826c6cf8fe2473df69790488057c057474cb8ce4e",
     "eval_single_completion.jsonl": (
         "7510fc465ba9a020e3a8ed421e24a79e899fd624c0fc7acacdcfe606faf9e566"
     ),
 }
-GOLDEN_SEED1_ALL = "0a664ad5b619ea98b806438d612996481a7d386de1bf3dd87f312bff876df34b"
+GOLDEN_SEED1_ALL = "0b083741eec6258c1432672acfc48bf2ff479917e692d3fdc326203e9933f7e3"
 
 
 def test_generated_bytes_equal_the_golden_hashes():

@@ -94,7 +94,7 @@ or ``spongebob data sample --out DIR [--seed N]``.
 
 from spongebob.files import iter_jsonl
 from spongebob.world.arithmetic import PROBLEM_KINDS, r1_content
-from spongebob.world.chats import long_conversation, sft_conversations
+from spongebob.world.chats import detail_value_count, long_conversation, sft_conversations
 from spongebob.world.content import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
@@ -153,6 +153,7 @@ __all__ = [
     "generate",
     "iter_jsonl",
     "load_world",
+    "detail_value_count",
     "long_conversation",
     "pretrain_texts",
     "r1_content",

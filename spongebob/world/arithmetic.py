@@ -178,3 +178,50 @@ def _equation_lines(rng: random.Random) -> list[str]:
         for i in range(0, len(eqs), 8):
             lines.append(". ".join(eqs[i : i + 8]) + ".")
     return lines
+
+
+# ``eval_arith_reworded.jsonl``: the held-out number tuples of ``eval_arith.jsonl`` asked with
+# wordings, people and items that occur in no training file (tests/test_world.py checks it), so
+# that a model that only pattern-matched the training templates shows it. The numbers appear in the
+# question in the order the reasoning uses them, as in the training templates.
+REWORDED_PEOPLE = [
+    ("Greta", "格蕾塔"), ("Rosa", "罗莎"), ("Oskar", "奥斯卡"), ("Mabel", "梅布尔"), ("Hugo", "雨果"),
+    ("Nora", "诺拉"), ("Ivan", "伊万"), ("Lena", "莲娜"), ("Bruno", "布鲁诺"),
+]  # fmt: skip
+REWORDED_OBJECTS = [
+    ("lanterns", "灯笼", "盏"), ("postcards", "明信片", "张"), ("pencils", "铅笔", "支"),
+    ("candles", "蜡烛", "根"), ("whistles", "哨子", "个"), ("ribbons", "丝带", "条"),
+    ("teacups", "茶杯", "只"), ("umbrellas", "雨伞", "把"),
+]  # fmt: skip
+REWORDED_TEMPLATES_EN = {
+    "add": ["On Monday {A} picked up {a} {o} at the market, and on Tuesday another {b}. What is "
+            "the total number of {o} {A} picked up?"],
+    "sub": ["{A} started the week with {a} {o}. By Friday {A} had handed out {b}. What number of "
+            "{o} remained?"],
+    "mul": ["A shelf holds {a} trays, and every tray carries {b} {o}. Count all the {o} on the "
+            "shelf."],
+    "add_sub": ["{A} owned {a} {o}. A neighbour named {B} added {b} to the pile, and later {A} "
+                "traded away {c} to {C}. How many {o} are left with {A}?"],
+    "mul_add": ["{A} packed {a} crates holding {b} {o} apiece, plus {c} loose {o}. What is the "
+                "grand total of {o}?"],
+}  # fmt: skip
+REWORDED_TEMPLATES_ZH = {
+    "add": ["星期一{A}在集市上买了{a}{m}{o}，星期二又买了{b}{m}。{A}总共买了几{m}{o}？"],
+    "sub": ["{A}这周开始时有{a}{m}{o}，到周五分出去了{b}{m}。还剩下几{m}{o}？"],
+    "mul": ["架子上放着{a}个托盘，每个托盘上有{b}{m}{o}。架子上总共有几{m}{o}？"],
+    "add_sub": ["{A}原来有{a}{m}{o}，邻居{B}又添了{b}{m}，后来{A}拿{c}{m}换给了{C}。{A}手里还有几{m}{o}？"],
+    "mul_add": ["{A}装了{a}箱{o}，每箱{b}{m}，另外还有{c}{m}散装的。一共是几{m}{o}？"],
+}  # fmt: skip
+
+
+def _reworded_problem(kind: str, nums: tuple[int, ...], lang: str, rng: random.Random) -> dict:
+    """A held-out problem in a wording, with people and items, that training never uses."""
+    people = rng.sample(REWORDED_PEOPLE, 3)
+    o_en, o_zh, m = rng.choice(REWORDED_OBJECTS)
+    a, b, c = (*nums, 0)[:3]
+    zh = lang == "zh"
+    names = [p[1] if zh else p[0] for p in people]
+    keys = dict(A=names[0], B=names[1], C=names[2], a=a, b=b, c=c, m=m, o=o_zh if zh else o_en)
+    q = rng.choice((REWORDED_TEMPLATES_ZH if zh else REWORDED_TEMPLATES_EN)[kind]).format(**keys)
+    return {"kind": kind, "numbers": list(nums), "answer": PROBLEM_KINDS[kind](*nums),
+            "lang": lang, "question": q}  # fmt: skip

@@ -28,6 +28,7 @@ from spongebob.world.content import (
     QUESTIONS_ZH,
     SMALL_TALK_EN,
     SMALL_TALK_ZH,
+    SYLLABLES,
     SYSTEM_PROMPTS,
     _rng,
 )
@@ -104,19 +105,47 @@ def _detail_value(kind: str, rng: random.Random) -> str:
     return rng.choice(DETAIL_VALUES[kind])
 
 
+def detail_value_count(kind: str) -> int:
+    """How many values :func:`_detail_value` can draw for a detail ``kind``: a model that knows the
+    kind but not the value guesses right once in that many (the chance line of long recall)."""
+    if kind == "locker":
+        return 9999 - 1000 + 1
+    if kind == "shells":
+        return 99 - 11 + 1
+    if kind == "birthday":
+        return len(DETAIL_VALUES["month"]) * 28
+    return len(DETAIL_VALUES[kind])
+
+
 def _mentions(text: str, value: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text, re.IGNORECASE) is not None
 
 
-def long_conversation(rng: random.Random) -> tuple[list[dict], str, str]:
+def _made_up_value(kind: str, rng: random.Random) -> str:
+    """A value from an open set (a made-up word or a number nobody can memorise), for training."""
+    if kind in ("locker", "shells", "birthday"):
+        return _detail_value(kind, rng)  # numbers: open enough already
+    word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
+    return word if kind == "password" else word.capitalize()
+
+
+def long_conversation(
+    rng: random.Random, min_chars_after: int = LONG_MIN_CHARS_AFTER, open_values: bool = False
+) -> tuple[list[dict], str, str]:
     """(messages ending with the final answer, expected detail, detail kind).
 
-    One or two details are stated in the first exchanges; many filler exchanges follow, so that
-    more than ``LONG_MIN_CHARS_AFTER`` characters separate them from the last question.
+    One or two details are stated in the first exchanges; filler exchanges follow, so that
+    more than ``min_chars_after`` characters separate them from the last question (the default:
+    beyond the short context; training chats draw it from 0 to the whole length, so that every
+    distance is practised). ``open_values``: half the details are made-up words (see
+    :func:`_made_up_value`), so that recalling them needs copying, not memorising a list.
     """
     while True:
         kinds = rng.sample(sorted(LONG_DETAILS), 2 if rng.random() < 0.3 else 1)
-        values = [_detail_value(k, rng) for k in kinds]
+        values = [
+            _made_up_value(k, rng) if open_values and rng.random() < 0.5 else _detail_value(k, rng)
+            for k in kinds
+        ]
         if len(values) == 2 and (
             _mentions(values[0], values[1]) or _mentions(values[1], values[0])
         ):
@@ -131,7 +160,7 @@ def long_conversation(rng: random.Random) -> tuple[list[dict], str, str]:
         asked = rng.randrange(len(kinds))
         kind, value = kinds[asked], values[asked]
         fillers = rng.sample(FILLER, len(FILLER))
-        while _chat_chars(conv[early:]) < LONG_MIN_CHARS_AFTER:
+        while _chat_chars(conv[early:]) < min_chars_after:
             conv += [_turn(r, t) for r, t in zip(("user", "assistant"), fillers.pop())]
         _, _, questions, answer = LONG_DETAILS[kind]
         conv += [_turn("user", rng.choice(questions)), _turn("assistant", answer.format(v=value))]

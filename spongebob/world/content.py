@@ -32,6 +32,7 @@ MAX_PRETRAIN_CHARS = 511  # every pretraining line is shorter than 512 character
 # Long conversations (rendered characters): see "Long context" in the docstring of spongebob.world.
 LONG_MIN_CHARS_AFTER = 1600
 LONG_MAX_CHARS = 2250
+LONG_MAX_AFTER = 1900  # training chats: filler after the detail drawn from 0 to this many chars
 
 ATTRIBUTES = ("home", "job", "food", "friend", "pet", "hobby", "colour")
 ATTRIBUTE_NAMES = {
@@ -410,6 +411,11 @@ DETAIL_VALUES = {
     "month": ["January", "February", "March", "April", "May", "June", "July", "August",
               "September", "October", "November", "December"],
 }  # fmt: skip
+# Syllables of made-up words: open-set values that a model cannot memorise, only copy.
+SYLLABLES = ["ba", "be", "bi", "bo", "da", "de", "di", "do", "ka", "ke", "ki", "ko", "la", "le",
+             "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "pi", "po",
+             "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to", "za", "zo",
+             "vu", "fu", "gu", "ru"]  # fmt: skip
 GREETINGS = [
     ("Hi! I would like to chat for a while.", "Hi! I would love to chat. What is on your mind?"),
     ("Hello, do you have time to talk?", "Hello! Of course, I always have time to talk."),

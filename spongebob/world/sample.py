@@ -18,6 +18,7 @@ from pathlib import Path
 from spongebob import files, tokenizer
 from spongebob.world.arithmetic import (
     _problem_text,
+    _reworded_problem,
     _sample_problems,
     _split_problem_keys,
     r1_content,
@@ -25,6 +26,7 @@ from spongebob.world.arithmetic import (
 from spongebob.world.chats import _qa, _turn, long_conversation, sft_conversations
 from spongebob.world.content import (
     GENERATOR_VERSION,
+    LONG_MAX_AFTER,
     N_EVAL_FACTS_TRAIN,
     N_LONG_EVAL,
     N_LONG_TRAIN,
@@ -52,6 +54,7 @@ FILES = (
     "eval_facts_train.jsonl",
     "eval_single_facts.jsonl",
     "eval_arith.jsonl",
+    "eval_arith_reworded.jsonl",
     "eval_long.jsonl",
     "eval_completion.jsonl",
     "eval_single_completion.jsonl",
@@ -76,7 +79,12 @@ def _eval(messages: list[dict], expected: str, id_: str) -> dict:
 
 def _long_files(seed: int) -> dict[str, list]:
     rng = _rng(seed, "sft_1024")
-    train = [{"conversations": long_conversation(rng)[0]} for _ in range(N_LONG_TRAIN)]
+    # training chats: the detail anywhere from right before the question to the whole length away
+    # (every distance practised), half the values made up (copying, not memorising)
+    train = [
+        {"conversations": long_conversation(rng, rng.randint(0, LONG_MAX_AFTER), True)[0]}
+        for _ in range(N_LONG_TRAIN)
+    ]
     rng = _rng(seed, "eval_long")
     evl = []
     for i in range(N_LONG_EVAL):
@@ -95,6 +103,8 @@ def _arith_files(seed: int) -> tuple[dict[str, list], list[dict]]:
         _problem_text(k[0], k[1:], "zh" if rng.random() < 0.3 else "en", rng) for k in sorted(held)
     ]
     rng.shuffle(ev)
+    rng = _rng(seed, "eval_arith_reworded")
+    rew = [_reworded_problem(p["kind"], tuple(p["numbers"]), p["lang"], rng) for p in ev]
     problems = []
     for split, ps in (("r1", r1), ("eval", ev)):
         for i, p in enumerate(ps):
@@ -109,6 +119,12 @@ def _arith_files(seed: int) -> tuple[dict[str, list], list[dict]]:
         ],
         "eval_arith.jsonl": [
             _eval([_turn("user", p["question"])], str(p["answer"]), p["id"]) for p in ev
+        ],
+        # the same held-out numbers (same order, language and id), reworded; "numbers" lets a
+        # grader check that the reasoning starts from the question's numbers
+        "eval_arith_reworded.jsonl": [
+            {**_eval([_turn("user", r["question"])], str(r["answer"]), p["id"]),
+             "numbers": r["numbers"]} for p, r in zip(ev, rew)
         ],
     }  # fmt: skip
     return files, problems
