@@ -749,14 +749,25 @@ def _step(run: _Run, net: nn.Module, model: nn.Module, batches: Prefetch):
     return lr, loss, norm, sum(x.numel() for x, _, _ in micro)
 
 
-def _validate(net: nn.Module, val_batches: list, log: _Logger, store: list) -> None:
-    """The validation loss on ``val_batches``, logged; its time is left out of tokens/s."""
+def _validate(net: nn.Module, val_batches: list, log: _Logger, store: list,
+              model: nn.Module | None = None, probes: Mapping | None = None) -> None:  # fmt: skip
+    """The validation loss on ``val_batches`` and the value of each of ``probes`` (name ->
+    function of the model, returning a number) on rank 0, logged as one record; their time is
+    left out of tokens/s."""
+    probes = probes if log.run.rank == 0 else None
+    if not val_batches and not probes:
+        return
+    t = time.perf_counter()
+    record: dict[str, Any] = {"step": log.run.step}
     if val_batches:
-        t = time.perf_counter()
-        loss = evaluate_loss(net, val_batches, log.run.autocast)
-        log.emit({"step": log.run.step, "val_loss": loss}, store)
-        net.train()
-        log.t += time.perf_counter() - t
+        record["val_loss"] = evaluate_loss(net, val_batches, log.run.autocast)
+    if probes:
+        model.eval()
+        with torch.no_grad():
+            record |= {name: float(fn(model)) for name, fn in probes.items()}
+    log.emit(record, store)
+    net.train()
+    log.t += time.perf_counter() - t
 
 
 def train(
@@ -771,6 +782,7 @@ def train(
     extra: Mapping[str, Any] | None = None,
     progress: bool = True,
     on_log: Callable[[dict[str, Any]], Any] | None = None,
+    probes: Mapping[str, Callable[[nn.Module], float]] | None = None,
 ) -> TrainResult:
     """Train ``model`` (already on its device) on ``loader``'s batches. Defined in 06_pretrain.
 
@@ -778,6 +790,9 @@ def train(
     ``metrics.jsonl``. ``resume`` (True or a path) continues a run exactly; ``init`` loads another
     stage's weights strictly; ``extra`` adds entries to every checkpoint. Under ``torchrun`` see
     ``wrap_model``; rank 0 logs and saves. Only log, validation and save steps wait for the device.
+    ``probes`` (name -> function of the model) are measured with the validation loss, every
+    ``eval_every`` steps and at the end, and logged in the same record (chapter 07's induction
+    probe, a held-out accuracy).
     """
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "last.pt" if out is not None else None
@@ -798,7 +813,7 @@ def train(
             if run.step % cfg.log_every == 0 or run.step == run.schedule.total_steps:
                 _log_window(log, lr, norm, history)
             if cfg.eval_every and run.step % cfg.eval_every == 0:
-                _validate(net, val_batches, log, val_history)
+                _validate(net, val_batches, log, val_history, model, probes)
             if cfg.save_every and run.step % cfg.save_every == 0:
                 t = time.perf_counter()
                 saved = _save(run, model, log, ckpt, extra or {})
@@ -808,7 +823,7 @@ def train(
     if log.steps:
         _log_window(log, lr, norm, history)  # a time budget ended between two log steps
     if not (val_history and val_history[-1]["step"] == run.step):
-        _validate(net, val_batches, log, val_history)
+        _validate(net, val_batches, log, val_history, model, probes)
     if ckpt is not None and not (saved and cfg.save_every and run.step % cfg.save_every == 0):
         saved = _save(run, model, log, ckpt, extra or {})
     log.close()

@@ -601,3 +601,28 @@ def test_a_time_budget_is_checked_at_log_steps_and_fixes_the_schedule_after_the_
     assert 55 <= records[-1]["elapsed"] <= 65  # about the 60 s budget of the fake clock
     # the schedule's length was fixed after the probe: the cosine is under way, not flat at lr
     assert records[-1]["lr"] < cfg.lr and records[0]["lr"] == pytest.approx(cfg.lr)
+
+
+def test_probes_are_measured_with_validation_and_logged_in_the_same_record(tmp_path):
+    """A probe sees the model as it is at its step (here: the norm of one weight, recomputed
+    from the checkpoint at the end), in eval mode, without changing the training itself."""
+    seen = []
+
+    def weight_norm(m):
+        seen.append(m.training)
+        return m.output.weight.norm().item()
+
+    tokens = make_tokens()
+    model = fresh_model()
+    result = train(model, PackedLoader(tokens, 4, 16), small_cfg(max_steps=6, eval_every=3),
+                   out_dir=tmp_path, progress=False, probes={"w_norm": weight_norm})  # fmt: skip
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in lines if "w_norm" in r]
+    assert [r["step"] for r in probed] == [3, 6] and seen == [False, False] and model.training
+    assert probed[-1]["w_norm"] == pytest.approx(model.output.weight.norm().item())
+    assert probed[0]["w_norm"] != probed[1]["w_norm"]  # measured at its own step
+    plain = fresh_model()
+    train(plain, PackedLoader(tokens, 4, 16), small_cfg(max_steps=6, eval_every=3), progress=False)
+    for k, v in plain.state_dict().items():  # probing changes nothing in the run
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert result.val_history[-1]["step"] == 6
