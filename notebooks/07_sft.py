@@ -50,10 +50,18 @@
 #| default_exp sft
 
 # %%
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
+from spongebob.attention import attention_weights
 from spongebob.checkpoint import load_model, read_checkpoint
+from spongebob.config import ModelConfig
 from spongebob.data import (
     ChatEncoder,
     ChatLoader,
@@ -63,11 +71,12 @@ from spongebob.data import (
     read_jsonl,
 )
 from spongebob.generate import generate
-from spongebob.pretrain import pretrained_checkpoint
+from spongebob.model import IGNORE_INDEX, SpongeBob
+from spongebob.pretrain import induction_probe, pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
-from spongebob.train import TrainConfig, trained_tokens
+from spongebob.train import TrainConfig, train, trained_tokens
 from spongebob.viz import plot_token_kinds
-from spongebob.world import course_tokenizer, sample_dir
+from spongebob.world import course_tokenizer, detail_value_count, sample_dir
 from spongebob.world.content import FILLER, LONG_DETAILS
 
 seed_everything(1337)
@@ -151,7 +160,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path  # noqa: F811
 from typing import Any
 
 import torch
@@ -460,16 +469,16 @@ checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
                           init=pretrained, replay="pretrain.jsonl")
 """
 
-import math
-from collections.abc import Iterable, Iterator
+import math  # noqa: F811
+from collections.abc import Iterable, Iterator  # noqa: F811
 from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
 from typing import Any  # noqa: F811
 
-import numpy as np
+import numpy as np  # noqa: F811
 import torch  # noqa: F811
 
 from spongebob.files import sha256_file
-from spongebob.model import IGNORE_INDEX
+from spongebob.model import IGNORE_INDEX  # noqa: F811
 from spongebob.train import TrainConfig, TrainResult
 
 
@@ -614,19 +623,20 @@ assert [ReplayMix([None], [None], 0.25).is_replay(i) for i in range(8)] == [0, 0
 # tokens as a pretraining batch of chapter 06 (16 x 256). The tiny ones are measured in 07_sft.
 SFT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=600, batch_size=16, seq_len=512,
-                            grad_accum=2, log_every=20),
-                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True)),
+                            grad_accum=2, log_every=20, eval_every=100),
+                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True,
+                              length_window=100)),
     "tiny-long": dict(train=dict(lr=1e-3, warmup_steps=10, max_steps=100, batch_size=4,
                                  seq_len=1024, grad_accum=2, log_every=20),
                       options=dict(replay=0.5, replay_batch_size=4, last_reply_only=True,
-                                   random_windows=True)),
+                                   random_windows=True, length_window=100)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=32, seq_len=512,
                             grad_accum=8, log_every=20, save_every=500, compile=True),
-                 options=dict(replay=0.0)),
+                 options=dict(replay=0.0, length_window=100, pad_multiple=64)),
     "seed-long": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
                                  seq_len=1024, grad_accum=16, log_every=20, save_every=500,
                                  compile=True),
-                      options=dict(replay=0.0)),
+                      options=dict(replay=0.0, length_window=100, pad_multiple=64)),
 }  # fmt: skip
 
 
@@ -651,18 +661,23 @@ def sft_options(preset: str, **overrides: Any) -> dict[str, Any]:
 def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
                replay_batch_size: int | None = None, replay_weight: float = 1.0,
                last_reply_only: bool = False, random_windows: bool = False,
-               tag_weight: float = 1.0, rank: int = 0, world_size: int = 1) -> ReplayMix:  # fmt: skip
+               tag_weight: float = 1.0, length_window: int = 0, pad_multiple: int = 1,
+               rank: int = 0, world_size: int = 1) -> ReplayMix:  # fmt: skip
     """The batches of an SFT run. Defined in 07_sft.
 
     ``data``: a ``PreparedData`` of chats, ``replay_data`` one of pretraining text (or None);
     chat batches of ``cfg.batch_size`` conversations, replay batches of ``replay_batch_size``
     (default ``cfg.batch_size``) windows of ``cfg.seq_len`` tokens (packed like pretraining, or
-    starting anywhere with ``random_windows``), mixed by :class:`ReplayMix`.
+    starting anywhere with ``random_windows``), mixed by :class:`ReplayMix`. ``length_window``
+    > 0 groups chats of similar length into batches (chapter 05's ``ChatLoader``: sorted within
+    windows of that many batches, the batches shuffled), so that little of a batch is padding;
+    ``pad_multiple`` rounds a batch's length up (fewer shapes for ``torch.compile``).
     """
     from spongebob.data import ChatLoader, PackedLoader
 
     shard = dict(rank=rank, world_size=world_size)
-    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, tag_weight=tag_weight, **shard)
+    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, tag_weight=tag_weight,
+                      length_window=length_window, pad_multiple=pad_multiple, **shard)  # fmt: skip
     chat = LastReplyOnly(chat) if last_reply_only else chat
     rep = None
     if replay > 0:
@@ -675,7 +690,8 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
 # %%
 #| export
 _OPTION_DEFAULTS = dict(replay=0.5, replay_batch_size=None, replay_weight=1.0,
-                        last_reply_only=False, random_windows=False, tag_weight=1.0)  # fmt: skip
+                        last_reply_only=False, random_windows=False, tag_weight=1.0,
+                        length_window=0, pad_multiple=1)  # fmt: skip
 
 
 def open_chat_data(source: str | Path, tokenizer, work_dir: str | Path, seq_len: int,
@@ -719,6 +735,8 @@ def sft(
     last_reply_only: bool = False,
     random_windows: bool = False,
     tag_weight: float = 1.0,
+    length_window: int = 0,
+    pad_multiple: int = 1,
     stage: str = "sft",
     device: str | torch.device | None = None,
     compile: bool | None = None,
@@ -757,7 +775,8 @@ def sft(
         replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay", **bad)
     options = dict(replay=replay, replay_batch_size=replay_batch_size,
                    replay_weight=replay_weight, last_reply_only=last_reply_only,
-                   random_windows=random_windows, tag_weight=tag_weight)  # fmt: skip
+                   random_windows=random_windows, tag_weight=tag_weight,
+                   length_window=length_window, pad_multiple=pad_multiple)  # fmt: skip
     loader = sft_loader(data, cfg, replay_data, rank=rank, world_size=world, **options)
     model = model.to(run_device(device))
     recipe = {"source_sha256": data.meta["source_sha256"], "init_sha256": sha256_file(init),
@@ -816,36 +835,41 @@ def sft_checkpoint(
 # %% [markdown]
 # ## 6. Fine-tuning, with and without replay
 #
-# First the control: 150 steps of chat batches **without** replay (one chat batch per step,
-# about 1.5 passes over the chats; the loss is near its floor by then). Then the course's SFT model, with half of every step replayed from pretraining. Both
-# start from the same pretrained checkpoint; both are evaluated on the three fact sets:
+# Two runs from the same pretrained checkpoint, with the same number of optimizer steps and the
+# same chat batches per step: the control trains on chats **only**; the course's SFT model adds,
+# to every step, one batch replayed from the pretraining text. Both measure, every 100 steps, the
+# held-out fact questions (a fixed sample of 64, with `train(probes=...)`, into the run's log),
+# so the log shows what happens over time, not only at the end. At the end both are evaluated on
+# three fact sets:
 #
 # * `facts`: held-out residents, never asked about in SFT; their facts were only in pretraining;
 # * `facts_train`: rephrased questions about the residents SFT asked about;
 # * `single_facts`: the control group whose facts appeared in one fixed biography only (section 7).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 SETS = ["facts", "facts_train", "single_facts"]
+STEPS = sft_config("tiny").max_steps
 
 
-def show_log(r):
-    if "loss" in r and r["step"] % 100 == 0:
-        print(f"  step {r['step']:3d}  loss {r['loss']:.3f}")
+def held_out_sample(model):
+    """Accuracy on the first 64 held-out fact questions (the probe logged during SFT)."""
+    return evaluate_file(model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
 
 
-no_replay = sft_checkpoint(
-    world / "sft_512.jsonl",
-    tok,
-    artifacts_dir("runs", "sft-tiny-no-replay"),
-    sft_config("tiny", grad_accum=1, max_steps=150),
-    init=pretrained,
-    replay=0.0,
-    progress=False,
-    on_log=show_log,
-)
+def run_log(ckpt):
+    """The run's metrics.jsonl: (step, loss) and (step, held-out accuracy) pairs."""
+    records = [json.loads(line) for line in open(Path(ckpt).parent / "metrics.jsonl")]
+    return ([(r["step"], r["loss"]) for r in records if "loss" in r],
+            [(r["step"], r["facts"]) for r in records if "facts" in r])  # fmt: skip
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+no_replay = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
+                           sft_config("tiny", grad_accum=1), init=pretrained,
+                           replay=0.0, progress=False, probes={"facts": held_out_sample})  # fmt: skip
 plain = evaluate_sets(load_model(no_replay), tok, world, SETS)
-print({k: f"{r.accuracy:.0%}" for k, r in plain.items()})
+print("without replay:", {k: f"{r.accuracy:.1%}" for k, r in plain.items()})
 assert plain["facts"].stopped > 0.9  # the format is learnt either way
 
 # %%
@@ -853,14 +877,41 @@ assert plain["facts"].stopped > 0.9  # the format is learnt either way
 sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
                           sft_config("tiny"), init=pretrained,
                           replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
-                          progress=False, on_log=show_log)  # fmt: skip
+                          progress=False, probes={"facts": held_out_sample})  # fmt: skip
 chat_model = load_model(sft_ckpt).eval()
 mixed = evaluate_sets(chat_model, tok, world, SETS)
 for name, r in mixed.items():
     print(f"{name:13s} accuracy {r.accuracy:5.1%}   ends with </s> {r.stopped:.0%}   "
-          f"(without replay {plain[name].accuracy:.0%})")  # fmt: skip
-assert mixed["facts"].stopped > 0.98 and mixed["facts"].accuracy > 0.4  # measured 100 %, 52 %
-assert mixed["facts"].accuracy > plain["facts"].accuracy + 0.1  # measured 52 % vs 25 %
+          f"(without replay {plain[name].accuracy:.1%})")  # fmt: skip
+by_lang = mixed["facts"].by(2)
+print(
+    f"held-out facts with replay: {mixed['facts'].accuracy:.1%} (English {by_lang['en']:.1%}, "
+    f"Chinese {by_lang['zh']:.1%}), without: {plain['facts'].accuracy:.1%}, after {STEPS} steps"
+)
+assert mixed["facts"].stopped > 0.98 and mixed["facts"].accuracy > 0.45
+assert mixed["facts"].accuracy > plain["facts"].accuracy + 0.1
+
+# %%
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3), dpi=90)
+for label, ckpt in [("chats only", no_replay), ("chats + replay", sft_ckpt)]:
+    losses, accs = run_log(ckpt)
+    a1.plot(*zip(*losses), lw=1, label=label)
+    a2.plot(*zip(*accs), "o-", label=label)
+a1.set(
+    xlabel="optimizer step", ylabel="training loss", yscale="log", title="SFT loss (10-step mean)"
+)
+a2.axhline(0.6, color="grey", ls=":", label="course target")
+a2.set(xlabel="optimizer step", ylabel="held-out questions (64)", ylim=(0, 1),
+       title="Forgetting, as a picture")  # fmt: skip
+a1.legend(fontsize=8)
+a2.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The loss of the replay run mixes two kinds of batches (chats and text), so it is higher; the
+# right panel is what matters. Without replay, held-out accuracy peaks early and then *falls*
+# while the chat loss keeps falling: the model is fitting the 1,581 chats and forgetting how to
+# reach what pretraining stored. With replay it keeps rising. The final numbers:
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
@@ -878,30 +929,30 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 for r in mixed["facts"].records[:6]:
     print(f"{'ok ' if r['correct'] else 'BAD'} {r['expected']!r:22} <- {r['answer']!r}")
-print("by language:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(2).items()})
 print("by attribute:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(1).items()})
-
+wrong = [r for r in mixed["facts"].records if not r["correct"]]
+other = sum(
+    any(n in r["answer"] for n in ("SpongeBob", "Patrick", "Squidward", "Sandy")) for r in wrong
+)
+print(f"{len(wrong)} wrong answers; {other} of them name one of the four best-known residents")
 
 # %% [markdown]
-# What this run measured on the reference 2-core CPU (about 1 minute without replay, 8 with):
+# The errors are of two kinds: the right attribute of the *wrong resident* (asked about one
+# resident, the model answers with the facts of another, often one that `sft_512` asked about
+# many times), and, in Chinese, the wrong attribute of the right resident. The knowledge is
+# there (the pretrained model completes most statements, section 7): what fails is *extracting*
+# it through a question, and copying the asked name into the answer is part of that (section 8
+# shows the model cannot copy).
 #
-# | | held-out residents | SFT residents, rephrased | single-phrasing residents |
-# |---|---|---|---|
-# | SFT alone (150 steps) | 25 % | 28 % | 2 % |
-# | SFT + replay (600 steps) | **52 %** (English 58 %, Chinese 47 %) | 37 % | 2 % |
+# **Why rephrased questions on the SFT residents score lower than questions on held-out ones.**
+# It is the wording, not the residents: `eval_facts` asks the held-out residents with SFT's own
+# question templates, while `eval_facts_train` uses templates that appear nowhere in training
+# (`REPHRASE_EN`, `REPHRASE_ZH`). An unseen wording costs more than an unseen resident.
 #
-# Replay lifts the held-out questions from 25 % to 52 %, and every answer is a single sentence
-# that ends with `</s>`. That is short of the course's 60 % target. The errors are of two kinds:
-# the right attribute of the *wrong resident* (asked about Patrick's home, it says SpongeBob lives
-# in a pineapple: the training residents of `sft_512` pull the answers towards themselves), and,
-# in Chinese, the wrong attribute of the right resident. The knowledge is there (the pretrained
-# model completes 97 % of the English statements, section 7): what fails is *extracting* it
-# through a question. Also measured, each once: lr 3e-4 instead of 1e-3 was worse (26 % against
-# 35 %, on an earlier pretrained model that completed 61 % of the statements); replay windows at
-# fixed cuts or anywhere made no difference there (35 % and 34 %); on this pretrained model, 300
-# steps with replay gave 44 % (English 57 %, Chinese 30 %) and 600 steps the 52 % above: the
-# longer run mostly helps Chinese. The original's recipe, SFT alone, is the first row. A longer
-# run with replay, more varied questions in SFT, or a larger model are the next steps.
+# What else was tried (`docs/benchmarks.md` has each with its command): lr 3e-4 instead of 1e-3
+# was worse; question-answer text about the SFT residents mixed into *pretraining* (a quarter of
+# its tokens, the "mixed training" of Physics of Language Models 3.1) lifted held-out questions
+# early in SFT but cost completion accuracy in pretraining below the 80 % target.
 
 
 # %% [markdown]
@@ -976,11 +1027,38 @@ plt.show()
 # pretrained on windows of 256 tokens and fine-tuned on chats of at most 512. The original trains
 # a second SFT stage at 1024 tokens on `sft_1024.jsonl` for exactly this.
 #
-# A detail has 8 to 12 possible values per kind, so a model that has learnt the *form* of the
-# answer ("Your locker code is ...") but not the recall scores about 10 % by guessing. The
-# filler replies between detail and question are long and predictable: with the loss on every
-# reply, almost all trained tokens are filler, and the loss can be low without any long-range
-# copying. So the long stage trains **the last reply only**, the one that needs the detail:
+# A detail's value comes from a set of its kind: 8 meeting places, 10 boxes, 12 snail names, ...,
+# 89 shell counts, 9,000 locker codes (`detail_value_count` asks the world's generator). A model
+# that has learnt the *form* of the answer ("Your locker code is ...") but not the recall guesses
+# right once in that many; averaged over `eval_long`, that is the chance line:
+
+
+# %%
+long_rows = list(read_jsonl(world / "eval_long.jsonl"))
+kinds = [r["id"].split(".")[-1] for r in long_rows]
+CHANCE = sum(1 / detail_value_count(k) for k in kinds) / len(kinds)
+print(f"chance line: {CHANCE:.1%} over {len(kinds)} chats "
+      f"({', '.join(f'{k} 1/{detail_value_count(k):,}' for k in sorted(set(kinds)))})")  # fmt: skip
+assert 0.03 < CHANCE < 0.1
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1)."""
+    p, d = k / n, 1 + z * z / n
+    centre, half = (
+        (p + z * z / (2 * n)) / d,
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d,
+    )
+    return centre - half, centre + half
+
+
+print("with 100 chats, 3 right is", tuple(round(v, 3) for v in wilson(3, 100)))
+
+# %% [markdown]
+# The filler replies between detail and question are long and predictable: with the loss on
+# every reply, most trained tokens are filler. The loss on **the last reply only**, the one that
+# needs the detail, is the other choice; it also drops the acknowledgements ("Got it. Your
+# locker code is 4821."), which are copy exercises at distance 0. Section 8.3 measures both.
 
 
 # %%
@@ -1053,7 +1131,6 @@ def at_distance(messages, keep):
     return messages[:first] + messages[first:-tail][: 2 * keep] + messages[-tail:]
 
 
-long_rows = list(read_jsonl(world / "eval_long.jsonl"))
 DISTANCES = [0, 2, 4, 8]  # filler exchanges kept (the whole chats are `eval_long` itself)
 
 
@@ -1093,62 +1170,222 @@ print(
 
 
 # %% [markdown]
-# The long stage (`sft_config("tiny-long")`): from the SFT checkpoint, the 300 chats of
-# `sft_1024.jsonl` (whole, at 1024 tokens) in batches of 4 with the loss on the last reply, and
-# as many replay windows of 1024 tokens (so the positions beyond 512 are trained on text as
-# well), lr 1e-3, 100 steps.
+# ### 8.1 Diagnose before curing: can the model copy at all?
+#
+# Recall is near zero even at distance 0, right after the detail was said. So the question is
+# not *how far* the model can look back, but whether it can copy from its context at all.
+# Chapter 06 logged the **induction probe** during pretraining (random token sequences repeated
+# twice; the ratio of the loss on the second copy to the first, 1.0 when nothing is copied):
+
+
+# %%
+probe_log = [json.loads(line) for line in open(Path(pretrained).parent / "metrics.jsonl")]
+probe_log = [(r["step"], r["induction"]) for r in probe_log if "induction" in r]
+print("pretraining, induction probe by step:", " ".join(f"{s}: {v:.2f}" for s, v in probe_log))
+r_base, loss_base = induction_probe(base, per_position=True)
+r_chat, loss_chat = induction_probe(chat_model, per_position=True)
+print(f"probe ratio: pretrained {r_base:.2f}, after SFT {r_chat:.2f}")
+assert r_base > 0.9 and r_chat > 0.9  # no copying
+
+
+def induction_scores(model, length: int = 60, seed: int = 0) -> torch.Tensor:
+    """(layers, heads): mean attention from each position of the second copy to the position
+    just after the same token's first occurrence (where an induction head looks)."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(16, model.config.vocab_size, (4, length), generator=g)
+    x = torch.cat([r, r], dim=1)
+    seen = []
+    hooks = [layer.attention.register_forward_pre_hook(lambda m, a: seen.append((m, a[:3])))
+             for layer in model.layers]  # fmt: skip
+    with torch.no_grad():
+        model(x)
+        for h in hooks:
+            h.remove()
+        rows = torch.arange(length, 2 * length)  # queries in the second copy
+        return torch.stack([attention_weights(m, *a)[:, :, rows, rows - length + 1].mean((0, 2))
+                            for m, a in seen])  # fmt: skip
+
+
+# %% [markdown]
+# The two pictures of "no copying": the loss per position stays as high on the second copy as on
+# the first, and no head attends to where the copy would come from (a random head gives each of
+# the ~90 earlier positions about 1 %).
+
+
+# %%
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 2.8), dpi=90, width_ratios=[1.6, 1])
+a1.plot(loss_base, lw=1, label=f"pretrained (ratio {r_base:.2f})")
+a1.axvline(59.5, color="grey", ls=":")
+a1.set(xlabel="position (the second copy starts at 60)", ylabel="loss", title="Induction probe")
+scores = induction_scores(base)
+im = a2.imshow(scores, vmin=0, vmax=1, cmap="viridis")
+a2.set(xlabel="head", ylabel="layer", title="attention to the copy source")
+fig.colorbar(im, ax=a2)
+a1.legend(fontsize=8)
+plt.show()
+print(f"largest induction score of any head: {scores.max():.2f}")
+
+# %% [markdown]
+# ### 8.2 The positive control: a model that can copy
+#
+# A probe that always says "no" proves nothing until it says "yes" to a model that does copy.
+# `RepeatedSpans` makes copy drills: rows of a random span of 6 to 24 ids repeated to fill the
+# window, the loss only where a copy is possible. A fresh tiny model trained on nothing else,
+# with the probe in its log:
+
+
+# %%
+#| export
+class RepeatedSpans:
+    """Copy drills ``(x, y, None)``: each row is a random span of ``k`` ids (``k`` drawn per row
+    in ``[k_min, k_max]``, ids from ``low`` up) repeated to fill ``seq_len + 1`` tokens; targets
+    inside the first copy are -100 (nothing there can be predicted). Defined in 07_sft.
+
+    Batch ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same at any resume.
+    The period varies from row to row, so the only way to predict is to find the previous
+    occurrence of the current token (an induction head), not a fixed offset.
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, *, k_min: int = 6,
+                 k_max: int = 24, low: int = 16, seed: int = 0) -> None:  # fmt: skip
+        if not 2 <= k_min <= k_max <= seq_len // 2:
+            raise ValueError(f"need 2 <= k_min <= k_max <= seq_len // 2, got {k_min}, {k_max}")
+        self.shape, self.k, self.low, self.vocab = (
+            (batch_size, seq_len),
+            (k_min, k_max),
+            low,
+            vocab_size,
+        )
+        self.seed, self.count = seed, 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        B, T = self.shape
+        while True:
+            rng = np.random.default_rng([self.seed, self.count])
+            self.count += 1
+            ks = rng.integers(self.k[0], self.k[1] + 1, size=B)
+            rows = np.stack([np.resize(rng.integers(self.low, self.vocab, k), T + 1) for k in ks])
+            t = torch.from_numpy(rows.astype(np.int64))
+            x, y = t[:, :-1], t[:, 1:].clone()
+            y[torch.arange(T)[None, :] < torch.from_numpy(ks - 1)[:, None]] = IGNORE_INDEX
+            yield x, y, None
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+
+
+# %%
+x, y, _ = next(iter(RepeatedSpans(tok.vocab_size, 12, 2, k_min=4, k_max=4, seed=1)))
+print("inputs ", x[0].tolist(), "\ntargets", y[0].tolist())
+trained = (y != -100).nonzero()  # (b, j): target j is token j + 1, a copy of token j + 1 - 4
+assert len(trained) == 2 * (12 - 3)
+assert all(y[b, j] == x[b, j - 3] for b, j in trained.tolist())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-long_ckpt = sft_checkpoint(world / "sft_1024.jsonl", tok, artifacts_dir("runs", "sft-long-tiny"),
-                           sft_config("tiny-long"), init=sft_ckpt, stage="sft_long",
-                           replay_source=world / "pretrain.jsonl", **sft_options("tiny-long"),
-                           progress=False, on_log=show_log)  # fmt: skip
-long_model = load_model(long_ckpt).eval()
-recall_after, long_after = recall_by_distance(long_model)
-facts_after = evaluate_sets(long_model, tok, world, ["facts"])["facts"]
-print("long SFT model, recall by filler exchanges kept:",
-      {k: f"{v:.0%}" for k, v in recall_after.items()})  # fmt: skip
-print(f"eval_long: {long_before.accuracy:.0%} before, {long_after.accuracy:.0%} after; answers "
-      f"in the right form {answer_form(long_before):.0%} -> {answer_form(long_after):.0%}, ending "
-      f"with </s> {long_after.stopped:.0%}; held-out facts {mixed['facts'].accuracy:.0%} -> "
-      f"{facts_after.accuracy:.0%}")  # fmt: skip
-assert long_after.stopped > 0.9 and answer_form(long_after) > answer_form(long_before) + 0.5
+copy_dir = artifacts_dir("runs", "copy-control")
+copy_cfg = TrainConfig(max_steps=300, batch_size=64, seq_len=64, warmup_steps=30, eval_every=50,
+                       log_every=10, seed=1337)  # fmt: skip
+done = (copy_dir / "last.pt").exists() and read_checkpoint(copy_dir / "last.pt")[1].get(
+    "train_config"
+) == copy_cfg.to_dict()
+if not done:
+    torch.manual_seed(copy_cfg.seed)
+    fresh = SpongeBob(ModelConfig.preset("tiny", vocab_size=tok.vocab_size))
+    train(fresh, RepeatedSpans(tok.vocab_size, 64, 64, seed=7), copy_cfg, out_dir=copy_dir,
+          progress=False, probes={"induction": induction_probe})  # fmt: skip
+copy_log = [json.loads(line) for line in open(copy_dir / "metrics.jsonl")]
+copy_probe = [(r["step"], r["induction"]) for r in copy_log if "induction" in r]
+copier = load_model(copy_dir / "last.pt").eval()
+r_copy, loss_copy = induction_probe(copier, per_position=True)
+print("copy drills, induction probe by step:", " ".join(f"{s}: {v:.2f}" for s, v in copy_probe))
+assert r_copy < 0.97 < r_base  # the probe does say "yes"
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 2.8), dpi=90)
+ax.plot(*zip(*probe_log), "o-", label="pretraining on the world (chapter 06)")
+ax.plot(*zip(*copy_probe), "s-", label="copy drills only")
+ax.axhline(1, color="grey", ls=":")
+ax.set(xlabel="optimizer step", ylabel="probe ratio (1 = no copying)", ylim=(0, 1.1),
+       title="When does copying appear?")  # fmt: skip
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The probe works in both directions, and it shows the size of the problem: copying does start to
+# form on pure copy drills, but slowly. A tiny model needs hundreds of steps of nothing *but*
+# copying to move the ratio, and it is still far from an induction head when this run stops.
+# Copy lines mixed into the world text (30 % of the batches, 900 steps) did not move it at all,
+# and cost completion accuracy (`python bench/copy_recipes.py` measures these recipes;
+# docs/benchmarks.md has the table). Within this chapter's budget of CPU minutes, the tiny model
+# arrives at long SFT unable to copy, and the long stage has to create the skill, not stretch it.
+
+
+# %% [markdown]
+# ### 8.3 The long stage, and which loss
+#
+# The long stage (`sft_config("tiny-long")`): from the SFT checkpoint, the 300 chats of
+# `sft_1024.jsonl` at 1024 tokens in batches of 4, with as many replay windows of 1024 tokens
+# (so positions beyond 512 are trained on text too), lr 1e-3, 100 steps. Its chats put the detail
+# at every distance from the question, from right before it to the whole chat away, and half of
+# their values are made-up words that no list holds: recalling them needs copying, not
+# memorising. Two runs differ only in the loss: every reply (the original's way, which keeps the
+# acknowledgements) or the last reply only.
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+long_runs, recall_after, long_reports = {}, {}, {}
+for name, last in (("all replies", False), ("last reply", True)):
+    folder = artifacts_dir("runs", "sft-long-tiny" + ("-last" if last else ""))
+    long_runs[name] = sft_checkpoint(world / "sft_1024.jsonl", tok, folder,
+                                     sft_config("tiny-long"), init=sft_ckpt, stage="sft_long",
+                                     replay_source=world / "pretrain.jsonl",
+                                     **sft_options("tiny-long", last_reply_only=last),
+                                     progress=False)  # fmt: skip
+    recall_after[name], long_reports[name] = recall_by_distance(load_model(long_runs[name]).eval())
+    n_right = sum(r["correct"] for r in long_reports[name].records)
+    lo, hi = wilson(n_right, len(long_rows))
+    print(f"{name:12s} eval_long {n_right / len(long_rows):.0%} (95 % interval {lo:.0%}-{hi:.0%})"
+          f" | by filler exchanges kept {({k: f'{v:.0%}' for k, v in recall_after[name].items()})}"
+          f" | right form {answer_form(long_reports[name]):.0%}")  # fmt: skip
+best = max(long_reports, key=lambda k: long_reports[k].accuracy)
+long_ckpt, long_after = long_runs[best], long_reports[best]
+long_model = load_model(long_ckpt).eval()
+facts_after = evaluate_sets(long_model, tok, world, ["facts"])["facts"]
+print(f"eval_long before {long_before.accuracy:.0%} | held-out facts {mixed['facts'].accuracy:.0%}"
+      f" -> {facts_after.accuracy:.0%} after the long stage ({best})")  # fmt: skip
+assert long_after.stopped > 0.9 and answer_form(long_after) > answer_form(long_before) + 0.5
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3), dpi=90)
 labels = [str(k) for k in recall_before]
-ax.plot(labels, list(recall_before.values()), "o-", label="after SFT (512)")
-ax.plot(labels, list(recall_after.values()), "s-", label="after long SFT (1024)")
-ax.axhline(0.1, color="grey", ls=":", label="guessing (~1 in 10)")
+n = len(long_rows)
+for (name, rec), marker in zip([("after SFT (512)", recall_before), *recall_after.items()], "o^s"):
+    vals = list(rec.values())
+    err = np.array([[v - wilson(round(v * n), n)[0], wilson(round(v * n), n)[1] - v] for v in vals])
+    ax.errorbar(labels, vals, yerr=err.T, fmt=marker + "-", capsize=3, label=name)
+ax.axhline(CHANCE, color="grey", ls=":", label=f"chance ({CHANCE:.1%})")
 ax.axhline(0.7, color="tab:red", ls="--", lw=0.8, label="course target (whole chat)")
-ax.set(xlabel="filler exchanges between the detail and the question", ylabel="recall",
+ax.set(xlabel="filler exchanges between the detail and the question", ylabel="recall (95 % CI)",
        ylim=(0, 1), title="Retrieval of an early detail")  # fmt: skip
 ax.legend(fontsize=8)
 plt.show()
 
 
 # %% [markdown]
-# What this run measured: recall of the early detail was 0 % after SFT (the SFT model had never
-# seen such a question and answered something else) and **3 %** after long SFT: below the 10 %
-# of guessing, far from the course's 70 % target. The long stage did teach the *form*: 100 % of
-# the answers now have the right template for their kind ("Your locker code is ..."), 97 % end
-# with `</s>`, but the value in them is invented. The curve by distance says why: even with **no**
-# filler between the detail and the question (distance 0, a 150-token prompt) recall is 1 %.
-# The model does not fail to reach 700 tokens back; it has no mechanism to copy a value from its
-# context at all. Its pretraining text gives it no reason to learn one: each line states facts
-# once, nothing in a line repeats an earlier span, so no "induction head" (a head that finds the
-# previous occurrence of the current context and copies what followed) has any gradient to form.
-#
-# What was tried, each measured once on this CPU: the loss on every reply (the original's way;
-# 11 % in the course's calibration), the loss on the last reply only (here, 3 %), 4,000 freshly
-# generated long chats (13 %, calibration), and a curriculum mixing 3,000 chats at every distance
-# from 0 to all fillers with the loss on the last reply (150 steps: 5 %). All stay at chance, and
-# all cost the held-out facts (52 % -> 18 % here): the small model spends its capacity on the new
-# answer template. The fix belongs earlier in the pipeline: copying tasks in *pretraining* (text
-# that repeats a span seen earlier in the same window, at growing distances), so that the model
-# arrives at SFT able to copy; the long stage would then only have to stretch that skill to 1024
-# tokens. Chapter 08 therefore starts from the SFT checkpoint, not from this one.
+# The long stage teaches the *form* of the answer ("Your locker code is ...", printed above as
+# "right form") but not the value: with its 95 % interval, recall stays at the chance line for
+# both losses, at every distance, distance 0 included. That is what 8.1 predicted: a model that
+# cannot copy at 20 tokens cannot copy at 700. The course's 70 % target is not met, and the
+# bound is the one 8.2 measured: the tiny model needs far more steps of dense copying than a
+# CPU chapter has before an induction head forms. The attempts, each with its interval, are in
+# `docs/benchmarks.md` (`python bench/copy_recipes.py` re-runs them). Chapter 08 starts from the
+# SFT checkpoint, not from this one: the long stage costs held-out facts (printed above) and
+# gives nothing back yet.
 
 
 # %% [markdown]

@@ -70,19 +70,33 @@ def distill(
     init: str | Path,
     tag_weight: float = 10.0,
     replay: float = 0.0,
+    mix_source: str | Path | None = None,
+    mix_chats: int = 0,
     **kw: Any,
 ) -> TrainResult:
     """Distil the reasoning chats of ``source`` into the model of checkpoint ``init`` (usually
     the SFT model). Defined in 08_distill.
 
-    ``tag_weight`` multiplies the loss of the reasoning-tag targets of every reply; ``replay`` (a
-    share of pretraining batches, with ``replay_source``) and the other ``kw`` are those of
+    ``tag_weight`` multiplies the loss of the reasoning-tag targets of every reply; ``mix_chats``
+    chats drawn from ``mix_source`` (SFT's chats) are shuffled in (:func:`write_chat_mix`, into
+    ``out_dir/chats.jsonl``) so the student keeps answering plain questions plainly; ``replay``
+    (a share of pretraining batches, with ``replay_source``) and the other ``kw`` are those of
     ``spongebob.sft.sft`` (``replay_source``, ``progress``, ``on_log``, ``resume``...).
     """
     if tag_weight <= 0:
         raise ValueError(f"tag_weight must be > 0, got {tag_weight}")
+    source = _mixed(source, out_dir, mix_source, mix_chats, cfg.seed)
     return sft(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight, replay=replay,
                stage="distill", **kw)  # fmt: skip
+
+
+def _mixed(source, out_dir, mix_source, mix_chats: int, seed: int):
+    if mix_chats <= 0:
+        return source
+    if mix_source is None:
+        raise ValueError("mix_chats > 0 needs mix_source (a chat JSONL file to draw them from)")
+    parts = [(source, None), (mix_source, mix_chats)]
+    return write_chat_mix(Path(out_dir) / "chats.jsonl", parts, seed=seed)
 
 
 def distill_checkpoint(
@@ -94,10 +108,14 @@ def distill_checkpoint(
     init: str | Path,
     tag_weight: float = 10.0,
     replay: float = 0.0,
+    mix_source: str | Path | None = None,
+    mix_chats: int = 0,
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished distillation of this recipe, else run
-    :func:`distill` first. Defined in 08_distill."""
+    :func:`distill` first (the mixture of ``mix_chats`` is part of the recipe: its bytes). Defined
+    in 08_distill."""
+    source = _mixed(source, out_dir, mix_source, mix_chats, cfg.seed)
     return sft_checkpoint(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight,
                           replay=replay, stage="distill", **kw)  # fmt: skip
 
@@ -151,7 +169,9 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
     return out
 
 
-def mix_chats(out: str | Path, parts: list[tuple[str | Path, int | None]], seed: int = 0) -> Path:
+def write_chat_mix(
+    out: str | Path, parts: list[tuple[str | Path, int | None]], seed: int = 0
+) -> Path:
     """Write the chat lines of several JSONL files, shuffled together, to ``out`` (atomically).
 
     Defined in 08_distill. ``parts``: ``(path, n)`` pairs; ``n`` lines are drawn at random (seeded)

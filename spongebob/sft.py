@@ -14,16 +14,16 @@ checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
                           init=pretrained, replay="pretrain.jsonl")
 """
 
-import math
-from collections.abc import Iterable, Iterator
+import math  # noqa: F811
+from collections.abc import Iterable, Iterator  # noqa: F811
 from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
 from typing import Any  # noqa: F811
 
-import numpy as np
+import numpy as np  # noqa: F811
 import torch  # noqa: F811
 
 from spongebob.files import sha256_file
-from spongebob.model import IGNORE_INDEX
+from spongebob.model import IGNORE_INDEX  # noqa: F811
 from spongebob.train import TrainConfig, TrainResult
 
 
@@ -138,19 +138,20 @@ class RandomWindows:
 # tokens as a pretraining batch of chapter 06 (16 x 256). The tiny ones are measured in 07_sft.
 SFT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=600, batch_size=16, seq_len=512,
-                            grad_accum=2, log_every=20),
-                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True)),
+                            grad_accum=2, log_every=20, eval_every=100),
+                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True,
+                              length_window=100)),
     "tiny-long": dict(train=dict(lr=1e-3, warmup_steps=10, max_steps=100, batch_size=4,
                                  seq_len=1024, grad_accum=2, log_every=20),
                       options=dict(replay=0.5, replay_batch_size=4, last_reply_only=True,
-                                   random_windows=True)),
+                                   random_windows=True, length_window=100)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=32, seq_len=512,
                             grad_accum=8, log_every=20, save_every=500, compile=True),
-                 options=dict(replay=0.0)),
+                 options=dict(replay=0.0, length_window=100, pad_multiple=64)),
     "seed-long": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
                                  seq_len=1024, grad_accum=16, log_every=20, save_every=500,
                                  compile=True),
-                      options=dict(replay=0.0)),
+                      options=dict(replay=0.0, length_window=100, pad_multiple=64)),
 }  # fmt: skip
 
 
@@ -173,18 +174,23 @@ def sft_options(preset: str, **overrides: Any) -> dict[str, Any]:
 def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
                replay_batch_size: int | None = None, replay_weight: float = 1.0,
                last_reply_only: bool = False, random_windows: bool = False,
-               tag_weight: float = 1.0, rank: int = 0, world_size: int = 1) -> ReplayMix:  # fmt: skip
+               tag_weight: float = 1.0, length_window: int = 0, pad_multiple: int = 1,
+               rank: int = 0, world_size: int = 1) -> ReplayMix:  # fmt: skip
     """The batches of an SFT run. Defined in 07_sft.
 
     ``data``: a ``PreparedData`` of chats, ``replay_data`` one of pretraining text (or None);
     chat batches of ``cfg.batch_size`` conversations, replay batches of ``replay_batch_size``
     (default ``cfg.batch_size``) windows of ``cfg.seq_len`` tokens (packed like pretraining, or
-    starting anywhere with ``random_windows``), mixed by :class:`ReplayMix`.
+    starting anywhere with ``random_windows``), mixed by :class:`ReplayMix`. ``length_window``
+    > 0 groups chats of similar length into batches (chapter 05's ``ChatLoader``: sorted within
+    windows of that many batches, the batches shuffled), so that little of a batch is padding;
+    ``pad_multiple`` rounds a batch's length up (fewer shapes for ``torch.compile``).
     """
     from spongebob.data import ChatLoader, PackedLoader
 
     shard = dict(rank=rank, world_size=world_size)
-    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, tag_weight=tag_weight, **shard)
+    chat = ChatLoader(data, cfg.batch_size, seed=cfg.seed, tag_weight=tag_weight,
+                      length_window=length_window, pad_multiple=pad_multiple, **shard)  # fmt: skip
     chat = LastReplyOnly(chat) if last_reply_only else chat
     rep = None
     if replay > 0:
@@ -195,7 +201,8 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
 
 
 _OPTION_DEFAULTS = dict(replay=0.5, replay_batch_size=None, replay_weight=1.0,
-                        last_reply_only=False, random_windows=False, tag_weight=1.0)  # fmt: skip
+                        last_reply_only=False, random_windows=False, tag_weight=1.0,
+                        length_window=0, pad_multiple=1)  # fmt: skip
 
 
 def open_chat_data(source: str | Path, tokenizer, work_dir: str | Path, seq_len: int,
@@ -237,6 +244,8 @@ def sft(
     last_reply_only: bool = False,
     random_windows: bool = False,
     tag_weight: float = 1.0,
+    length_window: int = 0,
+    pad_multiple: int = 1,
     stage: str = "sft",
     device: str | torch.device | None = None,
     compile: bool | None = None,
@@ -275,7 +284,8 @@ def sft(
         replay_data = open_pretraining_data(replay_source, tokenizer, out / "replay", **bad)
     options = dict(replay=replay, replay_batch_size=replay_batch_size,
                    replay_weight=replay_weight, last_reply_only=last_reply_only,
-                   random_windows=random_windows, tag_weight=tag_weight)  # fmt: skip
+                   random_windows=random_windows, tag_weight=tag_weight,
+                   length_window=length_window, pad_multiple=pad_multiple)  # fmt: skip
     loader = sft_loader(data, cfg, replay_data, rank=rank, world_size=world, **options)
     model = model.to(run_device(device))
     recipe = {"source_sha256": data.meta["source_sha256"], "init_sha256": sha256_file(init),
@@ -368,3 +378,44 @@ class LastReplyOnly:
 
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state)
+
+
+class RepeatedSpans:
+    """Copy drills ``(x, y, None)``: each row is a random span of ``k`` ids (``k`` drawn per row
+    in ``[k_min, k_max]``, ids from ``low`` up) repeated to fill ``seq_len + 1`` tokens; targets
+    inside the first copy are -100 (nothing there can be predicted). Defined in 07_sft.
+
+    Batch ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same at any resume.
+    The period varies from row to row, so the only way to predict is to find the previous
+    occurrence of the current token (an induction head), not a fixed offset.
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, *, k_min: int = 6,
+                 k_max: int = 24, low: int = 16, seed: int = 0) -> None:  # fmt: skip
+        if not 2 <= k_min <= k_max <= seq_len // 2:
+            raise ValueError(f"need 2 <= k_min <= k_max <= seq_len // 2, got {k_min}, {k_max}")
+        self.shape, self.k, self.low, self.vocab = (
+            (batch_size, seq_len),
+            (k_min, k_max),
+            low,
+            vocab_size,
+        )
+        self.seed, self.count = seed, 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        B, T = self.shape
+        while True:
+            rng = np.random.default_rng([self.seed, self.count])
+            self.count += 1
+            ks = rng.integers(self.k[0], self.k[1] + 1, size=B)
+            rows = np.stack([np.resize(rng.integers(self.low, self.vocab, k), T + 1) for k in ks])
+            t = torch.from_numpy(rows.astype(np.int64))
+            x, y = t[:, :-1], t[:, 1:].clone()
+            y[torch.arange(T)[None, :] < torch.from_numpy(ks - 1)[:, None]] = IGNORE_INDEX
+            yield x, y, None
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])

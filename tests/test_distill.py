@@ -23,12 +23,15 @@ from spongebob.data import TAG, ChatEncoder, ChatLoader, PreparedData, prepare
 from spongebob.distill import (
     DISTILL_PRESETS,
     EQUATION_LINE,
+    copies_question,
     distill,
     distill_checkpoint,
     distill_config,
     distill_options,
     drill_lines,
     format_problem,
+    reasoning_numbers,
+    write_chat_mix,
 )
 from spongebob.evaluate import R1_TAGS, parse_r1
 from spongebob.model import IGNORE_INDEX, SpongeBob, lm_loss
@@ -210,3 +213,32 @@ def test_drill_lines_keeps_only_equation_lines(tmp_path):
     with pytest.raises(ValueError, match="none.jsonl: no line's text is a drill line"):
         drill_lines(none, tmp_path / "empty.jsonl")
     assert not (tmp_path / "empty.jsonl").exists()
+
+
+def test_write_chat_mix_takes_all_of_one_file_and_a_seeded_sample_of_another(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": f"a{i}"}]})
+                         + "\n" for i in range(5)), encoding="utf-8")  # fmt: skip
+    b.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": f"b{i}"}]})
+                         + "\n" for i in range(20)), encoding="utf-8")  # fmt: skip
+    out = write_chat_mix(tmp_path / "m.jsonl", [(a, None), (b, 7)], seed=3)
+    got = [json.loads(line)["conversations"][0]["content"] for line in out.open(encoding="utf-8")]
+    assert sorted(x for x in got if x[0] == "a") == [f"a{i}" for i in range(5)]
+    picked = [x for x in got if x[0] == "b"]
+    assert len(picked) == len(set(picked)) == 7 and len(got) == 12
+    assert got != sorted(got)  # shuffled together
+    first = out.read_bytes()
+    assert write_chat_mix(tmp_path / "m2.jsonl", [(a, None), (b, 7)], seed=3).read_bytes() == first
+    assert write_chat_mix(tmp_path / "m3.jsonl", [(a, None), (b, 7)], seed=4).read_bytes() != first
+    with pytest.raises(ValueError, match="b.jsonl: asked for 21 lines, it holds 20"):
+        write_chat_mix(tmp_path / "m4.jsonl", [(b, 21)])
+
+
+def test_reasoning_numbers_read_the_first_line_of_the_reasoning():
+    reply = "<think>\nWe start with 7 lanterns and add 20 more.\n7 + 20 = 27\n</think>"
+    assert reasoning_numbers(reply) == [7, 20]
+    assert reasoning_numbers("<think>\n\n一开始有21根蜡烛，拿走了7根。\n21 - 7 = 14") == [21, 7]
+    assert reasoning_numbers("no tags: 3 and 4\nthen 5") == [3, 4]
+    assert reasoning_numbers("<think>\n</think>") == []
+    assert copies_question(reply, [7, 20]) and copies_question(reply, [7, 20, 4])
+    assert not copies_question(reply, [20, 7]) and not copies_question(reply, [11, 8])

@@ -1,0 +1,148 @@
+"""Can the tiny model learn to copy from its context? The recipes that chapter 07 (section 8)
+reports, re-measured with the induction probe of chapter 06 (``spongebob.pretrain.induction_probe``:
+random id sequences repeated twice, the loss on the second copy over the first; 1.0 = no copying).
+
+    .venv/bin/python bench/copy_recipes.py                  # every recipe, about 40 minutes
+    .venv/bin/python bench/copy_recipes.py --only spans-64x64
+
+Not a test: it prints one line per recipe (probe by step, completion accuracy of the world's
+held-out fact prompts where the recipe trains on the world) and writes only under ``--work``
+(default: the artifact folder's ``bench/copy``). Recipes:
+
+- ``world``: chapter 06's tiny pretraining (900 steps of 16 x 256), the baseline;
+- ``world+lines-30``: the same with 30 % of the batches drawn from copy *text* (a list of
+  made-up words and numbers repeated after filler sentences, or key-value notes recalled later);
+- ``period-64``: copy drills whose period is always 64 (rows ``[r, r]``): the loss falls fast, but
+  by attending 64 positions back, a shortcut the probe (period 60) does not reward;
+- ``spans-64x64``: ``spongebob.sft.RepeatedSpans`` (periods 6 to 24, batch 64 x 64), 450 steps;
+- ``spans-16x64``: the same drills in batches of 16, 1,500 steps (4x cheaper steps);
+- ``spans-16x256``: periods 8 to 128 in batches of 16 x 256, 500 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spongebob.config import ModelConfig
+from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
+from spongebob.evaluate import grade_fact
+from spongebob.files import write_jsonl
+from spongebob.model import SpongeBob
+from spongebob.pretrain import complete, induction_probe
+from spongebob.runtime import artifacts_dir
+from spongebob.sft import RepeatedSpans, ReplayMix
+from spongebob.train import TrainConfig, train
+from spongebob.world import course_tokenizer, sample_dir
+from spongebob.world.content import FILLER, SYLLABLES
+
+KEYS = ["the code of the {c} door", "{n}'s locker code", "the name of {n}'s snail",
+        "{n}'s lucky number", "the name of {n}'s boat", "{n}'s secret word"]  # fmt: skip
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white"]
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+def _value(rng: random.Random) -> str:
+    return str(rng.randint(10, 99999)) if rng.random() < 0.5 else _word(rng)
+
+
+def copy_text(rng: random.Random) -> str:
+    """One line of copy text: a repeated list, or notes recalled after filler sentences."""
+    gap = " ".join(rng.choice(rng.choice(FILLER)) for _ in range(rng.choice([0, 1, 2, 3, 5])))
+    if rng.random() < 0.5:
+        items = " ".join(_value(rng) for _ in range(rng.randint(3, 10)))
+        return f"Write down: {items}. {gap} Repeat: {items}."
+    keys = [rng.choice(KEYS).format(n=_word(rng), c=rng.choice(COLOURS)) for _ in range(3)]
+    notes = {k: _value(rng) for k in keys}
+    k = rng.choice(list(notes))
+    said = " ".join(f"{key[0].upper()}{key[1:]} is {v}." for key, v in notes.items())
+    return f"Note: {said} {gap} Question: what is {k}? Answer: {notes[k]}."
+
+
+class FixedPeriod:
+    """Rows ``[r, r]`` of ``seq_len // 2`` random ids: the period is always the same."""
+
+    def __init__(self, vocab: int, seq_len: int, batch: int, seed: int = 0) -> None:
+        self.v, self.T, self.B, self.seed, self.count = vocab, seq_len, batch, seed, 0
+
+    def __iter__(self):
+        while True:
+            rng = np.random.default_rng([self.seed, self.count])
+            self.count += 1
+            r = rng.integers(16, self.v, (self.B, (self.T + 1) // 2 + 1))
+            t = torch.from_numpy(np.concatenate([r, r], 1)[:, : self.T + 1].astype(np.int64))
+            yield t[:, :-1], t[:, 1:], None
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+
+
+def completion(model, tok) -> float:
+    rows = list(read_jsonl(sample_dir(0) / "eval_completion.jsonl"))
+    answers = complete(model, tok, [r["prompt"] for r in rows])
+    return sum(grade_fact(a, r["expected"]) for a, r in zip(answers, rows)) / len(rows)
+
+
+def run(name: str, work: Path, tok) -> dict:
+    V = tok.vocab_size
+    prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
+    world = PreparedData(work / "world")
+    tiny = TrainConfig.preset("tiny", eval_every=100)
+    if name == "world":
+        cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
+    elif name == "world+lines-30":
+        lines = work / "copy_lines.jsonl"
+        rng = random.Random(0)
+        write_jsonl(lines, ({"text": copy_text(rng)} for _ in range(30000)))
+        prepare(lines, tok, work / "lines")
+        cfg = tiny
+        loader = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed),
+                           PackedLoader(PreparedData(work / "lines"), 256, 16, seed=tiny.seed + 7),
+                           0.3)  # fmt: skip
+    elif name == "period-64":
+        cfg = TrainConfig(max_steps=300, batch_size=16, seq_len=127, eval_every=50)
+        loader = FixedPeriod(V, 127, 16, seed=5)
+    else:
+        B, T, k_min, k_max, steps = {"spans-64x64": (64, 64, 6, 24, 450),
+                                     "spans-16x64": (16, 64, 6, 24, 1500),
+                                     "spans-16x256": (16, 256, 8, 128, 500)}[name]  # fmt: skip
+        cfg = TrainConfig(max_steps=steps, batch_size=B, seq_len=T, eval_every=50)
+        loader = RepeatedSpans(V, T, B, k_min=k_min, k_max=k_max, seed=5)
+    torch.manual_seed(cfg.seed)
+    model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
+    t0 = time.perf_counter()
+    train(model, loader, cfg, out_dir=work / name, progress=False,
+          probes={"induction": induction_probe})  # fmt: skip
+    log = [json.loads(line) for line in open(work / name / "metrics.jsonl")]
+    out = {"recipe": name, "minutes": round((time.perf_counter() - t0) / 60, 1),
+           "probe": {r["step"]: round(r["induction"], 3) for r in log if "induction" in r}}  # fmt: skip
+    if name.startswith("world"):
+        out["completion"] = round(completion(model.eval(), tok), 3)
+    return out
+
+
+RECIPES = ["world", "world+lines-30", "period-64", "spans-64x64", "spans-16x64", "spans-16x256"]
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=RECIPES, default=RECIPES)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.work or artifacts_dir("bench", "copy")
+    work.mkdir(parents=True, exist_ok=True)
+    tok = course_tokenizer()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in args.only:
+        print(json.dumps(run(name, work, tok)), flush=True)
