@@ -399,6 +399,7 @@ EVAL_SETS: dict[str, tuple[str, str, int]] = {
     "single_facts": ("eval_single_facts.jsonl", "fact", 96),
     "long": ("eval_long.jsonl", "fact", 32),
     "arith": ("eval_arith.jsonl", "number", 256),
+    "arith_reworded": ("eval_arith_reworded.jsonl", "number", 256),
 }
 
 

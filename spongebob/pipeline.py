@@ -367,6 +367,8 @@ def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any)
 
         if stage.options.get("replay", 0) > 0:  # the tiny recipe replays the equation lines only
             chat["replay_source"] = drill_lines(replay, out / "drill.jsonl")
+        if stage.options.get("mix_chats", 0) > 0:  # SFT chats shuffled in (the tiny recipe)
+            chat["mix_source"] = plan.data_dir / "sft_512.jsonl"
         fn = distill_checkpoint if find else distill
         result = fn(data, tok, out, stage.cfg, **chat)
     else:

@@ -209,7 +209,14 @@ def test_evaluate_file_grades_with_the_named_grader(tmp_path, tok, monkeypatch):
 
 
 def test_eval_sets_name_real_files_and_graders(sample):
-    assert set(E.EVAL_SETS) == {"facts", "facts_train", "single_facts", "long", "arith"}
+    assert set(E.EVAL_SETS) == {
+        "facts",
+        "facts_train",
+        "single_facts",
+        "long",
+        "arith",
+        "arith_reworded",
+    }
     folder = sample["eval_facts"].parent
     for name, (file, grader, budget) in E.EVAL_SETS.items():
         assert (folder / file).is_file(), file

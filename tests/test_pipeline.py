@@ -56,7 +56,8 @@ def world(tmp_path_factory) -> Path:
     the chat files cut to a few lines."""
     out = tmp_path_factory.mktemp("world")
     write_sample(out, seed=0)
-    for name, n in {"sft_512.jsonl": 64, "sft_1024.jsonl": 16, "r1_1024.jsonl": 64}.items():
+    # sft_512 keeps 600 lines: the tiny distillation recipe mixes in that many SFT chats
+    for name, n in {"sft_512.jsonl": 600, "sft_1024.jsonl": 16, "r1_1024.jsonl": 64}.items():
         lines = (out / name).read_text("utf-8").splitlines(keepends=True)[:n]
         (out / name).write_text("".join(lines), "utf-8")
     return out
