@@ -27,6 +27,9 @@ repository and a string it must contain), and an entry that matches no claim any
 (the list cannot grow stale). The checker's own tests run it on small synthetic notebooks that
 must fail.
 
+README.md's "What you should see" list is held to the same rule: each chapter's bullet states
+numbers that chapter's outputs print (the course's targets next to them excepted).
+
 Limits, said plainly: a count passes when its number appears anywhere in the outputs, so a small
 count ("2 steps") passes easily; numbers written in words, or without a unit ("x1.14", "a loss of
 0.79"), are not scanned. The check is aimed at measured percentages and sizable counts.
@@ -309,6 +312,39 @@ def test_every_number_in_the_prose_comes_from_a_cell(path: Path):
     stale = [a.text for a in allowed if a.text not in used]
     assert not problems, f"{path.name}: measured numbers no cell produced:\n" + "\n".join(problems)
     assert not stale, f"{path.name}: ALLOWED entries that match no claim any more: {stale}"
+
+
+# README.md's "What you should see" states each chapter's results: they come from that chapter's
+# outputs too. The course's targets are stated next to them and are not results.
+README_TARGETS = {"06": {"80 %"}, "07": set(), "08": {"90 %", "95 %"}}
+
+
+def readme_results() -> dict[str, str]:
+    """{chapter number: its bullet} from README.md's list of what a learner should see."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("What you should see", 1)[1].split("\n## ", 1)[0]
+    return {b[:2]: b for b in re.split(r"\n- ", section)[1:]}
+
+
+def _readme_param(chapter: str):
+    marks = ()
+    if chapter == "08":
+        reason = "08 does not print the reasoning-chats-only result (80 %) yet (owner rewrites 08)"
+        marks = pytest.mark.xfail(strict=False, reason=reason)
+    return pytest.param(chapter, marks=marks, id=f"README-{chapter}")
+
+
+@pytest.mark.parametrize("chapter", [_readme_param(c) for c in sorted(README_TARGETS)])
+def test_the_readme_states_each_chapters_results_as_its_output_prints_them(chapter: str):
+    bullet = readme_results()[chapter]
+    path = next((ROOT / "notebooks").glob(f"{chapter}_*.ipynb"))
+    made = produced(_load(path))
+    found = claims(bullet)
+    assert any(c.kind == "percent" for c in found), f"README: no result stated for {chapter}"
+    wrong = [
+        c.text for c in found if not supported(c, made) and c.text not in README_TARGETS[chapter]
+    ]
+    assert not wrong, f"README.md, chapter {chapter}: not in {path.name}'s outputs: {wrong}"
 
 
 def test_allowed_entries_have_reasons_and_their_evidence_exists():
