@@ -1,5 +1,7 @@
 """The distillation recipes that chapter 08 compares, re-measured: greedy accuracy and format
-compliance on all 200 unseen problems of ``eval_arith.jsonl``, and the held-out fact questions.
+compliance on all 200 unseen problems of ``eval_arith.jsonl``, the held-out fact questions, and
+the same problems reworded (``eval_arith_reworded.jsonl``: accuracy, and the share whose first
+reasoning line copies the question's numbers).
 
     .venv/bin/python bench/distill_recipes.py                 # every recipe, about 25 minutes
     .venv/bin/python bench/distill_recipes.py --only drill-1500
@@ -8,7 +10,7 @@ Not a test: it prints a table and writes only under ``--work`` (default: the art
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
 first), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
 the whole pretraining text, or only its equation lines from ``spongebob.distill.drill_lines``),
-the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
+the SFT chats mixed in, the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 import torch
 
 from spongebob.checkpoint import load_model
+from spongebob.data import read_jsonl
 from spongebob.distill import (
+    copies_question,
     distill_checkpoint,
     distill_config,
     distill_options,
@@ -34,15 +38,19 @@ from spongebob.sft import sft_checkpoint, sft_config, sft_options
 from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
 
-# name: (replay source: None | "pretrain" | "drill", lr, steps); replay batches: 8 windows of 256
+# name: (replay source: None | "pretrain" | "drill", lr, steps, SFT chats mixed in); replay
+# batches: 8 windows of 256
 RECIPES = {
-    "chats-300": (None, 1e-3, 300),
-    "chats-600": (None, 1e-3, 600),
-    "chats-1500": (None, 1e-3, 1500),
-    "chats-1500-lr2e-3": (None, 2e-3, 1500),
-    "pretrain-replay-600": ("pretrain", 1e-3, 600),
-    "drill-1000": ("drill", 2e-3, 1000),
-    "drill-1500": ("drill", 2e-3, 1500),
+    "chats-300": (None, 1e-3, 300, 0),
+    "chats-600": (None, 1e-3, 600, 0),
+    "chats-1500": (None, 1e-3, 1500, 0),
+    "chats-1500-lr2e-3": (None, 2e-3, 1500, 0),
+    "pretrain-replay-600": ("pretrain", 1e-3, 600, 0),
+    "drill-1000": ("drill", 2e-3, 1000, 0),
+    "drill-1500": ("drill", 2e-3, 1500, 0),
+    # 600 of SFT's chats shuffled into the 2,000 reasoning chats (chapter 08's tiny recipe)
+    "drill-mix600-1000": ("drill", 2e-3, 1000, 600),
+    "drill-mix600-1500": ("drill", 2e-3, 1500, 600),
 }
 
 
@@ -64,24 +72,30 @@ def main() -> None:
     sources = {"pretrain": world / "pretrain.jsonl",
                "drill": drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")}  # fmt: skip
     print(f"torch threads {torch.get_num_threads()}")
-    header = ("recipe", "steps", "minutes", "right", "formed", "facts")
+    header = ("recipe", "steps", "minutes", "right", "formed", "facts", "reword", "copies")
     print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))
+    numbers = [r["numbers"] for r in read_jsonl(world / "eval_arith_reworded.jsonl")]
     for name in args.only or RECIPES:
-        replay, lr, steps = RECIPES[name]
+        replay, lr, steps, mix = RECIPES[name]
         cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1)
-        options = distill_options("tiny", replay=0.5 if replay else 0.0)  # tag weight 10
+        options = distill_options("tiny", replay=0.5 if replay else 0.0, mix_chats=mix)
+        if mix:
+            options["mix_source"] = world / "sft_512.jsonl"
         if replay:
             options["replay_source"] = sources[replay]
         t0 = time.perf_counter()
         ckpt = distill_checkpoint(world / "r1_1024.jsonl", tok, work / name, cfg, init=sft_ckpt,
                                   progress=False, **options)  # fmt: skip
         minutes = (time.perf_counter() - t0) / 60
-        reports = evaluate_sets(load_model(ckpt).eval(), tok, world, ["arith", "facts"])
-        arith = reports["arith"]
+        sets = ["arith", "facts", "arith_reworded"]
+        reports = evaluate_sets(load_model(ckpt).eval(), tok, world, sets)
+        arith, reworded = reports["arith"], reports["arith_reworded"]
         n = len(arith.records)
         formed = sum(format_problem(r["answer"]) is None for r in arith.records) / n
+        copies = sum(copies_question(r["answer"], k) for r, k in zip(reworded.records, numbers)) / n
         print(f"{name:22s} {steps:7d} {minutes:7.1f} {arith.accuracy:7.1%} {formed:7.1%} "
-              f"{reports['facts'].accuracy:7.1%}", flush=True)  # fmt: skip
+              f"{reports['facts'].accuracy:7.1%} {reworded.accuracy:7.1%} {copies:7.1%}",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1469,24 +1469,26 @@ assert again == sft_ckpt
 #
 # * SFT is the training loop of chapter 06 on chat batches whose targets are the assistant
 #   replies (and their `</s>`); what it teaches is the **format**: answer the question asked, in
-#   one sentence, and stop. Every answer of the SFT model ends with `</s>` (all 276 here).
+#   one sentence. (Stopping it did not have to teach: the pretrained model already ends its
+#   replies with `</s>`, as section 3 printed.)
 # * The **knowledge** comes from pretraining: questions about residents SFT never mentioned are
-#   answered from facts seen only in pretraining text (52 % here, English 58 %).
-# * A small model forgets under SFT alone (25 %): **replaying pretraining batches**
-#   in every step keeps the facts. Mind the token balance: the loop normalises by trained tokens.
+#   answered from facts seen only in pretraining text (section 6 printed how many, by language).
+# * A small model forgets under SFT alone: **replaying pretraining batches** in every step keeps
+#   the facts (section 6's plot). Mind the token balance: the loop normalises by trained tokens.
 # * A fact memorised in one fixed sentence is completed from its prefix but is hard to extract by
 #   a question (*Physics of Language Models 3.1*): varied phrasings in pretraining matter.
-# * Long-context recall is a skill of its own: the long stage trains at 1024 tokens with the loss
-#   on the answer that needs the early detail. Our tiny model learnt the answer's form but not
-#   the recall (3 %, chance): it cannot copy from its context even at short range, a skill that
-#   pretraining has to provide.
+# * Long-context recall is a skill of its own, and it rests on another: **copying** from the
+#   context. The induction probe diagnosed that the tiny model cannot copy at all (section 8.1),
+#   a copy-only run showed the probe can say "yes" (8.2), and the long stage, with either loss,
+#   learnt the answer's form but recalled at chance (8.3). SFT elicits skills; it did not create
+#   this one within the chapter's budget.
 # * Evaluation is part of the method: exact graders named by the caller, greedy answers in
 #   batches, and the share of answers that stop.
 #
 # | module | what this chapter exported |
 # |---|---|
 # | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets` |
-# | `spongebob.sft` | `ReplayMix`, `last_reply_targets`, `LastReplyOnly`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `sft`, `sft_checkpoint` |
+# | `spongebob.sft` | `ReplayMix`, `RandomWindows`, `last_reply_targets`, `LastReplyOnly`, `RepeatedSpans`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `open_chat_data`, `sft`, `sft_checkpoint` |
 #
 # Next: [08 · Distillation](08_distill.ipynb) starts from the SFT checkpoint and teaches the model
 # to reason in `<think>...</think>` before it answers.
@@ -1591,9 +1593,9 @@ else:
     print("Exercise 3: correct")
 
 # %% [markdown]
-# **4 (harder; predict, then verify). Does the system prompt matter?** SFT always used the
-# default system prompt (the original's Chinese sentence). Predict: with the system prompt
-# `"You are a helpful assistant."`, will the accuracy on held-out questions fall a lot, a little,
+# **4 (harder; predict, then verify). Does the system prompt matter?** Most SFT chats used the
+# course's default system prompt (an English sentence; 10 % of the chats carry one of their
+# own). Predict: with the system prompt `"You are a helpful assistant."`, will the accuracy on held-out questions fall a lot, a little,
 # or not at all? Write `accuracy_with_system(model, system_prompt, n)`: the accuracy on the first
 # `n` questions of `eval_facts.jsonl`, answered greedily with that system prompt. Verify.
 
