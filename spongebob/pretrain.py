@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from spongebob.train import (  # noqa: F811
     TrainConfig,
@@ -62,7 +63,7 @@ def open_pretraining_data(
 
 # Bump when what a pretraining run learns changes without its TrainConfig changing (the data
 # order, the loss, the loop), so that `pretrained_checkpoint` retrains instead of reusing.
-PRETRAIN_RECIPE = "packed-shifted-cuts-v2"
+PRETRAIN_RECIPE = "packed-shifted-cuts-v3"  # v3: the induction probe logged
 
 
 def pretrain(
@@ -146,3 +147,24 @@ def complete(model, tokenizer, texts: list[str], max_new_tokens: int = 12) -> li
     out = generate(model, ids, max_new_tokens, temperature=0, eos_token_id=tokenizer.eos_id,
                    pad_token_id=tokenizer.pad_id)  # fmt: skip
     return [tokenizer.decode(o, skip_special_tokens=True) for o in out]
+
+
+@torch.no_grad()
+def induction_probe(
+    model, length: int = 60, batch: int = 16, seed: int = 0, low: int = 16, per_position=False
+):
+    """Copying, measured: ``batch`` random sequences of ``length`` ids (from ``low`` up, so no
+    special token), each repeated twice. Returns the ratio of the mean loss on the second copy
+    (its predictable positions) to the mean loss on the first: about 1.0 when the model does not
+    copy, towards 0 when it does. ``per_position=True`` also returns the mean loss at each of the
+    ``2 * length - 1`` predicted positions. Defined in 06_pretrain."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(low, model.config.vocab_size, (batch, length), generator=g)
+    x = torch.cat([r, r], dim=1).to(next(model.parameters()).device)  # (B, 2L)
+    was_training = model.training
+    model.eval()
+    logits = model(x[:, :-1]).logits.float()  # (B, 2L-1, V)
+    model.train(was_training)
+    loss = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none").mean(0)  # (2L-1,)
+    ratio = (loss[length:].mean() / loss[: length - 1].mean()).item()
+    return (ratio, loss.cpu()) if per_position else ratio
