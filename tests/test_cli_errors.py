@@ -80,7 +80,7 @@ def commands(world: Path, ckpt: Path, *, data=None, out=None, out_file=None):
         yield "train pretrain", ["train", "pretrain", pre, *o]
         yield "train sft", ["train", "sft", chats, "--init", ckpt, "--replay", "0", *o]
         yield "train distill", ["train", "distill", data or world / "r1_1024.jsonl", "--init",
-                                ckpt, "--replay", "0", *o]  # fmt: skip
+                                ckpt, "--replay", "0", "--mix-chats", "0", *o]  # fmt: skip
     if out:
         yield "data sample", ["data", "sample", "--out", out]
         yield "data download", ["data", "download", "pretrain", "--out", out]

@@ -102,16 +102,22 @@ def test_train_sft_without_replay(world, pretrained, tmp_path):
     assert extras["recipe"]["replay"] == 0 and extras["recipe"]["replay_sha256"] is None
 
 
-def test_train_distill_tag_weight(world, pretrained, tmp_path):
+def test_train_distill_tag_weight(world, pretrained, tmp_path, capsys):
     pytest.importorskip("spongebob.distill")
     out = tmp_path / "distill"
-    rc = cli.main(["train", "distill", str(world / "r1_1024.jsonl"), "--init", str(pretrained),
-                   "--replay-data", str(world / "pretrain.jsonl"), "--out", str(out),
-                   "--max-steps", "1", "--batch-size", "2", "--tag-weight", "3"])  # fmt: skip
+    args = ["train", "distill", str(world / "r1_1024.jsonl"), "--init", str(pretrained),
+            "--replay-data", str(world / "pretrain.jsonl"), "--out", str(out),
+            "--max-steps", "1", "--batch-size", "2", "--tag-weight", "3"]  # fmt: skip
+    assert cli.main(args) == 2  # the tiny preset mixes SFT chats in: where from?
+    assert "pass --mix-data SFT_CHATS.jsonl, or --mix-chats 0" in capsys.readouterr().err
+    rc = cli.main([*args, "--mix-data", str(world / "sft_512.jsonl"), "--mix-chats", "10"])
     assert rc == 0
     _, extras = read_checkpoint(out / "last.pt")
     assert extras["stage"] == "distill" and extras["step"] == 1
     assert extras["recipe"]["tag_weight"] == 3.0
+    mixed = (out / "chats.jsonl").read_text("utf-8").splitlines()
+    reasoning = (world / "r1_1024.jsonl").read_text("utf-8").splitlines()
+    assert len(mixed) == len(reasoning) + 10 and set(reasoning) <= set(mixed)
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +223,10 @@ def test_train_passes_device_bad_lines_and_compile(world, pretrained, tmp_path, 
     )
     for kind in ("sft", "distill"):
         data = world / ("sft_512.jsonl" if kind == "sft" else "r1_1024.jsonl")
+        mix = ["--mix-chats", "0"] if kind == "distill" else []
         assert cli.main(["train", kind, str(data), "--init", str(pretrained), "--replay", "0",
-                         "--out", str(tmp_path / kind), "--skip-bad-lines", "--no-compile"]) == 0  # fmt: skip
+                         "--out", str(tmp_path / kind), "--skip-bad-lines", "--no-compile",
+                         *mix]) == 0  # fmt: skip
         got = captured[kind]
         assert got["device"] == torch.device("cpu") and got["skip_bad_lines"] is True
         assert got["cfg"].compile is False and got["replay"] == 0 and got["init"] == pretrained

@@ -48,7 +48,8 @@ sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "s
 drill = drill_lines(world / "pretrain.jsonl", artifacts_dir("runs", "distill-tiny") / "drill.jsonl")
 distilled = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
                                distill_config("tiny"), init=sft_ckpt, replay_source=drill,
-                               **distill_options("tiny"), progress=False)  # fmt: skip
+                               mix_source=world / "sft_512.jsonl", **distill_options("tiny"),
+                               progress=False)  # fmt: skip
 reasoner = load_model(distilled).eval()
 after = evaluate_sets(reasoner, tok, world, ["arith"])
 print(f"distilled model: {after['arith'].accuracy:.0%} of the unseen problems right")

@@ -154,6 +154,14 @@ def _train_chat_stage(args: argparse.Namespace, kind: str) -> int:
         opts["replay"] = args.replay
     if kind == "distill" and args.tag_weight is not None:
         opts["tag_weight"] = args.tag_weight
+    if kind == "distill" and args.mix_chats is not None:
+        opts["mix_chats"] = args.mix_chats
+    if kind == "distill" and opts.get("mix_chats", 0) > 0:
+        if args.mix_data is None:
+            raise CliError(f"the {args.preset} preset mixes {opts['mix_chats']} SFT chats into "
+                           "the reasoning chats: pass --mix-data SFT_CHATS.jsonl, or "
+                           "--mix-chats 0")  # fmt: skip
+        opts["mix_source"] = input_path(args.mix_data, "--mix-data: a chat JSONL file")
     if opts.get("replay", 0) > 0 and args.replay_data is None:
         raise CliError(f"the {args.preset} preset replays pretraining text (replay "
                        f"{opts['replay']}): pass --replay-data FILE_OR_PREPARED_DIR, or "
@@ -257,6 +265,11 @@ def add_parsers(groups) -> None:
         if kind == "distill":
             c.add_argument("--tag-weight", type=float, default=None,
                            help="loss weight of the reasoning-tag targets (default: the preset's)")  # fmt: skip
+            c.add_argument("--mix-data", type=Path, default=None,
+                           help="SFT chat JSONL whose chats are shuffled into the reasoning "
+                                "chats (needed when the preset mixes some in)")  # fmt: skip
+            c.add_argument("--mix-chats", type=int, default=None,
+                           help="how many SFT chats to mix in (default: the preset's; 0 = none)")  # fmt: skip
         c.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
         _common_train_args(c, kind)
         c.set_defaults(func=_train_sft if kind == "sft" else _train_distill)
