@@ -931,6 +931,38 @@ def resume_training(
 
 
 # %% [markdown]
+# Later chapters need a model that this chapter (or 07, 08) trained, without training it again
+# every time. `finished_run` is the one test that a checkpoint on disk is the run a caller asks
+# for: every entry the caller names must be equal (stage, configuration, step, tokenizer, data),
+# and the recipe's options too, where an option that an older checkpoint does not record counts
+# as its default.
+
+
+# %%
+#| export: checkpoint
+def finished_run(
+    path: str | Path,
+    want: Mapping[str, Any],
+    recipe: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> bool:
+    """True when ``path`` is a readable checkpoint whose entries equal every item of ``want`` and
+    whose ``recipe`` entry equals every item of ``recipe`` (a key it lacks counts as its value in
+    ``defaults``). Defined in 06_pretrain; ``pretrained_checkpoint`` and
+    ``spongebob.sft.sft_checkpoint`` use it to find a finished run instead of training again."""
+    if not Path(path).exists():
+        return False
+    try:
+        _, extras = read_checkpoint(path)
+    except CheckpointError:
+        return False
+    if any(extras.get(k) != v for k, v in want.items()):
+        return False
+    got, defaults = extras.get("recipe") or {}, defaults or {}
+    return all(got.get(k, defaults.get(k)) == v for k, v in (recipe or {}).items())
+
+
+# %% [markdown]
 # **The loop, step 6.** Stop after `stop` steps with a checkpoint of everything that decides the
 # next step, or continue from one. A resume is exact when nothing that decides a step is
 # forgotten: 12 steps straight, versus 6 steps, a checkpoint, a *new* model, optimizer and loader
@@ -1792,20 +1824,15 @@ def pretrained_checkpoint(
 
     Later chapters call this so that each notebook runs on its own.
     """
-    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.checkpoint import finished_run
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
     path = Path(out_dir) / "last.pt"
-    if path.exists() and cfg.max_steps is not None:
-        try:
-            _, extras = read_checkpoint(path)
-        except CheckpointError:
-            extras = {}
-        want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
-                "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
-        if all(extras.get(k) == v for k, v in want.items()):
-            return path
+    want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+            "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+    if cfg.max_steps is not None and finished_run(path, want):
+        return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 

@@ -810,25 +810,18 @@ def sft_checkpoint(
                                   sft_config("tiny"), init=pretrained,
                                   replay_source=d / "pretrain.jsonl", **sft_options("tiny"))
     """
-    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.checkpoint import finished_run
     from spongebob.data import PreparedData, tokenizer_fingerprint
 
     path = Path(out_dir) / "last.pt"
     if path.exists() and cfg.max_steps is not None:
-        try:
-            _, extras = read_checkpoint(path)
-        except CheckpointError:
-            extras = {}
         src = Path(source)
         want = {"stage": stage, "train_config": cfg.to_dict(), "step": cfg.max_steps,
                 "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
                   "source_sha256": PreparedData(src).meta["source_sha256"] if src.is_dir()
                   else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
-        got = extras.get("recipe") or {}
-        if all(extras.get(k) == v for k, v in want.items()) and all(
-            got.get(k, _OPTION_DEFAULTS.get(k)) == v for k, v in recipe.items()
-        ):
+        if finished_run(path, want, recipe, _OPTION_DEFAULTS):
             return path
     return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
 

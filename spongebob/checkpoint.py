@@ -298,3 +298,25 @@ def resume_training(
     if rank < len(ranks):  # a rank the file does not know keeps its own seed (seed + rank)
         set_rng_state(ranks[rank])
     return extras
+
+
+def finished_run(
+    path: str | Path,
+    want: Mapping[str, Any],
+    recipe: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> bool:
+    """True when ``path`` is a readable checkpoint whose entries equal every item of ``want`` and
+    whose ``recipe`` entry equals every item of ``recipe`` (a key it lacks counts as its value in
+    ``defaults``). Defined in 06_pretrain; ``pretrained_checkpoint`` and
+    ``spongebob.sft.sft_checkpoint`` use it to find a finished run instead of training again."""
+    if not Path(path).exists():
+        return False
+    try:
+        _, extras = read_checkpoint(path)
+    except CheckpointError:
+        return False
+    if any(extras.get(k) != v for k, v in want.items()):
+        return False
+    got, defaults = extras.get("recipe") or {}, defaults or {}
+    return all(got.get(k, defaults.get(k)) == v for k, v in (recipe or {}).items())

@@ -121,20 +121,15 @@ def pretrained_checkpoint(
 
     Later chapters call this so that each notebook runs on its own.
     """
-    from spongebob.checkpoint import CheckpointError, read_checkpoint
+    from spongebob.checkpoint import finished_run
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
     path = Path(out_dir) / "last.pt"
-    if path.exists() and cfg.max_steps is not None:
-        try:
-            _, extras = read_checkpoint(path)
-        except CheckpointError:
-            extras = {}
-        want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
-                "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
-        if all(extras.get(k) == v for k, v in want.items()):
-            return path
+    want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+            "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+    if cfg.max_steps is not None and finished_run(path, want):
+        return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 

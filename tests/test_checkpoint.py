@@ -6,6 +6,7 @@ import torch
 
 from spongebob.checkpoint import (
     CheckpointError,
+    finished_run,
     load_checkpoint,
     load_model,
     load_state_dict_checked,
@@ -165,3 +166,23 @@ def test_the_model_module_no_longer_holds_the_loaders():
 
     assert not hasattr(spongebob.model, "load_checkpoint")
     assert not hasattr(spongebob.model, "CheckpointError")
+
+
+def test_finished_run_compares_entries_and_recipe_with_defaults(tmp_path):
+    from spongebob.checkpoint import save_checkpoint
+
+    path = tmp_path / "last.pt"
+    assert not finished_run(path, {"step": 3})  # missing
+    path.write_bytes(b"not a checkpoint")
+    assert not finished_run(path, {"step": 3})  # unreadable: not a finished run, no crash
+    model = SpongeBob(SMALL)
+    save_checkpoint(path, {"model": model.state_dict(), "config": SMALL.to_dict(), "step": 3,
+                           "stage": "sft", "recipe": {"replay": 0.5}})  # fmt: skip
+    assert finished_run(path, {"step": 3, "stage": "sft"})
+    assert not finished_run(path, {"step": 4, "stage": "sft"})
+    assert not finished_run(path, {"tokenizer": "abc"})  # an entry the file lacks differs
+    assert finished_run(path, {"step": 3}, {"replay": 0.5})
+    assert not finished_run(path, {"step": 3}, {"replay": 0.0})
+    # an option newer than the file counts as its default
+    assert finished_run(path, {"step": 3}, {"replay": 0.5, "tag_weight": 1.0}, {"tag_weight": 1.0})
+    assert not finished_run(path, {"step": 3}, {"tag_weight": 10.0}, {"tag_weight": 1.0})
