@@ -192,7 +192,7 @@ for name, t in [("course", tok), ("original layout", orig_tok)]:
 # Our rule works on **kinds**, not ids: `ChatEncoder` (chapter 05) already marks each reasoning
 # tag *inside a reply* as `TAG` while it encodes the reply, one id with our tokenizer, all of its
 # pieces with the original's. The loader turns the kinds into weights. The picture shows both
-# tokenizers on the chat above (grey: context, not trained; blue: trained; orange: a tag).
+# tokenizers on the chat above (grey: context, not trained; green: trained; orange: a tag).
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(14, 6.2), dpi=90)
@@ -213,11 +213,15 @@ plt.show()
 #
 # $$\mathcal{L} = \frac{\sum_i w_i \, \mathrm{CE}_i}{\sum_i w_i}$$
 #
-# over the trained positions `i`, the same normalisation as the original's (its loss mask holds
-# the 10s and it divides by the mask's sum). Below it is checked against a direct computation on
-# a real batch of reasoning chats, for both tokenizers, and we measure what share of the loss's
-# weight the tags receive: with four single-token tags among about 60 trained tokens per reply,
-# a weight of 10 hands the tags about 40 % of every step's gradient.
+# over the trained positions `i`. That is the original's normalisation: LLM_SpongeBob's
+# `distill.py` writes the 10s into its loss mask and then divides by the mask's sum. MiniMind
+# upstream, which learners will meet too, takes the mask's sum *before* writing the 10s, so it
+# divides the weighted sum by the unweighted count of trained positions: its loss grows with the
+# weight instead of staying a weighted mean. Below, our loss is checked against a direct
+# computation on a real batch of reasoning chats, for both tokenizers, and we measure what share
+# of the loss's *weight* the tags receive (the printed lines: tag targets among the trained ones,
+# and their share of the weight). A share of the weight is not a share of the gradient: once the
+# tags are predicted, their loss and its gradient are near zero whatever their weight.
 
 # %%
 r1_sample = artifacts_dir("runs", "distill-demo")
