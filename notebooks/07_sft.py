@@ -950,7 +950,7 @@ print(f"{len(wrong)} wrong answers; {other} of them name one of the four best-kn
 # What else was tried (`docs/benchmarks.md` has each with its command): lr 3e-4 instead of 1e-3
 # was worse; question-answer text about the SFT residents mixed into *pretraining* (a quarter of
 # its tokens, the "mixed training" of Physics of Language Models 3.1) lifted held-out questions
-# early in SFT but cost completion accuracy in pretraining below the 80 % target.
+# early in SFT but cost completion accuracy in pretraining, below chapter 06's target.
 
 
 # %% [markdown]
@@ -1007,21 +1007,22 @@ plt.show()
 
 
 # %% [markdown]
-# The effect is as stark as in the paper. The pretrained model completes the fixed biographies of
-# the single residents *perfectly* (100 %; their one sentence was seen many times) and the varied
-# statements of the held-out residents almost as well (97 %). After the same SFT, a question
-# about a held-out resident is answered correctly in English 58 % of the time, a question about a
-# single resident **2 %**: memorised, not extractable. The varied phrasings of pretraining, not
-# SFT, are what turn a sentence into a fact the model can be asked about.
+# The effect is as stark as in the paper (the printed lines above). The pretrained model
+# completes the fixed biographies of the single residents perfectly (their one sentence was seen
+# many times) and the varied statements of the held-out residents almost as well. After the same
+# SFT, a question about a held-out resident is answered correctly most of the time in English,
+# a question about a single resident almost never: memorised, not extractable. The varied
+# phrasings of pretraining, not SFT, are what turn a sentence into a fact the model can be asked
+# about.
 
 
 # %% [markdown]
-# ## 8. Long context: remember what was said 700 tokens ago
+# ## 8. Long context: remember what was said hundreds of tokens ago
 #
 # `eval_long` holds conversations of 723 to 943 tokens: early on the user states a detail (a
 # locker code, a snail's name, which box the spatula is in...), then many unrelated exchanges
 # follow, then the last question needs that detail. Nothing is truncated (the model's
-# `max_seq_len` is 1024), so this is genuine recall across about 700 tokens, and the model was
+# `max_seq_len` is 1024), so this is genuine recall across hundreds of tokens, and the model was
 # pretrained on windows of 256 tokens and fine-tuned on chats of at most 512. The original trains
 # a second SFT stage at 1024 tokens on `sft_1024.jsonl` for exactly this.
 #
@@ -1316,7 +1317,7 @@ plt.show()
 # The probe works in both directions, and it shows the size of the problem: copying does start to
 # form on pure copy drills, but slowly. A tiny model needs hundreds of steps of nothing *but*
 # copying to move the ratio, and it is still far from an induction head when this run stops.
-# Copy lines mixed into the world text (30 % of the batches, 900 steps) did not move it at all,
+# Copy lines mixed into the world text (about a third of the batches, 900 steps) did not move it,
 # and cost completion accuracy (`python bench/copy_recipes.py` measures these recipes;
 # docs/benchmarks.md has the table). Within this chapter's budget of CPU minutes, the tiny model
 # arrives at long SFT unable to copy, and the long stage has to create the skill, not stretch it.
@@ -1526,7 +1527,7 @@ else:
 # %% [markdown]
 # **2 (easy; predict, then verify). Whose step is it?** In one step of the tiny recipe (16 chats
 # and 8 replay windows of 512 tokens), what share of the loss's weight falls on the *chat*
-# tokens: about 50 %, 25 % or 10 %? Write down your guess. Then write `chat_share(chat_y,
+# tokens: about a half, a quarter or a tenth? Write down your guess. Then write `chat_share(chat_y,
 # replay_y, replay_weight)`: the chat tokens' share of the step's total weight (targets `-100`
 # weigh nothing, replay targets weigh `replay_weight`), and run the check on real batches.
 
@@ -1591,7 +1592,7 @@ else:
 
 # %% [markdown]
 # **4 (harder; predict, then verify). Does the system prompt matter?** Most SFT chats used the
-# course's default system prompt (an English sentence; 10 % of the chats carry one of their
+# course's default system prompt (an English sentence; one chat in ten carries one of their
 # own). Predict: with the system prompt `"You are a helpful assistant."`, will the accuracy on held-out questions fall a lot, a little,
 # or not at all? Write `accuracy_with_system(model, system_prompt, n)`: the accuracy on the first
 # `n` questions of `eval_facts.jsonl`, answered greedily with that system prompt. Verify.

@@ -287,9 +287,7 @@ ALLOWED: dict[str, list[Allowed]] = {
 # of this test's author); they pass as soon as their claims come from their cells.
 REWRITTEN = {
     "06_pretrain",
-    "07_sft",
     "08_distill",
-    "07_sft_solutions",
     "08_distill_solutions",
 }
 

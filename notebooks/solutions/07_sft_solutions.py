@@ -79,9 +79,10 @@ else:
 
 # %% [markdown]
 # **2. Whose step is it?** The loop divides by the summed weights of the step's targets: the chat
-# share is the chat's trained tokens over that sum. A chat batch trains about 450 answer tokens,
-# a replay batch 4,096 positions: the chat gets about a tenth of the weight (10 % here), and a
-# replay weight of 0.1 would make the two halves about equal.
+# share is the chat's trained tokens over that sum. A chat batch trains a few hundred answer
+# tokens (chapter 07, section 1, printed how many), a replay batch 8 x 512 positions: the chat
+# gets about a tenth of the weight (the cell below prints it), and a replay weight of 0.1 would
+# make the two halves about equal.
 
 
 # %%
