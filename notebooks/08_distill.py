@@ -431,26 +431,18 @@ for text in [reply, "The answer is 5.", reply.replace("</think>\n", "</think>\nh
 # ### The student must know its times tables
 #
 # The first recipe we measured was the plain one: distil the reasoning chats alone, as the
-# original does. It learns the format at once, but the answers lag (greedy, all 200 unseen
-# problems; `python bench/distill_recipes.py` re-measures each row, docs/benchmarks.md has them):
+# original does. It learns the format at once, but the answers lag far behind the course's
+# target, even after 1,500 steps; replaying the whole pretraining text instead does worse.
+# `docs/benchmarks.md` has the table of every recipe tried, and `python bench/distill_recipes.py`
+# re-measures each row.
 #
-# | recipe (from the SFT model, tag weight 10) | steps | right answers | well-formed |
-# |---|---|---|---|
-# | reasoning chats only, lr 1e-3 | 300 | 26 % | 100 % |
-# | reasoning chats only, lr 1e-3 | 600 | 55 % | 100 % |
-# | reasoning chats only, lr 1e-3 | 1,500 | 80 % | 100 % |
-# | reasoning chats only, lr 2e-3 | 1,500 | 82 % | 100 % |
-# | half of the batches pretraining text, lr 1e-3 | 600 | 35 % | 100 % |
-# | half of the batches the pretraining equations, lr 2e-3 | 1,000 | 86 % | 99.5 % |
-# | half of the batches the pretraining equations, lr 2e-3 | 1,500 | **91 %** | 100 % |
-#
-# Reading the wrong answers shows where the plain run fails. After 300 steps most errors were
+# Reading the wrong answers shows where the plain run fails. After a few hundred steps most errors were
 # *copying* errors (the reasoning restates the problem with a wrong number); after 1,500 steps
 # there were none of those left: every wrong answer had a **wrong equation** in its reasoning,
 # such as `22 - 3 = 18`. The held-out problems are held out by their numbers, so their equations
 # appear in no reasoning chat; the pretraining text has each of them twice, in lines of plain
-# equations. Asked `22 - 3 =` right after `<s>`, the pretrained model completes only 23 % of a
-# sample of 300 such equations. A teacher's trace is only as good as the student's ability to do
+# equations. Asked `22 - 3 =` right after `<s>`, the pretrained model completes only about a
+# quarter of such equations (measured on a sample, docs/benchmarks.md). A teacher's trace is only as good as the student's ability to do
 # each of its steps: the steps must be facts the student already knows.
 #
 # So the course's recipe replays, in half of the batches, exactly the part of the pretraining
@@ -611,17 +603,18 @@ print("a fact question now:", after["facts"].records[0]["answer"][:90].replace("
 #   a wrong equation, many in multiplication: its held-out pairs occur only in the equation
 #   lines, and `7 * 8` is a fact the tiny model stores less reliably than a small sum. This
 #   measures the *composition of drilled equations*: every equation of a held-out problem is in
-#   the replayed drill lines (exercise 4 removes them and measures what is left).
+#   the replayed drill lines. Removing those equations from the drill lines is the ablation that
+#   would measure how much is composition and how much is arithmetic; it was not run here.
 # * **The same problems reworded** (people, items and sentences no training file contains): the
 #   accuracy collapses, and the first reasoning line rarely restates the question's numbers. On
 #   the world's own templates the reasoning *looks* like reading the question; on a new wording
 #   it shows that it was pattern-matching the templates. Reading numbers out of an unfamiliar
 #   sentence is copying from the context, and chapter 07 (section 8) measured that this model
-#   cannot copy. The course's 95 % target for it is not met.
+#   cannot copy. The course's target for it is not met.
 # * **Fact questions**: the 600 SFT chats shuffled into the 2,000 reasoning chats keep the
 #   *format* (plain questions get plain answers, no reasoning block), but most answers name the
 #   wrong resident: the same failure as in chapter 07, made worse by 1,500 steps of reasoning.
-#   The 40 % target is not met.
+#   The course's target for them is not met.
 
 # %% [markdown]
 # ## 5. Tag weight 1 or 10?
@@ -675,8 +668,8 @@ plt.show()
 # What these runs measure (the printed lines: well-formed share / right answers, every 25
 # steps): with either weight the format is learnt within about 50 steps, and right answers grow
 # slowly after that. Which weight is ahead at step 150 is within the noise of 60 problems and one
-# seed: on the SFT model of an earlier version of chapter 07, weight 1 was ahead (37 % against
-# 13 % at step 150, docs/benchmarks.md); on this one the printed lines say which. With
+# seed: on the SFT model of an earlier version of chapter 07, weight 1 was clearly ahead at step
+# 150 (docs/benchmarks.md); on this one the printed lines say which. With
 # single-token tags the format is the easiest part of a reply to learn, so the extra weight has
 # little left to do once the tags are right: a weight of 10 gives the four tag tokens almost
 # half of the loss (section 3), but their gradient vanishes as soon as they are predicted. The
@@ -692,7 +685,7 @@ plt.show()
 # mixed into this run fix the *format*: almost no fact question is answered with a reasoning
 # block now (printed in section 4). They do not keep the *facts*: the answers name the wrong
 # resident, the same failure as chapter 07's, made worse by 1,500 steps of reasoning chats. The
-# course's target (40 % of the held-out questions after distillation) is not met; the model's
+# course's target for the held-out questions after distillation is not met; the model's
 # missing copying skill (chapter 07, section 8) is the common cause of this and of the reworded
 # arithmetic.
 
@@ -755,25 +748,26 @@ assert again == distilled and extras["stage"] == "distill"
 # ## Summary
 #
 # * R1-style distillation is SFT on a teacher's worked solutions: a `<think>` block with the steps,
-#   then an `<answer>` block. The SFT model had 0 % of the unseen problems right and never the
-#   format; the distilled one has 91 % right and 100 % well-formed.
+#   then an `<answer>` block. The SFT model had none of the unseen problems right and never the
+#   format; the distilled one gets most of them right, almost always well-formed (section 4).
 # * The original weighs its tags by their ids. Its tags are several pieces each, so the weight also
 #   lands on `<`, `>` and `</` in ordinary text and on prompt positions. The course finds the tags
 #   by *kind*, while it encodes each reply, and weighs those positions only, with either tokenizer.
-# * A reasoning trace only helps if the student can do each step. The plain recipe reached 80 %,
-#   and every remaining error was a wrong equation. Replaying the pretraining text's equation
-#   lines during distillation brought it to 91 %.
-# * With single-token tags, a weight of 10 gives four tokens about half of the loss; in short runs
-#   it did not help the format and slowed the answers.
-# * Distillation has a price: every answer becomes a reasoning block, and held-out fact questions
-#   fall from 52 % to 0 %.
+# * A reasoning trace only helps if the student can do each step: every error of the plain
+#   recipe was a wrong equation, and replaying the pretraining text's equation lines during
+#   distillation is what brought the accuracy to the course's target.
+# * With single-token tags, a weight of 10 gives four tokens about half of the loss's weight, but
+#   not of its gradient once they are predicted; in short runs the two weights are within noise.
+# * What looks like reading the question is pattern matching: on a wording no training file
+#   uses, the reasoning no longer restates the question's numbers. And distillation has a price:
+#   SFT chats mixed in keep plain answers plain, but the held-out facts fall far (section 4).
 #
 # | module | what this chapter exported |
 # |---|---|
-# | `spongebob.distill` | `DISTILL_PRESETS`, `distill_config`, `distill_options`, `distill`, `distill_checkpoint`, `format_problem`, `EQUATION_LINE`, `drill_lines` |
+# | `spongebob.distill` | `DISTILL_PRESETS`, `distill_config`, `distill_options`, `distill`, `distill_checkpoint`, `format_problem`, `write_chat_mix`, `EQUATION_LINE`, `drill_lines`, `NUMBER`, `reasoning_numbers`, `copies_question` |
 #
 # This is the last chapter. The appendices go on from here: {doc}`../book/gpu` trains the
-# original's 26M model on the real data with the same code, {doc}`../book/hf_export` takes a
+# original's model (29 M parameters, which it calls 26M) on the real data with the same code, {doc}`../book/hf_export` takes a
 # model to `transformers`, llama.cpp and ollama, and {doc}`../book/defects` lists what the
 # original got wrong and where the course fixes it.
 
