@@ -356,6 +356,13 @@ class EvalReport:
         }
 
 
+# %% [markdown]
+# `evaluate_file` answers every line of an eval file with the model and grades each answer with
+# the grader the caller names, into an `EvalReport`.
+
+
+# %%
+#| export: evaluate
 def evaluate_file(
     model: torch.nn.Module,
     tokenizer,
