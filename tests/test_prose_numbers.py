@@ -37,8 +37,8 @@ To fix a failure: print the number in the cell that measures it (rounded, as the
 it), glue it, reword the prose to what the cell prints, or, for a fact no cell can print, add an
 ``ALLOWED`` entry with its reason.
 
-Chapters 06-08 and the solutions of 07 and 08 still hold claims that their owners are rewriting
-(issue 16): those notebooks are expected failures (``xfail``, not strict) until they pass.
+A notebook whose prose is being rewritten can be listed on ``REWRITTEN`` (an expected failure,
+``xfail``, not strict) until its claims come from its cells; the list is empty.
 """
 
 from __future__ import annotations
@@ -279,8 +279,8 @@ ALLOWED: dict[str, list[Allowed]] = {
         Allowed("29 M parameters", SEED_SIZE, ("book/gpu.md", "**29 M parameters** (28,975,616")),
     ],
 }
-# Notebooks whose owners rewrite their prose under issue 16 (the violations are in the report
-# of this test's author); they pass as soon as their claims come from their cells.
+# Notebooks whose prose is being rewritten (xfail until their claims come from their cells).
+# Chapters 06-08 and the solutions of 07 and 08 were on it until their issue-16 rewrites.
 REWRITTEN: set[str] = set()
 
 
