@@ -2042,8 +2042,10 @@ print(
 # original's folder). On one GPU, with `torch.compile` on (the `seed` preset's default):
 #
 # ```bash
-# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed --out runs/pretrain
-# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed --out runs/pretrain --resume
+# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed \
+#     --out runs/pretrain
+# spongebob train pretrain data/pretrain.jsonl --tokenizer tokenizer --preset seed \
+#     --out runs/pretrain --resume
 # ```
 #
 # On the N GPUs of one machine (rank 0 tokenises the file while the others wait; each then reads

@@ -73,7 +73,8 @@ def iter_jsonl_texts(
     UTF-8, not JSON, not an object with a string ``field``; other keys are fine) raises
     ``ValueError("FILE:LINE: ...")``; with ``skip_bad_lines`` it is skipped and counted, and more
     than ``max_bad_fraction`` of bad lines raises once the lines are read. ``max_lines`` reads the
-    first lines only (a bounded sample). ``stats`` (a dict) receives ``lines``, ``bad``, ``first_bad``.
+    first lines only (a bounded sample). ``stats`` (a dict) receives ``lines``, ``bad`` and
+    ``first_bad``.
     """
     stats = {} if stats is None else stats
     stats.update(lines=0, bad=0, first_bad=None)
