@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from spongebob.config import ModelConfig
-from spongebob.data import PackedLoader, PreparedData, prepare, read_jsonl
-from spongebob.evaluate import grade_fact
+from spongebob.data import PackedLoader, PreparedData, prepare
 from spongebob.files import write_jsonl
 from spongebob.model import SpongeBob
-from spongebob.pretrain import complete, induction_probe
+from spongebob.pipeline import completion_accuracy
+from spongebob.pretrain import induction_probe
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import RepeatedSpans, ReplayMix
 from spongebob.train import TrainConfig, train
@@ -89,12 +89,6 @@ class FixedPeriod:
         self.count = int(state["count"])
 
 
-def completion(model, tok) -> float:
-    rows = list(read_jsonl(sample_dir(0) / "eval_completion.jsonl"))
-    answers = complete(model, tok, [r["prompt"] for r in rows])
-    return sum(grade_fact(a, r["expected"]) for a, r in zip(answers, rows)) / len(rows)
-
-
 def run(name: str, work: Path, tok) -> dict:
     V = tok.vocab_size
     prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
@@ -129,7 +123,8 @@ def run(name: str, work: Path, tok) -> dict:
     out = {"recipe": name, "minutes": round((time.perf_counter() - t0) / 60, 1),
            "probe": {r["step"]: round(r["induction"], 3) for r in log if "induction" in r}}  # fmt: skip
     if name.startswith("world"):
-        out["completion"] = round(completion(model.eval(), tok), 3)
+        rows = sample_dir(0) / "eval_completion.jsonl"
+        out["completion"] = round(completion_accuracy(model.eval(), tok, rows)["accuracy"], 3)
     return out
 
 
