@@ -589,7 +589,8 @@ def cached_tokenizer(
     a hash of its absolute path and the vocabulary size) next to ``fingerprint.txt``
     (`_fingerprint`: data bytes, recipe, `tokenizers` version, sample size) and ``training.json``
     (lines read, bad lines skipped); retrained when the folder is missing or stale. The
-    fingerprint is written last, so an interrupted training retrains. The other options are
+    fingerprint is written last, so an interrupted training retrains (so does a folder without
+    ``training.json``, written by an older version). The other options are
     those of `train_tokenizer`.
     """
     from spongebob.runtime import artifacts_dir
@@ -604,7 +605,7 @@ def cached_tokenizer(
     folder = artifacts_dir("tokenizer", name)
     stamp = folder / "fingerprint.txt"
     fresh = stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == fingerprint
-    if fresh and (folder / "tokenizer.json").is_file():
+    if fresh and all((folder / f).is_file() for f in ("tokenizer.json", "training.json")):
         return load_tokenizer(folder)
     stats: dict = {"max_lines": max_lines}
     tok = train_tokenizer(data, vocab_size=vocab_size, out_dir=folder, max_lines=max_lines,

@@ -653,6 +653,12 @@ def test_cached_tokenizer_trains_once_then_loads_and_retrains_when_stale(
     assert T.cached_tokenizer(data_file, 400, name="mini").vocab_size == 400
     assert calls == [1, 1, 1, 1] and (folder / "tokenizer.json").is_file()
 
+    # a folder an older version wrote (no training.json) is retrained, so its listing and the
+    # pipeline's line counts are the same on a warm home as on an empty one
+    (folder / "training.json").unlink()
+    T.cached_tokenizer(data_file, 400, name="mini")
+    assert calls == [1, 1, 1, 1, 1] and (folder / "training.json").is_file()
+
 
 def test_cached_tokenizer_fingerprint_is_data_recipe_and_version(data_file):
     # written independently: sha256 over the key and the data file's own sha256
