@@ -164,7 +164,7 @@ assert losses_v1[0] > 7.0 and sum(losses_v1[-10:]) / 10 < 5.5  # it learns
 """One training loop for pretraining, SFT and distillation.
 
 Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused on
-CUDA) with no weight decay on norms and embeddings, a linear warmup from 0 then a cosine to
+CUDA and the CPU) with no weight decay on norms and embeddings, a linear warmup from 0 then a cosine to
 ``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of trained
 tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
@@ -245,13 +245,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, cfg: "TrainConfig") -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, fused into one kernel per step on CUDA.
+    """AdamW over ``param_groups``, fused into one kernel per step on CUDA and on the CPU.
 
-    Defined in 06_pretrain."""
-    on_cuda = next(model.parameters()).is_cuda
+    Defined in 06_pretrain. The fused step reads and writes each parameter's state once instead
+    of once per elementwise operation (measured on the CPU in docs/benchmarks.md). Other devices
+    keep PyTorch's default implementation."""
+    device = next(model.parameters()).device.type
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=on_cuda or None
-    )
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+        fused=True if device in ("cuda", "cpu") else None,
+    )  # fmt: skip
 
 
 # %%
