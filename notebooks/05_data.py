@@ -93,7 +93,10 @@ for name in ("pretrain", "sft_512", "eval_facts", "eval_completion"):
 # JSON, a missing or mistyped key, an empty conversation, an unknown role, turns out of order, a
 # conversation that does not end with the assistant (nothing to learn). Each is an error that
 # names the file, the line and the problem, because a learner who feeds in their own data must be
-# able to find the line. `record_problem` describes what is wrong with one parsed record:
+# able to find the line. `record_problem` (below) describes what is wrong with one parsed record.
+#
+# The package module `spongebob.data` starts here: its docstring sums up the design of the whole
+# chapter, then come the imports it needs.
 
 # %%
 #| export
@@ -145,6 +148,13 @@ from spongebob.model import IGNORE_INDEX
 from spongebob.tokenizer import BOS, EOS, REASONING_TOKENS, SpongeTokenizer, chat_segments
 
 ROLES = ("system", "user", "assistant")
+
+# %% [markdown]
+# The four formats, written down once: the key that identifies each line's format, its shape in
+# words (for the error messages), and the keys each format uses. `record_kind` reads the claim:
+
+# %%
+#| export
 # The four line formats: the key that identifies each, and the shape in words (for errors).
 FORMATS = {
     "pretrain": ("text", "{'text': str}"),
@@ -174,12 +184,7 @@ def record_kind(record: object) -> str | None:
 # A conversation is valid when it is a non-empty list of `{"role", "content"}` turns, an optional
 # system turn first, then user and assistant alternating, starting with the user. Training chats
 # must end with the assistant (the last reply is what is learned), evaluation prompts with the user
-# (the model writes the reply).
-#
-# Real datasets carry more than the course needs: an `"id"` on each line, a `"source"`, a `"name"`
-# on a turn. Such *extra* keys are not errors: they are ignored, and `extra_keys` names them so that
-# `prepare` can count them (a typo such as `"conversation"` instead of `"conversations"` is still
-# an error, because then the format's own key is missing):
+# (the model writes the reply):
 
 
 # %%
@@ -235,6 +240,15 @@ def record_problem(record: object, kind: str | None = None) -> str | None:
     return None
 
 
+# %% [markdown]
+# Real datasets carry more than the course needs: an `"id"` on each line, a `"source"`, a `"name"`
+# on a turn. Such *extra* keys are not errors: they are ignored, and `extra_keys` names them so that
+# `prepare` can count them (a typo such as `"conversation"` instead of `"conversations"` is still
+# an error, because then the format's own key is missing):
+
+
+# %%
+#| export
 def extra_keys(record: dict, kind: str) -> list[str]:
     """The keys of a valid ``kind`` record that the format does not use, turns' keys as
     ``"conversations[].name"``. Defined in 05_data."""
@@ -361,6 +375,9 @@ assert [n for n, _ in kept] == [1] and report.count == 4
 # *kind*: `CONTEXT` (not trained), `TRAINED` (an assistant reply and its `</s>`) or `TAG` (a
 # reasoning tag inside a reply: trained, and chapter 08 weights it). The text pieces of many
 # conversations are then encoded in one batch call (in Rust, on all cores).
+#
+# First the three kinds, and the one rule inside a reply: its reasoning tags are split out as `TAG`
+# pieces (a reply without tags is one `TRAINED` piece):
 
 # %%
 #| export
@@ -368,6 +385,25 @@ CONTEXT, TRAINED, TAG = 0, 1, 2  # token kinds in kinds.bin: not trained, traine
 _TAG_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in REASONING_TOKENS) + ")")
 
 
+def reply_pieces(text: str, tag_ids: dict[str, int]) -> list[tuple[int | str, int]]:
+    """An assistant reply as ``(id or text, kind)`` pieces: each reasoning tag a `TAG` piece (its
+    id from ``tag_ids``, else its text), the text around the tags `TRAINED`. Defined in 05_data."""
+    out: list[tuple[int | str, int]] = []
+    for part in _TAG_SPLIT.split(text):  # "<think>" -> a TAG piece, the rest TRAINED
+        if part in REASONING_TOKENS:
+            out.append((tag_ids.get(part, part), TAG))
+        elif part:
+            out.append((part, TRAINED))
+    return out
+
+
+# %% [markdown]
+# Now the encoder: `pieces` lays one conversation out, `encode_many` encodes the text pieces of
+# many conversations with one batched call and expands each piece's kind to its tokens.
+
+
+# %%
+#| export
 class ChatEncoder:
     """Conversations -> ``(ids, kinds)`` in the original's chat format. Defined in 05_data.
 
@@ -401,11 +437,7 @@ class ChatEncoder:
             elif not is_reply:
                 out.append((text, kind))
             else:
-                for part in _TAG_SPLIT.split(text):  # "<think>" -> a TAG piece, the rest TRAINED
-                    if part in REASONING_TOKENS:
-                        out.append((self._tag_ids.get(part, part), TAG))
-                    elif part:
-                        out.append((part, TRAINED))
+                out += reply_pieces(text, self._tag_ids)
         return out
 
     def encode_many(self, conversations: Iterable[Sequence[dict]]) -> list[tuple[list, list]]:
@@ -652,8 +684,10 @@ for name, t in (("course tokenizer", tok), ("three specials only", plain_tok)):
 # Chats longer than `max_seq_len + 1` tokens are truncated (the first `max_seq_len + 1` tokens are
 # kept: the inputs of one training row are then `max_seq_len` long); a truncated chat with no
 # trained token left is dropped. Both are counted in `meta.json`, never silent.
+#
+# First the bookkeeping that decides whether a folder is current (folded in the book):
 
-# %%
+# %% tags=["hide-input"]
 #| export
 FORMAT_VERSION = 1
 META = "meta.json"
@@ -933,7 +967,7 @@ def _run_ranges(job: dict, bounds: list[int], out: Path, files: dict) -> list[di
 # (default `0.001`): a file that is mostly broken is a wrong file, not messy data.
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 def _bad_fraction_problem(meta: dict, max_bad_fraction: float) -> str | None:
     bad, n = meta["bad_lines"]["count"], max(meta.get("input_lines", 0), 1)
@@ -1009,12 +1043,12 @@ def prepare(
 
 
 # %% [markdown]
-# The work for a folder that is not current: find the format, run the ranges, join them, and add up
-# the ranges' counts, their bad lines (renumbered: each range's line numbers start after the lines
-# of the ranges before it) and their extra keys:
+# The work for a folder that is not current (folded in the book): find the format, run the ranges,
+# join them, and add up the ranges' counts, their bad lines (renumbered: each range's line numbers
+# start after the lines of the ranges before it) and their extra keys:
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 def _prepare_files(source, tokenizer, out, key, workers, system_prompt, chunk) -> dict:
     """The work of `prepare` for a folder that is not current: the files, then the meta."""
@@ -1575,6 +1609,36 @@ def grouped_order(
     return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), order[n:]])
 
 
+# %% [markdown]
+# The gather that builds one padded batch, on its own: rows of different lengths, one index matrix,
+# no loop over the rows.
+
+
+# %%
+#| export
+def padded_chats(
+    ids: np.ndarray,
+    kinds: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    pad_id: int,
+    pad_multiple: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The conversations ``ids[s : s + n]`` (``s``, ``n`` from ``starts``, ``lengths``) as one
+    right-padded batch ``(x, y, k)``, each ``(B, L)`` with ``L`` the longest minus one rounded up
+    to ``pad_multiple``: inputs (``pad_id`` after a row's end), targets (``-100`` where the target
+    is context or padding) and the targets' kinds. Defined in 05_data."""
+    L = -(-(int(lengths.max()) - 1) // pad_multiple) * pad_multiple
+    pos = np.arange(L + 1)
+    real = pos < lengths[:, None]  # (B, L + 1): a token of the conversation, not padding
+    index = np.where(real, starts[:, None] + pos, 0)
+    tokens = ids[index].astype(np.int64)
+    k = np.where(real, kinds[index], CONTEXT)[:, 1:]
+    x = np.where(real[:, 1:], tokens[:, :-1], pad_id)  # a row's last token has no target
+    y = np.where(k > 0, tokens[:, 1:], IGNORE_INDEX)
+    return x, y, k
+
+
 # %%
 #| export
 class ChatLoader(_Loader):
@@ -1626,14 +1690,10 @@ class ChatLoader(_Loader):
     def batch_of(self, docs: np.ndarray):
         docs = np.asarray(docs, dtype=np.int64)
         starts, lengths = self.starts[docs], self.lengths[docs]
-        L = -(-(int(lengths.max()) - 1) // self.pad_multiple) * self.pad_multiple
-        pos = np.arange(L + 1)
-        real = pos < lengths[:, None]  # (B, L + 1): a token of the conversation, not padding
-        index = np.where(real, starts[:, None] + pos, 0)
-        ids = self.data.ids[index].astype(np.int64)
-        kinds = np.where(real, self.data.kinds[index], CONTEXT)[:, 1:]
-        x = np.where(real[:, 1:], ids[:, :-1], self.pad_id)  # a row's last token has no target
-        y = np.where(kinds > 0, ids[:, 1:], IGNORE_INDEX)
+        data = self.data
+        x, y, kinds = padded_chats(
+            data.ids, data.kinds, starts, lengths, self.pad_id, self.pad_multiple
+        )
         w = None
         if self.tag_weight != 1.0:
             w = np.where(kinds == TAG, np.float32(self.tag_weight), np.float32(1.0))

@@ -707,10 +707,11 @@ assert same_weights(m4, m5) and max(norms) > 1.0
 # number: the training loss of packed text can drop by memorising. On screen, rank 0 shows a
 # progress bar in a terminal or a notebook; when its output goes to a file (`nohup`, a job
 # scheduler, `torchrun ... > log`) it prints one plain line per log interval instead, because a
-# bar's redraws would fill the log with thousands of carriage returns.
+# bar's redraws would fill the log with thousands of carriage returns. The tracker's plumbing is
+# folded in the book.
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 class _Tracker:
     """wandb / swanlab, imported only when asked for; a clear error when the package is missing."""
@@ -938,10 +939,10 @@ def resume_training(
 # every time. `finished_run` is the one test that a checkpoint on disk is the run a caller asks
 # for: every entry the caller names must be equal (stage, configuration, step, tokenizer, data),
 # and the recipe's options too, where an option that an older checkpoint does not record counts
-# as its default.
+# as its default (folded in the book).
 
 
-# %%
+# %% tags=["hide-input"]
 #| export: checkpoint
 def finished_run(
     path: str | Path,
@@ -974,9 +975,14 @@ def finished_run(
 
 # %%
 def train_v6(model, loader, steps, lr=3e-3, *, weight_decay=0.1, schedule=None, accum=1,
-             amp=None, clip=1.0, stop=None, resume_from=None):  # fmt: skip
+             amp=None, clip=1.0, stop=None, resume_from=None, fused=None):  # fmt: skip
     """Step 6: run to ``stop`` (default ``steps``) and return a checkpoint, or resume one."""
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        param_groups(model, weight_decay),
+        lr=lr,
+        betas=(0.9, 0.95),
+        fused=fused,  # New: True in `make_optimizer`, one kernel per step
+    )
     schedule = schedule or WarmupCosine(lr, warmup_steps=30, total_steps=steps)
     kind = next(model.parameters()).device.type
 
@@ -1183,6 +1189,9 @@ assert TrainConfig.from_dict(seed_cfg.to_dict()) == seed_cfg
 # same folder. A checkpoint records the world size, every rank's random generators and the
 # loader's position; a loader that counts its position globally lets a run of 8 ranks continue
 # on 1 at the same sample, and any other loader refuses in one line that says how to resume.
+#
+# The cells below build `train`. Those that are plumbing (waiting for rank 0, the background
+# batches, logging, saving) are folded in the book; the step and the loop are open.
 
 
 # %%
@@ -1243,7 +1252,7 @@ def setup_distributed(
     return dist.get_rank(), dist.get_world_size(), dev
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 def rank0_first(fn: Callable[[], Any], timeout: timedelta = timedelta(hours=2)) -> Any:
     """Run ``fn`` on rank 0 only, while the other ranks wait; ``fn()`` on rank 0, None elsewhere.
@@ -1318,7 +1327,7 @@ def _agree(value: int, world: int, device: torch.device) -> int:
     return int(t.item())
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 class Prefetch:
     """The micro-batches of the next optimizer steps, drawn by a background thread.
@@ -1444,7 +1453,7 @@ def _start(run: _Run, model: nn.Module, loader: Iterable, resume, init, ckpt) ->
         load_checkpoint(model, init)  # strict: names every missing, unexpected, mis-shaped key
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 class _Logger:
     """Where a run's records go: ``metrics.jsonl``, the tracker, ``on_log``, and rank 0's
@@ -1463,11 +1472,8 @@ class _Logger:
         self.tracker = _Tracker(run.cfg.tracker, run.cfg.run_name, run.cfg.to_dict(), main)
         self.peak = peak_flops(run.device)
         self.fpt = flops_per_token(model.config, run.cfg.seq_len)
-        self.lines, self.bar = progress and main, None
-        if self.lines and _interactive():
-            from tqdm.auto import tqdm
-
-            self.bar, self.lines = tqdm(total=run.schedule.total_steps, initial=run.step), False
+        self.bar = _progress_bar(run) if progress and main and _interactive() else None
+        self.lines = progress and main and self.bar is None  # plain lines instead of a bar
         self.window(time.perf_counter())
 
     def window(self, now: float) -> None:
@@ -1508,7 +1514,7 @@ class _Logger:
             self.file.close()
 
 
-# %%
+# %% tags=["hide-input"]
 #| export
 def _interactive() -> bool:
     """A terminal or a Jupyter kernel (where a progress bar redraws in place), not a log file."""
@@ -1516,6 +1522,13 @@ def _interactive() -> bool:
         return True
     shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _progress_bar(run: _Run):
+    """A tqdm bar over the run's steps (tqdm is imported only when a bar is shown)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.schedule.total_steps, initial=run.step)
 
 
 def _log_window(log: _Logger, lr: float, norm: Tensor, store: list) -> None:
@@ -1546,6 +1559,8 @@ def _log_window(log: _Logger, lr: float, norm: Tensor, store: list) -> None:
     log.window(now)
 
 
+# %% tags=["hide-input"]
+#| export
 def _save(
     run: _Run, model: nn.Module, log: _Logger, ckpt: Path | None, extra: Mapping
 ) -> Path | None:
@@ -1681,12 +1696,14 @@ def train(
 
 # %% [markdown]
 # `train` is step 6 of our loop plus what a real run needs around it: the time budget, logging and
-# validation, the background batches, DDP. On one process, with the same settings, it must
-# train exactly as step 6 did, bit for bit.
+# validation, the background batches, DDP. Its optimizer comes from `make_optimizer`, which fuses
+# AdamW's update into one kernel per step (the same update, rounded in another order), so step 6
+# runs with `fused=True` here. On one process, with the same settings, `train` must then train
+# exactly as step 6 did, bit for bit.
 
 # %%
 m6, m_train = fresh(), fresh()
-train_v6(m6, small_loader(), steps=8)
+train_v6(m6, small_loader(), steps=8, fused=True)
 same_cfg = TrainConfig(lr=3e-3, warmup_steps=30, max_steps=8, batch_size=4, seq_len=64)
 train(m_train, small_loader(), same_cfg, progress=False)
 print("train() == step 6 of the loop:", same_weights(m6, m_train))
@@ -1698,10 +1715,12 @@ assert same_weights(m6, m_train)
 # Time to train. The pretraining *stage* gets its own small module, `spongebob.pretrain` (the
 # loop above is shared by every stage). `pretrain` is what `spongebob train pretrain` runs:
 # prepare (or reuse) the token stream, hold out the last windows for validation
-# (`val_fraction=0.02`), build the `tiny` model sized to the tokenizer, and call `train`. `pretrained_checkpoint` returns the finished checkpoint of the same recipe, or
-# trains it first: chapter 07 calls it, so it runs on its own.
+# (`val_fraction=0.02`), build the `tiny` model sized to the tokenizer, and call `train`.
+# `pretrained_checkpoint` returns the finished checkpoint of the same recipe, or trains it first:
+# chapter 07 calls it, so it runs on its own. Opening the data and finding a finished run are
+# bookkeeping, folded in the book.
 
-# %%
+# %% tags=["hide-input"]
 #| export: pretrain
 """The pretraining stage: a fresh model trained on packed windows of a text corpus. Defined in
 06_pretrain.
@@ -1817,7 +1836,7 @@ def pretrain(
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
-# %%
+# %% tags=["hide-input"]
 #| export: pretrain
 def pretrained_checkpoint(
     source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig | None = None, **kw: Any
@@ -1940,7 +1959,7 @@ print(f"final validation loss {final_val:.3f} after {history[-1]['step']} steps 
       f"({'reused a finished run' if reused else 'trained now'})")  # fmt: skip
 assert history[-1]["step"] == cfg.max_steps and final_val < 2.0
 
-# %%
+# %% tags=["hide-input"]
 steps_, losses = zip(*[(r["step"], r["loss"]) for r in history])
 fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
 ax.plot(steps_, losses, lw=1, label="training loss (10-step mean)")

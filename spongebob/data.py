@@ -49,6 +49,8 @@ from spongebob.model import IGNORE_INDEX
 from spongebob.tokenizer import BOS, EOS, REASONING_TOKENS, SpongeTokenizer, chat_segments
 
 ROLES = ("system", "user", "assistant")
+
+
 # The four line formats: the key that identifies each, and the shape in words (for errors).
 FORMATS = {
     "pretrain": ("text", "{'text': str}"),
@@ -199,6 +201,18 @@ CONTEXT, TRAINED, TAG = 0, 1, 2  # token kinds in kinds.bin: not trained, traine
 _TAG_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in REASONING_TOKENS) + ")")
 
 
+def reply_pieces(text: str, tag_ids: dict[str, int]) -> list[tuple[int | str, int]]:
+    """An assistant reply as ``(id or text, kind)`` pieces: each reasoning tag a `TAG` piece (its
+    id from ``tag_ids``, else its text), the text around the tags `TRAINED`. Defined in 05_data."""
+    out: list[tuple[int | str, int]] = []
+    for part in _TAG_SPLIT.split(text):  # "<think>" -> a TAG piece, the rest TRAINED
+        if part in REASONING_TOKENS:
+            out.append((tag_ids.get(part, part), TAG))
+        elif part:
+            out.append((part, TRAINED))
+    return out
+
+
 class ChatEncoder:
     """Conversations -> ``(ids, kinds)`` in the original's chat format. Defined in 05_data.
 
@@ -232,11 +246,7 @@ class ChatEncoder:
             elif not is_reply:
                 out.append((text, kind))
             else:
-                for part in _TAG_SPLIT.split(text):  # "<think>" -> a TAG piece, the rest TRAINED
-                    if part in REASONING_TOKENS:
-                        out.append((self._tag_ids.get(part, part), TAG))
-                    elif part:
-                        out.append((part, TRAINED))
+                out += reply_pieces(text, self._tag_ids)
         return out
 
     def encode_many(self, conversations: Iterable[Sequence[dict]]) -> list[tuple[list, list]]:
@@ -915,6 +925,29 @@ def grouped_order(
     return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), order[n:]])
 
 
+def padded_chats(
+    ids: np.ndarray,
+    kinds: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    pad_id: int,
+    pad_multiple: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The conversations ``ids[s : s + n]`` (``s``, ``n`` from ``starts``, ``lengths``) as one
+    right-padded batch ``(x, y, k)``, each ``(B, L)`` with ``L`` the longest minus one rounded up
+    to ``pad_multiple``: inputs (``pad_id`` after a row's end), targets (``-100`` where the target
+    is context or padding) and the targets' kinds. Defined in 05_data."""
+    L = -(-(int(lengths.max()) - 1) // pad_multiple) * pad_multiple
+    pos = np.arange(L + 1)
+    real = pos < lengths[:, None]  # (B, L + 1): a token of the conversation, not padding
+    index = np.where(real, starts[:, None] + pos, 0)
+    tokens = ids[index].astype(np.int64)
+    k = np.where(real, kinds[index], CONTEXT)[:, 1:]
+    x = np.where(real[:, 1:], tokens[:, :-1], pad_id)  # a row's last token has no target
+    y = np.where(k > 0, tokens[:, 1:], IGNORE_INDEX)
+    return x, y, k
+
+
 class ChatLoader(_Loader):
     """Right-padded chat batches ``(x, y, w)``: ``x``, ``y`` ``(B, L)`` int64 with ``L`` the
     longest conversation of the batch minus one (rounded up to ``pad_multiple``); ``y = -100`` on
@@ -964,14 +997,10 @@ class ChatLoader(_Loader):
     def batch_of(self, docs: np.ndarray):
         docs = np.asarray(docs, dtype=np.int64)
         starts, lengths = self.starts[docs], self.lengths[docs]
-        L = -(-(int(lengths.max()) - 1) // self.pad_multiple) * self.pad_multiple
-        pos = np.arange(L + 1)
-        real = pos < lengths[:, None]  # (B, L + 1): a token of the conversation, not padding
-        index = np.where(real, starts[:, None] + pos, 0)
-        ids = self.data.ids[index].astype(np.int64)
-        kinds = np.where(real, self.data.kinds[index], CONTEXT)[:, 1:]
-        x = np.where(real[:, 1:], ids[:, :-1], self.pad_id)  # a row's last token has no target
-        y = np.where(kinds > 0, ids[:, 1:], IGNORE_INDEX)
+        data = self.data
+        x, y, kinds = padded_chats(
+            data.ids, data.kinds, starts, lengths, self.pad_id, self.pad_multiple
+        )
         w = None
         if self.tag_weight != 1.0:
             w = np.where(kinds == TAG, np.float32(self.tag_weight), np.float32(1.0))

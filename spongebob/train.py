@@ -623,11 +623,8 @@ class _Logger:
         self.tracker = _Tracker(run.cfg.tracker, run.cfg.run_name, run.cfg.to_dict(), main)
         self.peak = peak_flops(run.device)
         self.fpt = flops_per_token(model.config, run.cfg.seq_len)
-        self.lines, self.bar = progress and main, None
-        if self.lines and _interactive():
-            from tqdm.auto import tqdm
-
-            self.bar, self.lines = tqdm(total=run.schedule.total_steps, initial=run.step), False
+        self.bar = _progress_bar(run) if progress and main and _interactive() else None
+        self.lines = progress and main and self.bar is None  # plain lines instead of a bar
         self.window(time.perf_counter())
 
     def window(self, now: float) -> None:
@@ -674,6 +671,13 @@ def _interactive() -> bool:
         return True
     shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _progress_bar(run: _Run):
+    """A tqdm bar over the run's steps (tqdm is imported only when a bar is shown)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.schedule.total_steps, initial=run.step)
 
 
 def _log_window(log: _Logger, lr: float, norm: Tensor, store: list) -> None:
