@@ -825,6 +825,46 @@ def _split_items(n: int, split: str, val_fraction: float) -> np.ndarray:
     raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
 
+class _Draws:
+    """Window starts drawn independently (``cuts="random"``), with a global position.
+
+    Defined in 05_data. The training tokens are ``ids[:end]``; global batch ``g`` is
+    ``batch_size`` starts in ``[0, end - seq_len - 1)`` from
+    ``numpy.random.default_rng([seed, 0, g])``, and rank ``rank`` of ``world_size`` takes
+    ``g = start + i * world_size + rank`` for its ``i``-th batch. ``count`` (saved) is the number
+    of global batches all ranks have drawn, so a run resumes on any number of ranks.
+    """
+
+    def __init__(self, end, seq_len, batch_size, seed, rank, world_size) -> None:
+        if end < seq_len + 2 or batch_size < 1:
+            raise ValueError(f"need batch_size >= 1 and more than {seq_len + 1} training tokens, "
+                             f"got {batch_size} and {end}")  # fmt: skip
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got {rank}, {world_size}")
+        self.span, self.batch_size, self.seed = end - seq_len - 1, batch_size, seed
+        self.rank, self.world_size, self.start, self.count = rank, world_size, 0, 0
+        # An "epoch" (for a run measured in epochs): as many tokens as the training tokens.
+        self.batches_per_epoch = max(1, end // (seq_len * batch_size * world_size))
+
+    def next_batch(self) -> np.ndarray:
+        g = self.start + self.count * self.world_size + self.rank
+        self.count += 1
+        return np.random.default_rng([self.seed, 0, g]).integers(0, self.span, self.batch_size)
+
+    def state_dict(self) -> dict:
+        count = self.start + self.count * self.world_size
+        return {"count": count, "seed": self.seed, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") != self.seed or "count" not in state:
+            raise ValueError(
+                f"the saved data position is for seed {state.get('seed')} "
+                f"({'random' if 'count' in state else 'epoch-wise'} cuts), this loader has seed "
+                f"{self.seed} (random cuts); resume with the same seed and cuts"
+            )
+        self.start, self.count = int(state["count"]), 0
+
+
 class _Loader:
     """Shared by both loaders: iteration forever, position, sharding. Defined in 05_data."""
 
@@ -856,17 +896,21 @@ def _pin_default(pin_memory: bool | None) -> bool:
     return torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
 
 
+CUTS = ("shifted", "fixed", "random")  # where PackedLoader cuts the stream
+
+
 class PackedLoader(_Loader):
     """Packed pretraining batches ``(x, y, None)``, each ``(batch_size, seq_len)`` int64.
 
     Defined in 05_data. ``data`` is a `PreparedData` of pretraining text (or a 1-D array of ids).
     The stream is cut into ``(len - 1) // seq_len`` windows; ``split="val"`` takes the last
-    ``val_fraction`` of them. With ``shuffle`` (training), every epoch visits the windows in a new
-    order AND shifts all cuts by a new random offset in ``[0, seq_len)`` (both from ``(seed,
-    epoch)``), so a document is not seen cut at the same places every epoch; the last training
-    window is left out so that a shifted window never reaches into the validation tokens. Rank
-    ``rank`` of ``world_size`` reads its own shard; ``pin_memory`` (default: when CUDA is
-    available) puts batches in page-locked memory.
+    ``val_fraction`` of them. With ``shuffle`` (training) every epoch visits the windows in a new
+    order, and ``cuts`` says where they are cut: ``"shifted"`` moves all cuts by a new random
+    offset in ``[0, seq_len)`` each epoch (both from ``(seed, epoch)``; the last training window is
+    left out, so that a shifted window never reaches the validation tokens), ``"fixed"`` keeps
+    them at multiples of ``seq_len``, ``"random"`` draws every window's start anywhere in the
+    training tokens, with no epochs (`_Draws`). Rank ``rank`` of ``world_size`` reads its own
+    shard; ``pin_memory`` (default: when CUDA is available) puts batches in page-locked memory.
     """
 
     def __init__(
@@ -881,28 +925,36 @@ class PackedLoader(_Loader):
         split: str = "train",
         val_fraction: float = 0.0,
         shuffle: bool = True,
+        cuts: str = "shifted",
         pin_memory: bool | None = None,
     ) -> None:
         self.ids = np.asarray(getattr(data, "ids", data))  # a PreparedData, or ids themselves
-        if self.ids.ndim != 1:
-            raise ValueError(f"PackedLoader needs a 1-D array of ids, got shape {self.ids.shape}")
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        self.seq_len, self.pin_memory = seq_len, _pin_default(pin_memory)
-        items = _split_items((len(self.ids) - 1) // seq_len, split, val_fraction)
-        if shuffle:
+        if self.ids.ndim != 1 or seq_len < 1 or cuts not in CUTS:
+            raise ValueError(f"PackedLoader needs 1-D ids, seq_len >= 1 and cuts in {CUTS}, got "
+                             f"shape {self.ids.shape}, {seq_len}, {cuts!r}")  # fmt: skip
+        self.seq_len, self.cuts, self.pin_memory = seq_len, cuts, _pin_default(pin_memory)
+        n = (len(self.ids) - 1) // seq_len
+        items = _split_items(n, split, val_fraction)
+        if cuts == "random":
+            if split != "train" or not shuffle:
+                raise ValueError("cuts='random' draws training windows: split='train', shuffle")
+            end = len(self.ids) if len(items) == n else len(items) * seq_len  # validation after
+            self.order = _Draws(end, seq_len, batch_size, seed, rank, world_size)
+            return
+        if shuffle and cuts == "shifted":
             items = items[:-1]  # room for the shift: window w may end at (w + 1) * T + offset
         self.order = _Order(items, batch_size, seed, rank, world_size, shuffle)
 
     def offset(self, epoch: int) -> int:
-        """Where this epoch's cuts start: 0 without shuffling, else random in ``[0, seq_len)``."""
-        if not self.order.shuffle:
+        """Where this epoch's cuts start: random in ``[0, seq_len)`` for shifted cuts, else 0."""
+        if self.cuts != "shifted" or not self.order.shuffle:
             return 0
         return int(np.random.default_rng([self.order.seed, epoch, 1]).integers(self.seq_len))
 
     def batch_of(self, windows: np.ndarray):
-        T, o = self.seq_len, self.offset(self.order.epoch)
-        starts = o + np.asarray(windows, dtype=np.int64) * T
+        T, starts = self.seq_len, np.asarray(windows, dtype=np.int64)
+        if self.cuts != "random":  # window numbers -> token positions
+            starts = self.offset(self.order.epoch) + starts * T
         rows = self.ids[starts[:, None] + np.arange(T + 1)].astype(np.int64)  # (B, T + 1)
         x, y = self._tensors(rows[:, :-1], rows[:, 1:])
         return x, y, None  # x, y: (B, T)

@@ -7,6 +7,7 @@ only the original's three specials, saved and reloaded as a folder, as the origi
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -385,6 +386,112 @@ def test_shifted_training_windows_never_reach_the_validation_tokens(pre):
     last_train_end = max((int(train.order.items.max()) + 1) * T + train.offset(e) + 1
                          for e in range(50))  # fmt: skip
     assert last_train_end <= first_val_token
+
+
+def _random_windows_reference(ids, seq_len, batch_size, seed, rank, world_size, count=0):
+    """Batches ``(x, y)`` as `spongebob.sft.RandomWindows` (chapter 07) draws them, written out
+    here so that the check outlives that class: global batch ``g`` is ``batch_size`` starts from
+    ``default_rng([seed, 0, g])``, rank ``r`` of ``W`` takes ``g = count + i * W + r``."""
+    i = 0
+    while True:
+        g = count + i * world_size + rank
+        rng = np.random.default_rng([seed, 0, g])
+        starts = rng.integers(0, len(ids) - seq_len - 1, batch_size)
+        rows = torch.from_numpy(
+            np.stack([ids[s : s + seq_len + 1] for s in starts]).astype(np.int64)
+        )
+        yield rows[:, :-1], rows[:, 1:]
+        i += 1
+
+
+def _same_batches(a, b, n: int) -> bool:
+    return all(
+        torch.equal(x1, x2) and torch.equal(y1, y2)
+        for (x1, y1, *_), (x2, y2, *_) in itertools.islice(zip(a, b), n)
+    )
+
+
+def test_random_cuts_reproduce_random_windows_over_ranks_and_a_resume(pre):
+    ids = np.asarray(pre.ids)
+    T, B = 32, 4
+    for rank, world in ((0, 1), (0, 2), (1, 2), (2, 3)):
+        ours = PackedLoader(pre, T, B, cuts="random", seed=5, rank=rank, world_size=world)
+        ref = _random_windows_reference(ids, T, B, 5, rank, world)
+        assert _same_batches(iter(ours), ref, 6)
+        assert ours.state_dict() == {"count": 6 * world, "seed": 5, "world_size": world}
+    # Chapter 07's class itself, while it exists: the same batches and the same positions.
+    RandomWindows = getattr(importlib.import_module("spongebob.sft"), "RandomWindows", None)
+    if RandomWindows is not None:
+        for rank, world in ((0, 1), (1, 2)):
+            ours = PackedLoader(pre, T, B, cuts="random", seed=3, rank=rank, world_size=world)
+            theirs = RandomWindows(pre, T, B, seed=3, rank=rank, world_size=world)
+            a, b = iter(ours), iter(theirs)
+            assert _same_batches(a, b, 5) and ours.state_dict() == theirs.state_dict()
+            resumed = RandomWindows(pre, T, B, seed=3)  # their position, on one rank
+            resumed.load_state_dict(json.loads(json.dumps(ours.state_dict())))
+            mine = PackedLoader(pre, T, B, cuts="random", seed=3)
+            mine.load_state_dict(json.loads(json.dumps(theirs.state_dict())))
+            assert _same_batches(iter(mine), iter(resumed), 4)
+            assert mine.state_dict() == resumed.state_dict()
+
+
+def test_random_cuts_resume_at_the_next_global_batch_on_another_world_size(pre):
+    ids = np.asarray(pre.ids)
+    single = list(itertools.islice(_random_windows_reference(ids, 16, 4, 3, 0, 1), 10))
+    ranks = [PackedLoader(pre, 16, 4, cuts="random", seed=3, rank=r, world_size=2) for r in (0, 1)]
+    its = [iter(r) for r in ranks]
+    for step in range(3):  # 2 ranks: rank r takes global batch 2 * step + r
+        for r in (0, 1):
+            assert torch.equal(next(its[r])[0], single[2 * step + r][0])
+    state = json.loads(json.dumps(ranks[0].state_dict()))
+    assert state == {"count": 6, "seed": 3, "world_size": 2}
+    resumed = PackedLoader(pre, 16, 4, cuts="random", seed=3)  # one rank from here on
+    resumed.load_state_dict(state)
+    it = iter(resumed)
+    assert all(torch.equal(next(it)[0], single[g][0]) for g in range(6, 10))  # nothing repeated
+    assert resumed.state_dict()["count"] == 10
+    with pytest.raises(ValueError, match="seed 3"):
+        PackedLoader(pre, 16, 4, cuts="random", seed=4).load_state_dict(state)
+    epoch_wise = PackedLoader(pre, 16, 4, seed=3).state_dict()
+    with pytest.raises(ValueError, match="same seed and cuts"):
+        resumed.load_state_dict(epoch_wise)
+
+
+def test_random_cuts_start_anywhere_and_stay_out_of_the_validation_tokens(pre):
+    ids = np.arange(1000, dtype=np.uint16)  # token i is i: a window shows where it starts
+    loader = PackedLoader(ids, 16, 8, cuts="random", seed=3)
+    x, y, w = next(iter(loader))
+    assert x.shape == y.shape == (8, 16) and w is None and torch.equal(y, x + 1)
+    assert (x[:, 0] % 16 != 0).any() and x[:, 0].max() <= 1000 - 17
+    train = PackedLoader(ids, 16, 8, cuts="random", seed=3, val_fraction=0.1)
+    val = PackedLoader(ids, 16, 4, split="val", val_fraction=0.1, shuffle=False)
+    first_val_token = int(val.order.items.min()) * 16
+    it = iter(train)
+    ends = [int(next(it)[1].max()) for _ in range(200)]  # y's last token: the window's end
+    assert max(ends) < first_val_token
+    with pytest.raises(ValueError, match="more than 17 training tokens"):
+        PackedLoader(ids[:10], 16, 8, cuts="random")
+    with pytest.raises(ValueError, match="rank < world_size"):
+        PackedLoader(ids, 16, 4, cuts="random", rank=2, world_size=2)
+    with pytest.raises(ValueError, match="split='train'"):
+        PackedLoader(ids, 16, 4, cuts="random", split="val", val_fraction=0.1)
+    with pytest.raises(ValueError, match="cuts in"):
+        PackedLoader(ids, 16, 4, cuts="sliding")
+
+
+def test_fixed_cuts_shuffle_the_windows_but_never_move_them(pre):
+    ids = pre.ids[:2001].astype(np.int64)
+    loader = PackedLoader(pre.ids[:2001], 10, 8, seed=0, cuts="fixed")  # 200 windows, all used
+    assert loader.batches_per_epoch == 200 // 8
+    assert {loader.offset(e) for e in range(20)} == {0}
+    it = iter(loader)
+    orders = []
+    for _ in (0, 1):
+        starts = torch.cat([next(it)[0][:, 0] for _ in range(loader.batches_per_epoch)])
+        used = loader.order._epoch_items()[: len(starts)]
+        assert starts.tolist() == ids[used * 10].tolist()
+        orders.append(used.tolist())
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
 
 
 def test_resume_continues_with_the_same_batches(r1):
