@@ -5,17 +5,24 @@ reasoning line copies the question's numbers).
 
     .venv/bin/python bench/distill_recipes.py                 # every recipe, about 25 minutes
     .venv/bin/python bench/distill_recipes.py --only drill-1500
+    .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
 first), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
 the whole pretraining text, or only its equation lines from ``spongebob.distill.drill_lines``),
 the SFT chats mixed in, the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
+
+The ablation ``no-eval-drill-*`` replays the drill lines *without* the equations that the held-out
+problems' reasoning needs (``a + b = s`` and ``s - c = r`` for an add-then-subtract problem...):
+it measures how much of chapter 08's "unseen arithmetic" is the composition of drilled equations.
+Those equations can still occur in pretraining stories about other problems.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -32,6 +39,7 @@ from spongebob.distill import (
     format_problem,
 )
 from spongebob.evaluate import evaluate_sets
+from spongebob.files import iter_jsonl, write_jsonl
 from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import sft_checkpoint, sft_config, sft_options
@@ -51,7 +59,43 @@ RECIPES = {
     # 600 of SFT's chats shuffled into the 2,000 reasoning chats (chapter 08's tiny recipe)
     "drill-mix600-1000": ("drill", 2e-3, 1000, 600),
     "drill-mix600-1500": ("drill", 2e-3, 1500, 600),
+    # the ablation: the same recipe, the held-out problems' equations taken out of the drill lines
+    "no-eval-drill-mix600-1500": ("no-eval-drill", 2e-3, 1500, 600),
 }
+
+
+def eval_equations(path: Path) -> set[str]:
+    """Every equation the reasoning of a problem of ``path`` (eval_arith_reworded.jsonl: numbers
+    and answer) could need, in the drill lines' spelling; an ambiguous kind adds all candidates."""
+    out = set()
+    for rec in read_jsonl(path):
+        nums, r = rec["numbers"], int(rec["expected"])
+        a, b = nums[:2]
+        if len(nums) == 2:
+            out |= {e for e, v in [(f"{a} + {b} = {a + b}", a + b), (f"{a} - {b} = {a - b}", a - b),
+                                   (f"{a} * {b} = {a * b}", a * b)] if v == r}  # fmt: skip
+        else:
+            c = nums[2]
+            if a + b - c == r:
+                out |= {f"{a} + {b} = {a + b}", f"{a + b} - {c} = {r}"}
+            if a * b + c == r:
+                out |= {f"{a} * {b} = {a * b}", f"{a * b} + {c} = {r}"}
+    return out
+
+
+def drill_without(drill: Path, equations: set[str], out: Path) -> Path:
+    """The drill lines of ``drill`` with ``equations`` removed from each line (a line left empty
+    is dropped); prints how many equations were removed."""
+    kept, removed = [], 0
+    for _, rec in iter_jsonl(drill):
+        eqs = [e.strip() for e in re.split(r"[.] ?", rec["text"]) if e.strip()]
+        rest = [e for e in eqs if e not in equations]
+        removed += len(eqs) - len(rest)
+        if rest:
+            kept.append({**rec, "text": ". ".join(rest) + "."})
+    write_jsonl(out, kept)
+    print(f"ablation: {removed} equations removed from the drill lines ({len(equations)} distinct)")
+    return out
 
 
 def main() -> None:
@@ -69,8 +113,11 @@ def main() -> None:
     sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
                               sft_config("tiny"), init=pre, replay_source=world / "pretrain.jsonl",
                               **sft_options("tiny"), progress=False)  # fmt: skip
-    sources = {"pretrain": world / "pretrain.jsonl",
-               "drill": drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")}  # fmt: skip
+    drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
+    sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
+    if any(RECIPES[name][0] == "no-eval-drill" for name in args.only or RECIPES):
+        held = eval_equations(world / "eval_arith_reworded.jsonl")
+        sources["no-eval-drill"] = drill_without(drill, held, work / "no-eval-drill.jsonl")
     print(f"torch threads {torch.get_num_threads()}")
     header = ("recipe", "steps", "minutes", "right", "formed", "facts", "reword", "copies")
     print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))
