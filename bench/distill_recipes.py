@@ -31,6 +31,7 @@ import torch
 from spongebob.checkpoint import load_model
 from spongebob.data import read_jsonl
 from spongebob.distill import (
+    EQUATION_LINE,
     copies_question,
     distill_checkpoint,
     distill_config,
@@ -98,6 +99,14 @@ def drill_without(drill: Path, equations: set[str], out: Path) -> Path:
     return out
 
 
+def found_elsewhere(pretrain: Path, equations: set[str]) -> int:
+    """How many of ``equations`` occur (as whole numbers) in pretraining lines that are not
+    drill lines: the stories and worked problems that the ablation leaves in place."""
+    other = "\n".join(rec["text"] for _, rec in iter_jsonl(pretrain)
+                      if not EQUATION_LINE.fullmatch(rec["text"]))  # fmt: skip
+    return sum(bool(re.search(rf"(?<!\d){re.escape(e)}(?!\d)", other)) for e in equations)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=sorted(RECIPES), help="recipes to run")
@@ -118,6 +127,8 @@ def main() -> None:
     if any(RECIPES[name][0] == "no-eval-drill" for name in args.only or RECIPES):
         held = eval_equations(world / "eval_arith_reworded.jsonl")
         sources["no-eval-drill"] = drill_without(drill, held, work / "no-eval-drill.jsonl")
+        print(f"ablation: {found_elsewhere(world / 'pretrain.jsonl', held)} of them also occur in "
+              "pretraining lines that are not drill lines")  # fmt: skip
     print(f"torch threads {torch.get_num_threads()}")
     header = ("recipe", "steps", "minutes", "right", "formed", "facts", "reword", "copies")
     print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))

@@ -20,8 +20,9 @@
 #
 # What you will build:
 #
-# 1. graders and an evaluation harness: answer a file of held-out questions in batches, grade each
-#    answer, count the answers that end with `</s>` (`spongebob.evaluate`);
+# 1. a first SFT run in a few lines: chapter 06's loop on chat batches; then graders and an
+#    evaluation harness to count what it gets right: answer a file of held-out questions in
+#    batches, grade each answer, count the answers that end with `</s>` (`spongebob.evaluate`);
 # 2. supervised fine-tuning (SFT) with the loss on the assistant replies only, and **replay**:
 #    pretraining batches mixed into every step, without which the tiny model forgets its facts
 #    (`spongebob.sft`);
@@ -72,9 +73,9 @@ from spongebob.data import (
 )
 from spongebob.generate import generate
 from spongebob.model import IGNORE_INDEX, SpongeBob
-from spongebob.pretrain import induction_probe, pretrained_checkpoint
+from spongebob.pretrain import induction_probe, open_pretraining_data, pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
-from spongebob.train import TrainConfig, train, trained_tokens
+from spongebob.train import TrainConfig, evaluate_loss, train, trained_tokens
 from spongebob.viz import plot_token_kinds
 from spongebob.world import course_tokenizer, detail_value_count, sample_dir
 from spongebob.world.content import FILLER, LONG_DETAILS
@@ -125,6 +126,68 @@ share = trained_tokens(y).item() / y.numel()
 print(f"{len(chats)} chats, {chats.meta['tokens']:,} tokens; a batch of 16 is {tuple(x.shape)} "
       f"and trains {trained_tokens(y).item():.0f} of its positions ({share:.0%})")  # fmt: skip
 assert 0 < share < 0.5
+
+
+# %% [markdown]
+# ### A first SFT run
+#
+# SFT is chapter 06's training loop with other batches: chat batches instead of packed text,
+# starting from the pretrained weights, at a third of pretraining's learning rate. Nothing else
+# changes. A hundred steps (under half a minute on a laptop CPU; found again when it already
+# ran):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from spongebob.checkpoint import finished_run  # noqa: E402
+from spongebob.files import sha256_file  # noqa: E402
+
+first_cfg = TrainConfig(lr=1e-3, warmup_steps=20, max_steps=100, batch_size=16, seq_len=512,
+                        log_every=10)  # fmt: skip
+first_dir = artifacts_dir("runs", "sft-first")
+origin = {"init": sha256_file(pretrained), "chats": chats.meta["source_sha256"]}
+want = {"train_config": first_cfg.to_dict(), "step": first_cfg.max_steps, **origin}
+if not finished_run(first_dir / "last.pt", want):
+    model = load_model(pretrained)  # the pretrained weights
+    loader = ChatLoader(chats, first_cfg.batch_size, seed=0)  # loss on the replies only
+    train(model, loader, first_cfg, out_dir=first_dir, extra=origin, progress=False)
+first = load_model(first_dir / "last.pt").eval()
+first_log = [json.loads(line) for line in open(first_dir / "metrics.jsonl")]
+first_loss = [(r["step"], r["loss"]) for r in first_log if "loss" in r]
+print(f"chat loss: {first_loss[0][1]:.2f} at step {first_loss[0][0]}, "
+      f"{first_loss[-1][1]:.2f} at step {first_loss[-1][0]}")  # fmt: skip
+assert first_loss[-1][1] < 0.7 * first_loss[0][1]
+
+# %% [markdown]
+# Its loss, from the run's own log (`metrics.jsonl`, read again when the run was found finished),
+# and its answers to four questions about residents that no SFT chat asks about, next to the
+# pretrained model's continuation of the same prompt:
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(6, 2.6), dpi=90)
+ax.plot(*zip(*first_loss), "o-", ms=3)
+ax.set(xlabel="optimizer step", ylabel="loss on the replies", title="A first SFT run")
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+encoder = ChatEncoder(tok)
+asked = [r for r in read_jsonl(world / "eval_facts.jsonl")][:8:2]  # four English questions
+for r in asked:
+    prompt, _ = encoder.encode(r["messages"])  # ends with "<s>assistant\n"
+    before = tok.decode(generate(base, [prompt], 20, eos_token_id=tok.eos_id)[0])
+    after = tok.decode(generate(first, [prompt], 20, eos_token_id=tok.eos_id)[0])
+    print(f"Q: {r['messages'][-1]['content']}   (expected: {r['expected']})")
+    print(f"   pretrained: {before!r}\n   100 SFT steps: {after!r}")
+
+# %% [markdown]
+# The pretrained model continues the prompt as text, in no particular language. After 100 steps
+# the fine-tuned one answers with one sentence in the chat format, most of the time ending with
+# `</s>`, and the sentences have the shape of the training replies: "The hobby of ... is ...".
+# Whether the answers are *right* is another matter: read the printed pairs, and note how often a
+# reply is about another resident than the one asked about. Four examples cannot say how good a
+# model is; the rest of the chapter needs to count. So before more training, two tools: graders
+# that decide whether an answer is right, and a harness that answers a whole file of questions
+# and grades them.
 
 
 # %% [markdown]
@@ -477,6 +540,7 @@ checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
                           init=pretrained, replay="pretrain.jsonl")
 """
 
+import json  # noqa: F811
 import math  # noqa: F811
 from collections.abc import Iterable, Iterator  # noqa: F811
 from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
@@ -495,12 +559,10 @@ from spongebob.train import TrainConfig, TrainResult
 class ReplayMix:
     """Interleave chat batches with pretraining ("replay") batches. Defined in 07_sft.
 
-    Batch ``i`` (counting from 0) is a replay batch when ``floor((i + 1) * fraction)`` exceeds
-    ``floor(i * fraction)``: with ``fraction = 0.5`` and ``grad_accum = 2`` every optimizer step
-    holds one chat and one replay micro-batch. Replay targets weigh ``replay_weight`` each (the loop
-    normalises by the summed weights of the step, so a replay batch of 4,096 tokens would otherwise
-    outweigh a chat batch of a few hundred answer tokens). Resumable: ``state_dict`` holds the
-    counter and both loaders' positions.
+    Batch ``i`` (from 0) is a replay batch when ``floor((i + 1) * fraction) > floor(i * fraction)``:
+    with ``fraction = 0.5`` and ``grad_accum = 2`` each step holds one chat and one replay batch.
+    Replay targets weigh ``replay_weight`` each (the loop normalises by the step's summed weights,
+    and a replay batch has many more trained tokens than a chat batch). Resumable.
     """
 
     def __init__(self, chat: Iterable, replay: Iterable | None = None, fraction: float = 0.5,
@@ -536,9 +598,8 @@ class ReplayMix:
         return math.ceil(self.chat.batches_per_epoch / (1 - self.fraction))
 
     def state_dict(self) -> dict:
-        """The counter and both loaders' positions; ``world_size`` when both loaders count their
-        positions globally (then a resume with another number of ranks continues at the same
-        samples: the counter only sets where the chat/replay pattern stands)."""
+        """The counter and both loaders' positions; ``world_size`` when both count globally (a
+        resume on another number of ranks then continues at the same samples)."""
         state = {"count": self.count, "chat": self.chat.state_dict()}
         if self.replay is not None:
             state["replay"] = self.replay.state_dict()
@@ -552,52 +613,6 @@ class ReplayMix:
         self.chat.load_state_dict(state["chat"])
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
-
-
-# %%
-#| export
-class RandomWindows:
-    """Batches ``(x, y, None)`` of windows of ``seq_len`` tokens that start anywhere in a token
-    stream (not at multiples of ``seq_len``). Defined in 07_sft.
-
-    Global batch ``g`` is drawn from ``numpy.random.default_rng([seed, 0, g])``; rank ``rank`` of
-    ``world_size`` takes ``g = start + i * world_size + rank`` for its ``i``-th batch, so the
-    sequence is reproducible and resumable from the global count alone, with any number of
-    ranks. Varied cut points are cheap data augmentation for replay: the model does not see the
-    same window, cut at the same place, again.
-    """
-
-    def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:  # fmt: skip
-        self.ids = getattr(data, "ids", data)  # a PreparedData, or ids themselves
-        if len(self.ids) < seq_len + 2 or batch_size < 1:
-            raise ValueError(f"need batch_size >= 1 and more than {seq_len + 1} tokens, got "
-                             f"{batch_size} and {len(self.ids)}")  # fmt: skip
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got {rank}, {world_size}")
-        self.seq_len, self.batch_size, self.seed, self.rank = seq_len, batch_size, seed, rank
-        self.world_size, self.start, self.count = world_size, 0, 0
-
-    def __iter__(self) -> Iterator[tuple]:
-        while True:
-            g = self.start + self.count * self.world_size + self.rank
-            rng = np.random.default_rng([self.seed, 0, g])
-            self.count += 1
-            starts = rng.integers(0, len(self.ids) - self.seq_len - 1, self.batch_size)
-            rows = np.stack([self.ids[s : s + self.seq_len + 1] for s in starts])
-            t = torch.from_numpy(rows.astype(np.int64))  # (B, T + 1)
-            yield t[:, :-1], t[:, 1:], None
-
-    def state_dict(self) -> dict:
-        """``count``: global batches drawn by all ranks together."""
-        count = self.start + self.count * self.world_size
-        return {"count": count, "seed": self.seed, "world_size": self.world_size}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed") != self.seed:
-            raise ValueError(f"the saved replay position is for seed {state.get('seed')}, "
-                             f"this loader has seed {self.seed}")  # fmt: skip
-        self.start, self.count = int(state["count"]), 0
 
 
 # %%
@@ -620,8 +635,8 @@ assert [ReplayMix([None], [None], 0.25).is_replay(i) for i in range(8)] == [0, 0
 #
 # The tiny recipe (`sft_config("tiny")`): lr 1e-3 (a third of pretraining's), 20 warmup steps,
 # 600 steps of one chat batch (16 conversations) and one replay batch (8 windows of 512 tokens
-# that start anywhere in the text: `RandomWindows`, so that replay does not show the model the
-# very windows, cut at the very places, it saw in every epoch of pretraining).
+# that start anywhere in the text: chapter 05's `PackedLoader(..., cuts="random")`, so that replay
+# does not show the model the very windows, cut at the very places, it saw in pretraining).
 
 
 # %%
@@ -689,9 +704,9 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
     chat = LastReplyOnly(chat) if last_reply_only else chat
     rep = None
     if replay > 0:
-        kind = RandomWindows if random_windows else PackedLoader
-        rep = kind(replay_data, cfg.seq_len, replay_batch_size or cfg.batch_size,
-                   seed=cfg.seed + 1, **shard)  # fmt: skip
+        cuts = "random" if random_windows else "shifted"  # windows start anywhere, or packed
+        rep = PackedLoader(replay_data, cfg.seq_len, replay_batch_size or cfg.batch_size,
+                           seed=cfg.seed + 1, cuts=cuts, **shard)  # fmt: skip
     return ReplayMix(chat, rep, replay, replay_weight)
 
 
@@ -729,29 +744,14 @@ def open_chat_data(source: str | Path, tokenizer, work_dir: str | Path, seq_len:
 
 # %%
 #| export
-def sft(
-    source: str | Path,
-    tokenizer,
-    out_dir: str | Path,
-    cfg: TrainConfig,
-    *,
-    init: str | Path,
-    replay_source: str | Path | None = None,
-    replay: float = 0.5,
-    replay_batch_size: int | None = None,
-    replay_weight: float = 1.0,
-    last_reply_only: bool = False,
-    random_windows: bool = False,
-    tag_weight: float = 1.0,
-    length_window: int = 0,
-    pad_multiple: int = 1,
-    stage: str = "sft",
-    device: str | torch.device | None = None,
-    compile: bool | None = None,
-    skip_bad_lines: bool = False,
-    max_bad_fraction: float = 0.001,
-    **train_kwargs: Any,
-) -> TrainResult:
+def sft(source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig, *,
+        init: str | Path, replay_source: str | Path | None = None, replay: float = 0.5,
+        replay_batch_size: int | None = None, replay_weight: float = 1.0,
+        last_reply_only: bool = False, random_windows: bool = False, tag_weight: float = 1.0,
+        length_window: int = 0, pad_multiple: int = 1, stage: str = "sft",
+        device: str | torch.device | None = None, compile: bool | None = None,
+        skip_bad_lines: bool = False, max_bad_fraction: float = 0.001,
+        **train_kwargs: Any) -> TrainResult:  # fmt: skip
     """Fine-tune the model of checkpoint ``init`` on the chats of ``source``. Defined in 07_sft.
 
     ``source`` (a chat JSONL file or a prepared folder) is pre-tokenised into ``out_dir/data`` with
@@ -807,7 +807,9 @@ def sft_checkpoint(
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
-    tokenizer, data, options, and the very ``init`` checkpoint); otherwise run :func:`sft` first.
+    tokenizer, data, options, and the very ``init`` checkpoint) that logged every probe asked for
+    in ``kw["probes"]`` (probes do not change the weights, but a plot reads them from the run's
+    ``metrics.jsonl``); otherwise run :func:`sft` first.
 
     Defined in 07_sft. Chapter 08 calls this (after ``spongebob.pretrain.pretrained_checkpoint``) so
     that it runs on its own; the long-context stage is the same call with its own preset, ``stage``
@@ -828,9 +830,22 @@ def sft_checkpoint(
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
                   "source_sha256": PreparedData(src).meta["source_sha256"] if src.is_dir()
                   else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
-        if finished_run(path, want, recipe, _OPTION_DEFAULTS):
+        if finished_run(path, want, recipe, _OPTION_DEFAULTS) and _logged(
+            path.parent / "metrics.jsonl", kw.get("probes") or {}
+        ):
             return path
     return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
+
+
+def _logged(metrics: Path, names) -> bool:
+    """True when every name in ``names`` is a key of some record of the run's log."""
+    if not names:
+        return True
+    try:
+        keys = set().union(*(json.loads(line) for line in open(metrics, encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+    return set(names) <= keys
 
 
 # %% [markdown]
@@ -848,6 +863,7 @@ def sft_checkpoint(
 # * `single_facts`: the control group whose facts appeared in one fixed biography only (section 7).
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 SETS = ["facts", "facts_train", "single_facts"]
 STEPS = sft_config("tiny").max_steps
 
@@ -857,18 +873,36 @@ def held_out_sample(model):
     return evaluate_file(model, tok, world / "eval_facts.jsonl", "fact", limit=64).accuracy
 
 
-def run_log(ckpt):
-    """The run's metrics.jsonl: (step, loss) and (step, held-out accuracy) pairs."""
+# Two fixed probes of what the model predicts: chat replies (two batches of SFT chats) and
+# pretraining text (two batches of chapter 06's validation windows, which pretraining never
+# trained on). Logged apart, they separate what the replay run's single training loss mixes.
+text = open_pretraining_data(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"))
+text_windows = iter(PackedLoader(text, 512, 8, split="val", val_fraction=0.02, shuffle=False))
+text_batches = [next(text_windows) for _ in range(2)]  # 16 windows of 512 tokens
+chat_batches = [ChatLoader(chats, 16, seed=0).batch_of(range(k, k + 16)) for k in (0, 16)]
+PROBES = {
+    "facts": held_out_sample,
+    "chat_loss": lambda model: evaluate_loss(model, chat_batches),
+    "text_loss": lambda model: evaluate_loss(model, text_batches),
+}
+
+
+def run_log(ckpt, key):
+    """(step, value) pairs of ``key`` from the run's metrics.jsonl, after the pretrained model's
+    value at step 0 (probes run every 100 steps; step 0 is the same model for every run)."""
     records = [json.loads(line) for line in open(Path(ckpt).parent / "metrics.jsonl")]
-    return ([(r["step"], r["loss"]) for r in records if "loss" in r],
-            [(r["step"], r["facts"]) for r in records if "facts" in r])  # fmt: skip
+    return [(0, AT_START[key])] + [(r["step"], r[key]) for r in records if key in r]
+
+
+AT_START = {name: probe(base) for name, probe in PROBES.items()}
+print("the pretrained model:", {k: round(v, 3) for k, v in AT_START.items()})
 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 no_replay = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny-no-replay"),
                            sft_config("tiny", grad_accum=1), init=pretrained,
-                           replay=0.0, progress=False, probes={"facts": held_out_sample})  # fmt: skip
+                           replay=0.0, progress=False, probes=PROBES)  # fmt: skip
 plain = evaluate_sets(load_model(no_replay), tok, world, SETS)
 print("without replay:", {k: f"{r.accuracy:.1%}" for k, r in plain.items()})
 assert plain["facts"].stopped > 0.9  # the format is learnt either way
@@ -878,7 +912,7 @@ assert plain["facts"].stopped > 0.9  # the format is learnt either way
 sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
                           sft_config("tiny"), init=pretrained,
                           replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
-                          progress=False, probes={"facts": held_out_sample})  # fmt: skip
+                          progress=False, probes=PROBES)  # fmt: skip
 chat_model = load_model(sft_ckpt).eval()
 mixed = evaluate_sets(chat_model, tok, world, SETS)
 for name, r in mixed.items():
@@ -892,33 +926,44 @@ print(
 assert mixed["facts"].stopped > 0.98 and mixed["facts"].accuracy > 0.45
 assert mixed["facts"].accuracy > plain["facts"].accuracy + 0.1
 
-# %%
-fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3), dpi=90)
-for label, ckpt in [("chats only", no_replay), ("chats + replay", sft_ckpt)]:
-    losses, accs = run_log(ckpt)
-    a1.plot(*zip(*losses), lw=1, label=label)
-    a2.plot(*zip(*accs), "o-", label=label)
-a1.set(
-    xlabel="optimizer step", ylabel="training loss", yscale="log", title="SFT loss (10-step mean)"
-)
-a2.axhline(0.6, color="grey", ls=":", label="course target")
-a2.set(xlabel="optimizer step", ylabel="held-out questions (64)", ylim=(0, 1),
-       title="Forgetting, as a picture")  # fmt: skip
-a1.legend(fontsize=8)
-a2.legend(fontsize=8)
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 3, figsize=(13, 3), dpi=90)
+panels = [("chat_loss", "loss on SFT chats' replies"), ("text_loss", "loss on pretraining text"),
+          ("facts", "held-out questions (64)")]  # fmt: skip
+for ax, (key, title) in zip(axes, panels):
+    for label, ckpt in [("chats only", no_replay), ("chats + replay", sft_ckpt)]:
+        ax.plot(*zip(*run_log(ckpt, key)), "o-", ms=3, label=label)
+    ax.set(xlabel="optimizer step", title=title)
+axes[2].axhline(0.6, color="grey", ls=":", label="course target")
+axes[2].set(ylim=(0, 1))
+axes[2].legend(fontsize=8)
 plt.show()
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+ends = {label: {k: run_log(ckpt, k)[-1][1] for k in PROBES}
+        for label, ckpt in [("chats only", no_replay), ("chats + replay", sft_ckpt)]}  # fmt: skip
+for label, end in ends.items():
+    print(f"{label:15s} after {STEPS} steps: chat loss {end['chat_loss']:.2f}, text loss "
+          f"{end['text_loss']:.2f} (pretrained: {AT_START['text_loss']:.2f}), "
+          f"held-out sample {end['facts']:.0%}")  # fmt: skip
+assert ends["chats only"]["text_loss"] > ends["chats + replay"]["text_loss"]
+
 # %% [markdown]
-# The loss of the replay run mixes two kinds of batches (chats and text), so it is higher; the
-# right panel is what matters. Without replay, held-out accuracy stays low from the first
-# evaluation on, while the chat loss keeps falling: the chats teach the answer format within a
-# hundred steps, and every further chat step fits the residents the chats ask about, not the
-# others. With replay, held-out accuracy climbs for the whole run. The final numbers (printed
+# Read the three panels from left to right. Both runs fit the chats (left): the loss on the
+# replies falls by two orders of magnitude, a little less with replay, whose steps give the chats
+# a smaller share of the weight. The middle panel is forgetting, as a picture: without replay the
+# loss on pretraining text climbs far above the pretrained model's (printed above), so every
+# chat step overwrites some of what pretraining stored; with replay it does not climb. (Replay
+# draws its windows from the whole text, these validation windows included, so the replay run's
+# text loss can even fall below the pretrained model's: it is not a held-out loss there.) The
+# right panel is what the forgetting costs: without replay, held-out accuracy stays low from the
+# first evaluation on, while with replay it climbs for the whole run. The final numbers (printed
 # above) show the same trade from the other side: without replay the model answers rephrased
 # questions about the *SFT* residents better, and the held-out residents far worse; it has
 # specialised on the chats' residents.
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
 for k, (label, reports) in enumerate([("SFT alone", plain), ("SFT + replay", mixed)]):
     ax.bar([i + 0.38 * k for i in range(3)], [reports[s].accuracy for s in SETS], width=0.36,
@@ -1002,7 +1047,7 @@ for name, (complete, answer) in control.items():
     )
 
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 2.8), dpi=90)
 for k, label in enumerate(["completes the pretraining sentence", "answers a question after SFT"]):
     ax.bar([i + 0.38 * k for i in range(2)], [v[k] for v in control.values()], width=0.36,
@@ -1218,7 +1263,7 @@ def induction_scores(model, length: int = 60, seed: int = 0) -> torch.Tensor:
 # the ~90 earlier positions about 1 %).
 
 
-# %%
+# %% tags=["hide-input"]
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 2.8), dpi=90, width_ratios=[1.6, 1])
 a1.plot(loss_base, lw=1, label=f"pretrained (ratio {r_base:.2f})")
 a1.axvline(59.5, color="grey", ls=":")
@@ -1310,7 +1355,7 @@ r_copy, loss_copy = induction_probe(copier, per_position=True)
 print("copy drills, induction probe by step:", " ".join(f"{s}: {v:.2f}" for s, v in copy_probe))
 assert r_copy < 0.97 < r_base  # the probe does say "yes"
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6, 2.8), dpi=90)
 ax.plot(*zip(*probe_log), "o-", label="pretraining on the world (chapter 06)")
 ax.plot(*zip(*copy_probe), "s-", label="copy drills only")
@@ -1366,7 +1411,7 @@ print(f"eval_long before {long_before.accuracy:.0%} | held-out facts {mixed['fac
       f" -> {facts_after.accuracy:.0%} after the long stage ({best})")  # fmt: skip
 assert long_after.stopped > 0.9 and answer_form(long_after) > answer_form(long_before) + 0.5
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.5, 3), dpi=90)
 labels = [str(k) for k in recall_before]
 n = len(long_rows)
@@ -1493,7 +1538,7 @@ assert again == sft_ckpt
 # | module | what this chapter exported |
 # |---|---|
 # | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets` |
-# | `spongebob.sft` | `ReplayMix`, `RandomWindows`, `last_reply_targets`, `LastReplyOnly`, `RepeatedSpans`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `open_chat_data`, `sft`, `sft_checkpoint` |
+# | `spongebob.sft` | `ReplayMix`, `last_reply_targets`, `LastReplyOnly`, `RepeatedSpans`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `open_chat_data`, `sft`, `sft_checkpoint` |
 #
 # Next: [08 · Distillation](08_distill.ipynb) starts from the SFT checkpoint and teaches the model
 # to reason in `<think>...</think>` before it answers.
@@ -1504,32 +1549,37 @@ assert again == sft_ckpt
 # Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
 # Solutions: `notebooks/solutions/07_sft_solutions.ipynb`.
 #
-# **1 (easy). The replay pattern.** Write `replay_pattern(fraction, n)`: for batches `0..n-1`,
-# whether each is a replay batch under `ReplayMix`'s rule (without using `ReplayMix`).
+# **1 (lab; predict, then measure). How much should replay weigh?** A replay batch (8 windows of
+# 512 tokens) trains every one of its positions, a chat batch only its replies, so in the tiny
+# recipe the text gets most of each step's loss weight (exercise 2 computes how much).
+# `replay_weight` scales the replay targets' weight. Predict, before you run anything: after 100
+# steps from the pretrained model, does `replay_weight=0.1` give a higher, similar or lower loss
+# on pretraining text (section 6's `text_loss` probe) than weight 1? And on the chats
+# (`chat_loss`)? Write `replay_weight_run(weight)`: fine-tune with `sft_checkpoint` (the tiny
+# recipe with `max_steps=100`, the options of `sft_options("tiny", replay_weight=weight)`, a
+# folder of its own per weight; pass the prepared folders of section 6's runs as `source` and
+# `replay_source` so nothing is tokenised again) and return `{name: probe(model)}` for the two
+# loss probes of section 6. About a minute for both weights.
 
 
 # %%
-def replay_pattern(fraction: float, n: int) -> list[bool]:
+def replay_weight_run(weight: float) -> dict[str, float]:
     raise NotImplementedError
 
 
 # %%
 try:
-    got = {f: replay_pattern(f, 40) for f in (0.0, 0.25, 0.3, 0.5, 0.75)}
+    lab = {weight: replay_weight_run(weight) for weight in (1.0, 0.1)}
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    for f, pattern in got.items():
-        want = [ReplayMix([None], [None], f).is_replay(i) for i in range(40)]
-        assert pattern == want, (
-            f"Exercise 1: fraction {f}: the first difference is at batch "
-            f"{next(i for i, (a, b) in enumerate(zip(pattern, want)) if a != b)}. Hint: read "
-            "replay batches are spread evenly: batch i replays when the running count "
-            "floor(fraction * (i + 1)) goes up at i"
-        )
-    print("Exercise 1: correct")
+    for weight, probes in lab.items():
+        assert {"chat_loss", "text_loss"} <= set(probes), f"Exercise 1: got keys {set(probes)}"
+        print(f"replay weight {weight}: chat loss {probes['chat_loss']:.3f}, "
+              f"text loss {probes['text_loss']:.3f}")  # fmt: skip
+    print("Exercise 1: measured; compare with your prediction (the solutions discuss one run)")
 
 # %% [markdown]
 # **2 (easy; predict, then verify). Whose step is it?** In one step of the tiny recipe (16 chats

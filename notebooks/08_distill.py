@@ -60,14 +60,23 @@ import matplotlib.pyplot as plt
 import torch
 
 from spongebob.checkpoint import load_model, read_checkpoint
-from spongebob.data import CONTEXT, TAG, ChatEncoder, ChatLoader, PreparedData, prepare, read_jsonl
+from spongebob.data import (
+    CONTEXT,
+    TAG,
+    ChatEncoder,
+    ChatLoader,
+    PackedLoader,
+    PreparedData,
+    prepare,
+    read_jsonl,
+)
 from spongebob.evaluate import R1_TAGS, evaluate_file, evaluate_sets, parse_r1
 from spongebob.model import IGNORE_INDEX, lm_loss
-from spongebob.pretrain import pretrained_checkpoint
+from spongebob.pretrain import open_pretraining_data, pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.sft import sft_checkpoint, sft_config, sft_loader, sft_options
 from spongebob.tokenizer import SPECIAL_TOKENS, train_bpe
-from spongebob.train import TrainConfig, train
+from spongebob.train import TrainConfig, evaluate_loss, train
 from spongebob.viz import plot_token_kinds
 from spongebob.world import course_tokenizer, sample_dir
 
@@ -194,7 +203,7 @@ for name, t in [("course", tok), ("original layout", orig_tok)]:
 # pieces with the original's. The loader turns the kinds into weights. The picture shows both
 # tokenizers on the chat above (grey: context, not trained; green: trained; orange: a tag).
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 1, figsize=(14, 6.2), dpi=90)
 for ax, (name, t) in zip(axes, [("course", tok), ("original-layout", orig_tok)]):
     ids, kinds = ChatEncoder(t, system_prompt="").encode(chat)
@@ -289,7 +298,7 @@ from spongebob.train import TrainConfig, TrainResult
 # recipe is measured in 08_distill.
 DISTILL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(train=dict(lr=2e-3, warmup_steps=20, max_steps=1500, batch_size=16, seq_len=256,
-                            grad_accum=2, log_every=50),
+                            grad_accum=2, log_every=50, eval_every=250),
                  options=dict(tag_weight=10.0, replay=0.5, replay_batch_size=8,
                               random_windows=True, mix_chats=600)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
@@ -299,6 +308,8 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+# %%
+#| export
 def _preset(name: str) -> dict[str, Any]:
     if name not in DISTILL_PRESETS:
         raise ValueError(
@@ -366,6 +377,8 @@ def _mixed(source, out_dir, mix_source, mix_chats: int, seed: int):
     return write_chat_mix(Path(out_dir) / "chats.jsonl", parts, seed=seed)
 
 
+# %%
+#| export
 def distill_checkpoint(
     source: str | Path,
     tokenizer,
@@ -558,18 +571,67 @@ assert all(EQUATION_LINE.fullmatch(t) for t in drill_texts) and len(drill_texts)
 # model; about 7 minutes here.
 
 
+# %% [markdown]
+# The run's single training loss mixes three kinds of batches. Three fixed probes, logged every
+# 250 steps into the run's `metrics.jsonl` (chapter 07's `train(probes=...)`), keep them apart:
+# the loss on reasoning chats, on SFT chats, and on the drill lines.
+
 # %%
 # NBVAL_IGNORE_OUTPUT
-def show_log(r):
-    if "loss" in r and r["step"] % 250 == 0:
-        print(f"  step {r['step']:4d}  loss {r['loss']:.4f}")
+drill_data = open_pretraining_data(drill, tok, artifacts_dir("runs", "distill-tiny", "replay"))
+sft_chats = PreparedData(artifacts_dir("runs", "sft-tiny", "data"))
+r1_chats = PreparedData(r1_sample / "course")
+drill_windows = iter(PackedLoader(drill_data, 256, 8, shuffle=False))
+probe_batches = {  # two batches of each kind of text
+    "reasoning_loss": [ChatLoader(r1_chats, 16, seed=0).batch_of(range(k, k + 16)) for k in (0, 16)],
+    "chat_loss": [ChatLoader(sft_chats, 16, seed=0).batch_of(range(k, k + 16)) for k in (0, 16)],
+    "drill_loss": [next(drill_windows) for _ in range(2)],
+}  # fmt: skip
+PROBES = {name: (lambda model, b=batches: evaluate_loss(model, b))
+          for name, batches in probe_batches.items()}  # fmt: skip
+AT_START = {name: probe(chat_model) for name, probe in PROBES.items()}
+print("the SFT model:", {k: round(v, 3) for k, v in AT_START.items()})
 
-
+# %%
+# NBVAL_IGNORE_OUTPUT
 distilled = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
-                               distill_config("tiny"), init=sft_ckpt, replay_source=drill,
-                               mix_source=world / "sft_512.jsonl", **distill_options("tiny"),
-                               progress=False, on_log=show_log)  # fmt: skip
+                               distill_config("tiny"), init=sft_ckpt,
+                               replay_source=drill, mix_source=world / "sft_512.jsonl",
+                               **distill_options("tiny"), progress=False, probes=PROBES)  # fmt: skip
 reasoner = load_model(distilled).eval()
+log = [json.loads(line) for line in open(Path(distilled).parent / "metrics.jsonl")]
+print(f"{len(log)} log records, read from the run's metrics.jsonl")
+
+# %% tags=["hide-input"]
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.2), dpi=90)
+a1.plot(*zip(*[(r["step"], r["loss"]) for r in log if "loss" in r]), lw=1)
+a1.set(xlabel="optimizer step", ylabel="training loss (weighted, mixed batches)", yscale="log",
+       title="The distillation run")  # fmt: skip
+for name, label in [("reasoning_loss", "reasoning chats"), ("chat_loss", "SFT chats"),
+                    ("drill_loss", "drill lines")]:  # fmt: skip
+    points = [(0, AT_START[name])] + [(r["step"], r[name]) for r in log if name in r]
+    a2.plot(*zip(*points), "o-", ms=3, label=label)
+a2.set(xlabel="optimizer step", ylabel="loss (unweighted)", yscale="log",
+       title="Each kind of text apart (probes)")  # fmt: skip
+a2.legend(fontsize=8)
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+end = {name: [r[name] for r in log if name in r][-1] for name in PROBES}
+print("after the run:", {k: f"{AT_START[k]:.2f} -> {v:.2f}" for k, v in end.items()})
+assert end["reasoning_loss"] < 0.05 < AT_START["reasoning_loss"] and end["chat_loss"] < 0.5
+assert end["drill_loss"] < AT_START["drill_loss"]
+
+# %% [markdown]
+# The reasoning chats' loss falls from the SFT model's (which has never seen a `<think>` tag) to
+# almost nothing: the student reproduces the training traces. The drill lines are learnt as well,
+# and the loss on SFT's own chats stays low (the printed line gives both ends): the 600 mixed-in
+# chats keep the plain replies. Keep that in mind for the next cell's numbers: a low loss on
+# the chats seen in training says nothing yet about questions on residents no chat mentions.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 after = evaluate_sets(reasoner, tok, world, ["arith", "arith_reworded", "facts"])
 problems = [format_problem(r["answer"]) for r in after["arith"].records]
 compliance = sum(p is None for p in problems) / len(problems)
@@ -603,8 +665,11 @@ print("a fact question now:", after["facts"].records[0]["answer"][:90].replace("
 #   a wrong equation, many in multiplication: its held-out pairs occur only in the equation
 #   lines, and `7 * 8` is a fact the tiny model stores less reliably than a small sum. This
 #   measures the *composition of drilled equations*: every equation of a held-out problem is in
-#   the replayed drill lines. Removing those equations from the drill lines is the ablation that
-#   would measure how much is composition and how much is arithmetic; it was not run here.
+#   the replayed drill lines. The ablation that removes those equations from the drill lines
+#   (`python bench/distill_recipes.py --only no-eval-drill-mix600-1500`, six minutes, so not run
+#   in this chapter; docs/benchmarks.md has its table) loses some of the right answers but keeps
+#   most: most of those equations also occur in pretraining stories about other problems. What
+#   the student does is compose steps it has seen, not compute with numbers it never saw.
 # * **The same problems reworded** (people, items and sentences no training file contains): the
 #   accuracy collapses, and the first reasoning line rarely restates the question's numbers. On
 #   the world's own templates the reasoning *looks* like reading the question; on a new wording
@@ -651,7 +716,7 @@ for w, points in curves.items():
     print(f"tag weight {w:4.0f}:", " ".join(f"{s}:{ok:.0%}/{acc:.0%}" for s, ok, acc in points))
 assert all(points[-1][1] >= 0.95 for points in curves.values())  # the format is learnt either way
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), dpi=90)
 for w, points in curves.items():
     steps_, ok, acc = zip(*points)
@@ -665,6 +730,48 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# Section 3 measured the tags' share of the loss's *weight*. What moves the weights is the
+# gradient, so measure that directly: split the weighted loss of one batch of reasoning chats into
+# its tag part and its content part (they add up to the loss), and take the gradient norm of each,
+# for the SFT model (before distillation) and for the distilled one. The mean cross-entropy of
+# each part says how well the model already predicts those targets.
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def part_gradients(model, batch):
+    """{part: (gradient norm, mean cross-entropy)} of the tag and content parts of the weighted
+    loss sum(w * ce) / sum(w) on one batch: the two parts add up to the loss itself."""
+    x, y, w = batch
+    trained = y != IGNORE_INDEX
+    parts = {"tags": trained & (w > 1), "content": trained & (w == 1)}
+    out = {}
+    for name, keep in parts.items():
+        model.zero_grad(set_to_none=True)
+        ce = torch.nn.functional.cross_entropy(
+            model(x).logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX,
+            reduction="none").view_as(y)  # fmt: skip
+        ((w * ce * keep).sum() / (w * trained).sum()).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        out[name] = (norm.item(), ce[keep].mean().item())
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+r1_loader = ChatLoader(PreparedData(r1_sample / "course"), 8, seed=0, tag_weight=10.0)
+batch = r1_loader.batch_of(range(8))
+grads = {label: part_gradients(load_model(ckpt), batch)
+         for label, ckpt in [("SFT model", sft_ckpt), ("distilled", distilled)]}  # fmt: skip
+for label, parts in grads.items():
+    print(f"{label:10s} " + "   ".join(f"{name}: gradient norm {g:.3f}, cross-entropy {ce:.2f}"
+                                       for name, (g, ce) in parts.items()))  # fmt: skip
+tag_vs_content = {k: v["tags"][0] / v["content"][0] for k, v in grads.items()}
+print("tag / content gradient norm:", {k: f"{v:.2f}" for k, v in tag_vs_content.items()})
+assert grads["distilled"]["tags"][1] < 0.1 < grads["SFT model"]["tags"][1]
+assert tag_vs_content["distilled"] < tag_vs_content["SFT model"]
+
+# %% [markdown]
 # What these runs measure (the printed lines: well-formed share / right answers, every 25
 # steps): with either weight the format is learnt within about 50 steps, and right answers grow
 # slowly after that. Which weight is ahead at step 150 is within the noise of 60 problems and one
@@ -672,7 +779,10 @@ plt.show()
 # 150 (docs/benchmarks.md); on this one the printed lines say which. With
 # single-token tags the format is the easiest part of a reply to learn, so the extra weight has
 # little left to do once the tags are right: a weight of 10 gives the four tag tokens almost
-# half of the loss (section 3), but their gradient vanishes as soon as they are predicted. The
+# half of the loss's weight (section 3), but the gradient measured above tells the rest. Before
+# distillation the SFT model has never seen a tag, their cross-entropy is high and, weighted
+# by 10, they pull harder than the whole content of the replies; once they are predicted, their
+# cross-entropy is near zero and so is their gradient, weight 10 or not. The
 # original had more reason for the weight: its tags are several pieces each, and some of those
 # pieces are ordinary text. The course keeps the original's 10 in its recipe.
 
@@ -777,37 +887,33 @@ assert again == distilled and extras["stage"] == "distill"
 # Each exercise has a stub to complete and a check cell that says "not attempted yet" until you do.
 # Solutions: `notebooks/solutions/08_distill_solutions.ipynb`.
 #
-# **1 (easy; predict, then verify). The tags' share of the loss.** With tag weight 10, do the
-# tags get a larger share of the loss's weight with our tokenizer or with the original's? Write
-# down your guess. Then write `tag_share(y, w)`: the share of the summed weight of the trained
-# targets (`y != -100`) that falls on weighted targets (`w > 1`), and run the check on the
-# batches of section 3.
+# **1 (lab; predict, then measure). Why mix SFT chats into distillation?** The tiny recipe
+# shuffles 600 of SFT's plain chats into the 2,000 reasoning chats. Predict, before you run
+# anything: after only 100 steps of distillation from the SFT model, what share of held-out fact
+# questions ("Where does Patrick live?") does the student answer with a `<think>` block when no
+# SFT chats are mixed in, and when 600 are? Write `think_share(mix_chats)`: distil for 100 steps
+# with `distill_checkpoint` (the tiny recipe with `max_steps=100`, `mix_chats` SFT chats from
+# `sft_512.jsonl`, a folder of its own per value) and return the share of the first 40 questions
+# of `eval_facts.jsonl` whose answer contains `<think>`. About a minute for both values.
 
 
 # %%
-def tag_share(y: torch.Tensor, w: torch.Tensor) -> float:
+def think_share(mix_chats: int) -> float:
     raise NotImplementedError
 
 
 # %%
 try:
-    got = {}
-    for name in shares:
-        data = PreparedData(r1_sample / name.replace(" ", "-"))
-        _, y, w = ChatLoader(data, 8, seed=0, tag_weight=10.0).batch_of(range(8))
-        got[name] = tag_share(y, w)
+    lab = {n: think_share(n) for n in (0, 600)}
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    for name, share in got.items():
-        assert abs(share - shares[name]) < 1e-6, (
-            f"Exercise 1 ({name}): {share:.4f}, want {shares[name]:.4f}. Hint: sum w over the "
-            "positions where y != -100 (the denominator) and over those where w > 1 as well"
-        )
-    print({name: f"{share:.0%}" for name, share in got.items()})
-    print("Exercise 1: correct")
+    assert all(0.0 <= v <= 1.0 for v in lab.values()), f"Exercise 1: shares are fractions: {lab}"
+    for n, share in lab.items():
+        print(f"{n:3d} SFT chats mixed in: {share:.0%} of fact questions answered with <think>")
+    print("Exercise 1: measured; compare with your prediction (the solutions discuss one run)")
 
 # %% [markdown]
 # **2 (medium). Check the steps, not just the answer.** The grader looks at the answer block

@@ -31,7 +31,7 @@ from spongebob.train import TrainConfig, TrainResult
 # recipe is measured in 08_distill.
 DISTILL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(train=dict(lr=2e-3, warmup_steps=20, max_steps=1500, batch_size=16, seq_len=256,
-                            grad_accum=2, log_every=50),
+                            grad_accum=2, log_every=50, eval_every=250),
                  options=dict(tag_weight=10.0, replay=0.5, replay_batch_size=8,
                               random_windows=True, mix_chats=600)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,

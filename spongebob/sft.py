@@ -14,6 +14,7 @@ checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
                           init=pretrained, replay="pretrain.jsonl")
 """
 
+import json  # noqa: F811
 import math  # noqa: F811
 from collections.abc import Iterable, Iterator  # noqa: F811
 from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
@@ -30,12 +31,10 @@ from spongebob.train import TrainConfig, TrainResult
 class ReplayMix:
     """Interleave chat batches with pretraining ("replay") batches. Defined in 07_sft.
 
-    Batch ``i`` (counting from 0) is a replay batch when ``floor((i + 1) * fraction)`` exceeds
-    ``floor(i * fraction)``: with ``fraction = 0.5`` and ``grad_accum = 2`` every optimizer step
-    holds one chat and one replay micro-batch. Replay targets weigh ``replay_weight`` each (the loop
-    normalises by the summed weights of the step, so a replay batch of 4,096 tokens would otherwise
-    outweigh a chat batch of a few hundred answer tokens). Resumable: ``state_dict`` holds the
-    counter and both loaders' positions.
+    Batch ``i`` (from 0) is a replay batch when ``floor((i + 1) * fraction) > floor(i * fraction)``:
+    with ``fraction = 0.5`` and ``grad_accum = 2`` each step holds one chat and one replay batch.
+    Replay targets weigh ``replay_weight`` each (the loop normalises by the step's summed weights,
+    and a replay batch has many more trained tokens than a chat batch). Resumable.
     """
 
     def __init__(self, chat: Iterable, replay: Iterable | None = None, fraction: float = 0.5,
@@ -71,9 +70,8 @@ class ReplayMix:
         return math.ceil(self.chat.batches_per_epoch / (1 - self.fraction))
 
     def state_dict(self) -> dict:
-        """The counter and both loaders' positions; ``world_size`` when both loaders count their
-        positions globally (then a resume with another number of ranks continues at the same
-        samples: the counter only sets where the chat/replay pattern stands)."""
+        """The counter and both loaders' positions; ``world_size`` when both count globally (a
+        resume on another number of ranks then continues at the same samples)."""
         state = {"count": self.count, "chat": self.chat.state_dict()}
         if self.replay is not None:
             state["replay"] = self.replay.state_dict()
@@ -87,50 +85,6 @@ class ReplayMix:
         self.chat.load_state_dict(state["chat"])
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
-
-
-class RandomWindows:
-    """Batches ``(x, y, None)`` of windows of ``seq_len`` tokens that start anywhere in a token
-    stream (not at multiples of ``seq_len``). Defined in 07_sft.
-
-    Global batch ``g`` is drawn from ``numpy.random.default_rng([seed, 0, g])``; rank ``rank`` of
-    ``world_size`` takes ``g = start + i * world_size + rank`` for its ``i``-th batch, so the
-    sequence is reproducible and resumable from the global count alone, with any number of
-    ranks. Varied cut points are cheap data augmentation for replay: the model does not see the
-    same window, cut at the same place, again.
-    """
-
-    def __init__(self, data, seq_len: int, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:  # fmt: skip
-        self.ids = getattr(data, "ids", data)  # a PreparedData, or ids themselves
-        if len(self.ids) < seq_len + 2 or batch_size < 1:
-            raise ValueError(f"need batch_size >= 1 and more than {seq_len + 1} tokens, got "
-                             f"{batch_size} and {len(self.ids)}")  # fmt: skip
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got {rank}, {world_size}")
-        self.seq_len, self.batch_size, self.seed, self.rank = seq_len, batch_size, seed, rank
-        self.world_size, self.start, self.count = world_size, 0, 0
-
-    def __iter__(self) -> Iterator[tuple]:
-        while True:
-            g = self.start + self.count * self.world_size + self.rank
-            rng = np.random.default_rng([self.seed, 0, g])
-            self.count += 1
-            starts = rng.integers(0, len(self.ids) - self.seq_len - 1, self.batch_size)
-            rows = np.stack([self.ids[s : s + self.seq_len + 1] for s in starts])
-            t = torch.from_numpy(rows.astype(np.int64))  # (B, T + 1)
-            yield t[:, :-1], t[:, 1:], None
-
-    def state_dict(self) -> dict:
-        """``count``: global batches drawn by all ranks together."""
-        count = self.start + self.count * self.world_size
-        return {"count": count, "seed": self.seed, "world_size": self.world_size}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed") != self.seed:
-            raise ValueError(f"the saved replay position is for seed {state.get('seed')}, "
-                             f"this loader has seed {self.seed}")  # fmt: skip
-        self.start, self.count = int(state["count"]), 0
 
 
 # The SFT recipes: TrainConfig fields ("train") and the data options of `sft`. The short stage
@@ -194,9 +148,9 @@ def sft_loader(data, cfg: TrainConfig, replay_data=None, *, replay: float = 0.5,
     chat = LastReplyOnly(chat) if last_reply_only else chat
     rep = None
     if replay > 0:
-        kind = RandomWindows if random_windows else PackedLoader
-        rep = kind(replay_data, cfg.seq_len, replay_batch_size or cfg.batch_size,
-                   seed=cfg.seed + 1, **shard)  # fmt: skip
+        cuts = "random" if random_windows else "shifted"  # windows start anywhere, or packed
+        rep = PackedLoader(replay_data, cfg.seq_len, replay_batch_size or cfg.batch_size,
+                           seed=cfg.seed + 1, cuts=cuts, **shard)  # fmt: skip
     return ReplayMix(chat, rep, replay, replay_weight)
 
 
@@ -230,29 +184,14 @@ def open_chat_data(source: str | Path, tokenizer, work_dir: str | Path, seq_len:
     return data
 
 
-def sft(
-    source: str | Path,
-    tokenizer,
-    out_dir: str | Path,
-    cfg: TrainConfig,
-    *,
-    init: str | Path,
-    replay_source: str | Path | None = None,
-    replay: float = 0.5,
-    replay_batch_size: int | None = None,
-    replay_weight: float = 1.0,
-    last_reply_only: bool = False,
-    random_windows: bool = False,
-    tag_weight: float = 1.0,
-    length_window: int = 0,
-    pad_multiple: int = 1,
-    stage: str = "sft",
-    device: str | torch.device | None = None,
-    compile: bool | None = None,
-    skip_bad_lines: bool = False,
-    max_bad_fraction: float = 0.001,
-    **train_kwargs: Any,
-) -> TrainResult:
+def sft(source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig, *,
+        init: str | Path, replay_source: str | Path | None = None, replay: float = 0.5,
+        replay_batch_size: int | None = None, replay_weight: float = 1.0,
+        last_reply_only: bool = False, random_windows: bool = False, tag_weight: float = 1.0,
+        length_window: int = 0, pad_multiple: int = 1, stage: str = "sft",
+        device: str | torch.device | None = None, compile: bool | None = None,
+        skip_bad_lines: bool = False, max_bad_fraction: float = 0.001,
+        **train_kwargs: Any) -> TrainResult:  # fmt: skip
     """Fine-tune the model of checkpoint ``init`` on the chats of ``source``. Defined in 07_sft.
 
     ``source`` (a chat JSONL file or a prepared folder) is pre-tokenised into ``out_dir/data`` with
@@ -306,7 +245,9 @@ def sft_checkpoint(
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
-    tokenizer, data, options, and the very ``init`` checkpoint); otherwise run :func:`sft` first.
+    tokenizer, data, options, and the very ``init`` checkpoint) that logged every probe asked for
+    in ``kw["probes"]`` (probes do not change the weights, but a plot reads them from the run's
+    ``metrics.jsonl``); otherwise run :func:`sft` first.
 
     Defined in 07_sft. Chapter 08 calls this (after ``spongebob.pretrain.pretrained_checkpoint``) so
     that it runs on its own; the long-context stage is the same call with its own preset, ``stage``
@@ -327,9 +268,22 @@ def sft_checkpoint(
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
                   "source_sha256": PreparedData(src).meta["source_sha256"] if src.is_dir()
                   else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
-        if finished_run(path, want, recipe, _OPTION_DEFAULTS):
+        if finished_run(path, want, recipe, _OPTION_DEFAULTS) and _logged(
+            path.parent / "metrics.jsonl", kw.get("probes") or {}
+        ):
             return path
     return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
+
+
+def _logged(metrics: Path, names) -> bool:
+    """True when every name in ``names`` is a key of some record of the run's log."""
+    if not names:
+        return True
+    try:
+        keys = set().union(*(json.loads(line) for line in open(metrics, encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+    return set(names) <= keys
 
 
 def last_reply_targets(y: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ only the original's three specials, saved and reloaded as a folder, as the origi
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import os
@@ -389,8 +388,8 @@ def test_shifted_training_windows_never_reach_the_validation_tokens(pre):
 
 
 def _random_windows_reference(ids, seq_len, batch_size, seed, rank, world_size, count=0):
-    """Batches ``(x, y)`` as `spongebob.sft.RandomWindows` (chapter 07) draws them, written out
-    here so that the check outlives that class: global batch ``g`` is ``batch_size`` starts from
+    """Batches ``(x, y)`` as chapter 07's former ``RandomWindows`` drew them (the replay batches of
+    the cached SFT runs), written out: global batch ``g`` is ``batch_size`` starts from
     ``default_rng([seed, 0, g])``, rank ``r`` of ``W`` takes ``g = count + i * W + r``."""
     i = 0
     while True:
@@ -419,20 +418,6 @@ def test_random_cuts_reproduce_random_windows_over_ranks_and_a_resume(pre):
         ref = _random_windows_reference(ids, T, B, 5, rank, world)
         assert _same_batches(iter(ours), ref, 6)
         assert ours.state_dict() == {"count": 6 * world, "seed": 5, "world_size": world}
-    # Chapter 07's class itself, while it exists: the same batches and the same positions.
-    RandomWindows = getattr(importlib.import_module("spongebob.sft"), "RandomWindows", None)
-    if RandomWindows is not None:
-        for rank, world in ((0, 1), (1, 2)):
-            ours = PackedLoader(pre, T, B, cuts="random", seed=3, rank=rank, world_size=world)
-            theirs = RandomWindows(pre, T, B, seed=3, rank=rank, world_size=world)
-            a, b = iter(ours), iter(theirs)
-            assert _same_batches(a, b, 5) and ours.state_dict() == theirs.state_dict()
-            resumed = RandomWindows(pre, T, B, seed=3)  # their position, on one rank
-            resumed.load_state_dict(json.loads(json.dumps(ours.state_dict())))
-            mine = PackedLoader(pre, T, B, cuts="random", seed=3)
-            mine.load_state_dict(json.loads(json.dumps(theirs.state_dict())))
-            assert _same_batches(iter(mine), iter(resumed), 4)
-            assert mine.state_dict() == resumed.state_dict()
 
 
 def test_random_cuts_resume_at_the_next_global_batch_on_another_world_size(pre):

@@ -19,7 +19,6 @@ from spongebob.evaluate import answer_chats, grade_fact
 from spongebob.model import IGNORE_INDEX, SpongeBob
 from spongebob.sft import (
     LastReplyOnly,
-    RandomWindows,
     ReplayMix,
     last_reply_targets,
     sft,
@@ -97,59 +96,25 @@ def test_replay_mix_pattern_weights_and_resume(chats):
         ReplayMix(ChatLoader(data, 2), None, 1.0)
 
 
-def test_random_windows_are_slices_reproducible_and_resumable():
-    ids = np.arange(1000, dtype=np.uint16)  # token i is i: a window shows where it starts
-    loader = RandomWindows(ids, 16, 8, seed=3)
-    it = iter(loader)
-    batches = [next(it) for _ in range(5)]
-    starts = torch.cat([x[:, 0] for x, _, _ in batches])
-    for x, y, w in batches:
-        assert x.shape == y.shape == (8, 16) and w is None
-        assert torch.equal(x, x[:, :1] + torch.arange(16)) and torch.equal(y, x + 1)
-    assert (starts % 16 != 0).any() and starts.max() <= 1000 - 17
-    again = RandomWindows(ids, 16, 8, seed=3)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, iter(again)))
-    resumed = RandomWindows(ids, 16, 8, seed=3)
-    resumed.load_state_dict(json.loads(json.dumps({"count": 3, "seed": 3})))
-    assert torch.equal(next(iter(resumed))[0], batches[3][0])
-    other = RandomWindows(ids, 16, 8, seed=3, rank=1, world_size=2)
-    assert not torch.equal(next(iter(other))[0], batches[0][0])  # each rank its own windows
-    with pytest.raises(ValueError, match="seed 3"):
-        RandomWindows(ids, 16, 8, seed=4).load_state_dict({"count": 1, "seed": 3})
-    with pytest.raises(ValueError, match="more than 17 tokens"):
-        RandomWindows(ids[:10], 16, 8)
-
-
-def test_random_windows_continue_at_the_same_global_batch_with_another_world_size():
-    ids = np.arange(1000, dtype=np.uint16)
-    one = iter(RandomWindows(ids, 16, 4, seed=3))
-    single = [next(one)[0] for _ in range(10)]  # global batches 0..9
-    ranks = [RandomWindows(ids, 16, 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
-    its = [iter(r) for r in ranks]
-    for step in range(3):  # 2 ranks: rank r takes global batch 2 * step + r
-        for r in (0, 1):
-            assert torch.equal(next(its[r])[0], single[2 * step + r])
-    state = json.loads(json.dumps(ranks[0].state_dict()))
-    assert state == {"count": 6, "seed": 3, "world_size": 2}
-    resumed = RandomWindows(ids, 16, 4, seed=3)  # one rank from here on
-    resumed.load_state_dict(state)
-    it = iter(resumed)
-    assert all(torch.equal(next(it)[0], single[g]) for g in range(6, 10))  # nothing repeated
-    assert resumed.state_dict()["count"] == 10
-    with pytest.raises(ValueError, match="rank < world_size"):
-        RandomWindows(ids, 16, 4, rank=2, world_size=2)
-
-
 def test_replay_mix_records_a_world_size_only_when_both_loaders_do():
     ids = np.arange(1000, dtype=np.uint16)
 
-    class PerRank(RandomWindows):
-        def state_dict(self):
-            return {k: v for k, v in super().state_dict().items() if k != "world_size"}
+    def windows(seed):  # the replay loader of the tiny recipes: windows that start anywhere
+        return PackedLoader(ids, 16, 2, seed=seed, cuts="random")
 
-    both = ReplayMix(RandomWindows(ids, 16, 2, seed=1), RandomWindows(ids, 16, 2, seed=2), 0.5)
+    class PerRank:  # a loader whose position is its own rank's only
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __iter__(self):
+            return iter(self.inner)
+
+        def state_dict(self):
+            return {k: v for k, v in self.inner.state_dict().items() if k != "world_size"}
+
+    both = ReplayMix(windows(1), windows(2), 0.5)
     assert both.state_dict()["world_size"] == 1
-    mixed = ReplayMix(PerRank(ids, 16, 2, seed=1), RandomWindows(ids, 16, 2, seed=2), 0.5)
+    mixed = ReplayMix(PerRank(windows(1)), windows(2), 0.5)
     assert "world_size" not in mixed.state_dict()  # a resume on other ranks must refuse
 
 

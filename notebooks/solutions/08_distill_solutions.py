@@ -12,22 +12,17 @@
 # Each solution fills a stub of [the chapter](../08_distill.ipynb) and runs the same self-check.
 # The setup finds what the checks use: the chapter's checkpoints (`pretrained_checkpoint`,
 # `sft_checkpoint` and `distill_checkpoint` train them first, several minutes, if they are
-# missing), the prepared reasoning chats of section 3 and the graded answers of section 4.
+# missing) and the graded answers of section 4.
 
 # %%
-import json
 import re
 
-import torch
-
 from spongebob.checkpoint import load_model
-from spongebob.data import ChatLoader, PreparedData, prepare
 from spongebob.distill import distill_checkpoint, distill_config, distill_options, drill_lines
 from spongebob.evaluate import evaluate_file, evaluate_sets
 from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
 from spongebob.sft import sft_checkpoint, sft_config, sft_options
-from spongebob.tokenizer import SPECIAL_TOKENS, train_bpe
 from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
 
@@ -55,55 +50,44 @@ after = evaluate_sets(reasoner, tok, world, ["arith"])
 print(f"distilled model: {after['arith'].accuracy:.0%} of the unseen problems right")
 
 # %% [markdown]
-# The prepared batches of section 3, with their tags' shares of the weight as the chapter
-# computed them.
-
-# %%
-r1 = [json.loads(line) for line in (world / "r1_1024.jsonl").open(encoding="utf-8")]
-texts = [json.loads(line)["text"] for line in (world / "pretrain.jsonl").open(encoding="utf-8")]
-texts += [c["conversations"][1]["content"] for c in r1]
-orig_tok = train_bpe(texts, vocab_size=tok.vocab_size, special_tokens=SPECIAL_TOKENS)
-r1_sample = artifacts_dir("runs", "distill-demo")
-shares = {}
-for name, t in [("course", tok), ("original layout", orig_tok)]:
-    folder = r1_sample / name.replace(" ", "-")
-    prepare(world / "r1_1024.jsonl", t, folder, max_seq_len=256)
-    _, y, w = ChatLoader(PreparedData(folder), 8, seed=0, tag_weight=10.0).batch_of(range(8))
-    trained = y != -100
-    shares[name] = (w * (trained & (w > 1))).sum().item() / (w * trained).sum().item()
-print({name: f"{share:.0%}" for name, share in shares.items()})
-
-# %% [markdown]
-# **1. The tags' share of the loss.** The original's tokenizer spells each tag out in several
-# pieces, so more targets carry the weight 10: the tags' share is larger with it than with ours,
-# where each tag is one target.
+# **1. Why mix SFT chats into distillation?** Two short runs from the SFT model that differ only
+# in the mixed chats (the drill replay of the recipe stays), then the fact questions, greedily.
 
 
 # %%
-def tag_share(y: torch.Tensor, w: torch.Tensor) -> float:
-    trained = y != -100
-    return (w * (trained & (w > 1))).sum().item() / (w * trained).sum().item()
+def think_share(mix_chats: int) -> float:
+    ckpt = distill_checkpoint(world / "r1_1024.jsonl", tok,
+                              artifacts_dir("runs", f"lab-mix-{mix_chats}"),
+                              distill_config("tiny", max_steps=100), init=sft_ckpt,
+                              replay_source=drill, mix_source=world / "sft_512.jsonl",
+                              **distill_options("tiny", mix_chats=mix_chats),
+                              progress=False)  # fmt: skip
+    report = evaluate_file(load_model(ckpt), tok, world / "eval_facts.jsonl", "fact", limit=40)
+    return sum("<think>" in r["answer"] for r in report.records) / len(report.records)
 
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 try:
-    got = {}
-    for name in shares:
-        data = PreparedData(r1_sample / name.replace(" ", "-"))
-        _, y, w = ChatLoader(data, 8, seed=0, tag_weight=10.0).batch_of(range(8))
-        got[name] = tag_share(y, w)
+    lab = {n: think_share(n) for n in (0, 600)}
 except NotImplementedError:
     print("Exercise 1: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 1: run the chapter's cells above first ({err})")
 else:
-    for name, share in got.items():
-        assert abs(share - shares[name]) < 1e-6, (
-            f"Exercise 1 ({name}): {share:.4f}, want {shares[name]:.4f}. Hint: sum w over the "
-            "positions where y != -100 (the denominator) and over those where w > 1 as well"
-        )
-    print({name: f"{share:.0%}" for name, share in got.items()})
-    print("Exercise 1: correct")
+    assert all(0.0 <= v <= 1.0 for v in lab.values()), f"Exercise 1: shares are fractions: {lab}"
+    for n, share in lab.items():
+        print(f"{n:3d} SFT chats mixed in: {share:.0%} of fact questions answered with <think>")
+    print("Exercise 1: measured; compare with your prediction (the solutions discuss one run)")
+    # the outcome this solution records: without plain chats the format takes over every reply
+    assert lab[0] > 0.5 > lab[600]
+
+# %% [markdown]
+# What one run of this lab measured (the printed lines): after only 100 steps on reasoning chats
+# alone, the student answers fact questions with a `<think>` block too, nearly always: the format
+# is learnt fast and takes over every reply. With 600 SFT chats shuffled in, it keeps answering
+# plain questions plainly. The mix keeps the *format* of plain answers; chapter 08's section 4
+# shows that it does not keep the *facts*.
 
 # %% [markdown]
 # **2. Check the steps, not just the answer.** One regular expression finds the equations; the
