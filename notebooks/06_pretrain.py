@@ -1789,6 +1789,12 @@ def open_pretraining_data(
 PRETRAIN_RECIPE = "packed-shifted-cuts-v3"  # v3: the induction probe logged
 
 
+def pretrain_recipe(cuts: str = "shifted") -> str:
+    """The recipe name a checkpoint records: `PRETRAIN_RECIPE`, with the cut policy when it is
+    not the default (``spongebob.data.PackedLoader``'s ``cuts``). Defined in 06_pretrain."""
+    return PRETRAIN_RECIPE if cuts == "shifted" else f"{PRETRAIN_RECIPE}+{cuts}-cuts"
+
+
 def pretrain(
     source: str | Path,
     tokenizer,
@@ -1801,6 +1807,7 @@ def pretrain(
     compile: bool | None = None,
     skip_bad_lines: bool = False,
     max_bad_fraction: float = 0.001,
+    cuts: str = "shifted",
     **train_kwargs: Any,
 ) -> TrainResult:
     """Pretrain a fresh ``SpongeBob`` on packed windows of ``source``. Defined in 06_pretrain.
@@ -1809,8 +1816,9 @@ def pretrain(
     sized to the tokenizer, seeded with ``cfg.seed``, on ``device`` (``spongebob.train.run_device``:
     the CPU unless told or ``$SPONGEBOB_DEVICE``); ``compile`` overrides ``cfg.compile``; the
     last ``val_fraction`` of the windows is held out for the validation loss; checkpoints and
-    metrics go to ``out_dir``. Under ``torchrun`` rank 0 prepares the data and each rank reads
-    its own shard. ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
+    metrics go to ``out_dir``; ``cuts`` is where the training windows are cut (`PackedLoader`).
+    Under ``torchrun`` rank 0 prepares the data and each rank reads its own shard.
+    ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
     """
     from dataclasses import replace
 
@@ -1824,13 +1832,13 @@ def pretrain(
     data = open_pretraining_data(source, tokenizer, out_dir, skip_bad_lines=skip_bad_lines,
                                  max_bad_fraction=max_bad_fraction)  # fmt: skip
     split = dict(seed=cfg.seed, rank=rank, world_size=world, val_fraction=val_fraction)
-    loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", **split)
+    loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", cuts=cuts, **split)
     val = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="val", shuffle=False, **split)
     config = ModelConfig.preset(model_preset, vocab_size=tokenizer.vocab_size)
     check_prepared_length(data.meta, cfg.seq_len, config.max_seq_len)
     torch.manual_seed(cfg.seed)
     model = SpongeBob(config).to(run_device(device))
-    extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
+    extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
@@ -1851,7 +1859,8 @@ def pretrained_checkpoint(
 
     cfg = cfg or TrainConfig.preset("tiny")
     path = Path(out_dir) / "last.pt"
-    want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+    want = {"stage": "pretrain", "recipe": pretrain_recipe(kw.get("cuts", "shifted")),
+            "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
     if cfg.max_steps is not None and finished_run(path, want):
         return path
@@ -2009,17 +2018,83 @@ assert accuracy > 0.7  # the target is 0.8: see the measured values below
 # count land a point or two apart: matrix products add in another order, and the last digits
 # drift over 900 steps. The induction probe stayed at 1.0 all along: nothing in this training
 # made the model copy from its context. Chapter 07 shows what that costs.
-# An earlier version of this chapter completed far fewer of these prompts, and the validation
-# loss told why: it bottomed out around step 600 and then rose while the training loss kept
-# falling. The packed loader then cut the token stream at the same positions in every epoch, so
-# over the run's passes each fact came with the same context, cut at the same place, and the
-# model memorised windows. Chapter 05's `PackedLoader` now shifts every epoch's cuts by a random
-# offset: the same 900 steps no longer overfit. Varied windows act as data augmentation.
-# Training twice as long does not help either: past about as many passes as this run makes, the
-# tiny model memorises the small corpus again (docs/benchmarks.md, "Pretraining accuracy vs run
-# length", has both measurements and their commands). More *data*, or more phrasings per fact,
-# is what a longer run would need. Chinese facts still lag English ones: a Chinese value is
-# several tokens of 1.5 characters each, and one wrong token fails the whole answer.
+# Chinese facts still lag English ones: a Chinese value is several tokens of 1.5 characters each,
+# and one wrong token fails the whole answer.
+#
+# ### Why the cuts move
+#
+# Chapter 05's `PackedLoader` shifts every epoch's cuts by a random offset (`cuts="shifted"`).
+# Without the shift (`cuts="fixed"`), each of this run's passes over the corpus would cut the
+# stream at the same places, so each fact would come with the same context, cut at the same
+# place, every time. The figure puts the two side by side. The shifted curves are this run's,
+# read from its `metrics.jsonl`; the fixed curves are **recorded**: the same recipe with
+# `cuts="fixed"` (validated more often), trained by `python bench/cuts_recipes.py`, which wrote
+# them into `data/pretrain_fixed_cuts.json` (docs/benchmarks.md, "Fixed against shifted cuts").
+# Run that command to reproduce them; it takes about as long as this run.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+with open("data/pretrain_fixed_cuts.json", encoding="utf-8") as f:
+    fixed = json.load(f)
+fixed_val = dict(fixed["val_loss"])  # step -> validation loss
+fixed_train = dict(fixed["train_loss"])  # step -> training loss (10-step mean)
+shifted_val = {r["step"]: r["val_loss"] for r in val_history}
+shifted_train = {r["step"]: r["loss"] for r in history}
+fixed_low = min(fixed_val, key=fixed_val.get)  # the step where validation was lowest
+shifted_low = min(shifted_val, key=shifted_val.get)
+fixed_rise = fixed_val[max(fixed_val)] - fixed_val[fixed_low]
+shifted_rise = shifted_val[max(shifted_val)] - shifted_val[shifted_low]
+print(
+    f"fixed cuts (recorded): validation loss lowest {fixed_val[fixed_low]:.3f} at step "
+    f"{fixed_low}, {fixed_val[max(fixed_val)]:.3f} at step {max(fixed_val)} (+{fixed_rise:.3f}),"
+    f" while the training loss fell from {fixed_train[fixed_low]:.3f} to "
+    f"{fixed_train[max(fixed_train)]:.3f}; {fixed['completion_accuracy']:.0%} of the held-out "
+    f"prompts completed"
+)
+print(
+    f"shifted cuts (this run): validation loss lowest {shifted_val[shifted_low]:.3f} at step "
+    f"{shifted_low}, {final_val:.3f} at step {max(shifted_val)} (+{shifted_rise:.3f}); "
+    f"{accuracy:.0%} of the held-out prompts completed"
+)
+assert fixed_rise > 0.05 and fixed_train[max(fixed_train)] < fixed_train[fixed_low]  # memorising
+assert shifted_rise < fixed_rise / 2 and accuracy > fixed["completion_accuracy"]
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(7, 3.2), dpi=90)
+for name, train_, val_, colour in (
+    ("fixed cuts (recorded)", fixed_train, fixed_val, "C3"),
+    ("shifted cuts (this run)", shifted_train, shifted_val, "C0"),
+):
+    ax.plot(
+        list(train_),
+        list(train_.values()),
+        lw=1,
+        alpha=0.6,
+        color=colour,
+        label=f"{name}: training",
+    )
+    ax.plot(list(val_), list(val_.values()), "o-", ms=3, color=colour, label=f"{name}: validation")
+ax.plot(fixed_low, fixed_val[fixed_low], "v", color="C3", ms=9)
+ax.set(
+    xlabel="optimizer step",
+    ylabel="loss (nats per token)",
+    xlim=(100, 910),
+    ylim=(0.35, 1.6),
+    title="The same run with fixed and with shifted cuts (from step 100)",
+)
+ax.legend(fontsize=7, ncol=2, loc="upper right")
+plt.show()
+
+# %% [markdown]
+# With fixed cuts the validation loss bottoms out (the triangle) and then climbs while the training
+# loss keeps falling: the model memorises the windows it sees again and again, and what it learns
+# about those windows no longer carries over to held-out text. With shifted cuts the validation
+# loss barely moves off its minimum, and more held-out prompts are completed (the two printed
+# lines). Varied windows act as data augmentation. Training twice as long does not help either:
+# past about as many passes as this run makes, the tiny model memorises the small corpus again
+# (docs/benchmarks.md, "Pretraining accuracy vs run length", has both measurements and their
+# commands). More *data*, or more phrasings per fact, is what a longer run would need. Exercise 2
+# repeats the comparison at a scale you can run yourself.
 
 # %% [markdown]
 # ### What the heads attend to
@@ -2135,7 +2210,7 @@ assert again == ckpt
 # | module | what this chapter exported |
 # |---|---|
 # | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `run_device`, `setup_distributed`, `rank0_first`, `wrap_model`, `Prefetch`, `train`, `TrainResult` |
-# | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain`, `pretrained_checkpoint`, `complete` |
+# | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain_recipe`, `pretrain`, `pretrained_checkpoint`, `complete` |
 # | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT` |
 #
 # Next: chapter 07 (SFT) starts from this checkpoint and teaches the model to answer in the chat
@@ -2190,27 +2265,60 @@ else:
     print("Exercise 1: correct")
 
 # %% [markdown]
-# **2 (easy). The step's loss from micro-batch means.** Given each micro-batch's *mean* loss and its
-# number of trained tokens, return the loss of the whole step (what one big batch would report).
-
+# **2 (lab). Fixed or shifted cuts, at your own scale.** Section 12 compared a recorded run with
+# fixed cuts against this chapter's run: with fixed cuts the validation loss turned up. Does that
+# need a long run? Here is a scale that trains in seconds: the first 20,000 tokens of the world's
+# stream (the last fifth held out for validation), the `tiny` model with two layers instead of
+# four, and 300 steps of 16 windows of 64 tokens, about fifteen passes over the training tokens.
+#
+# **Predict first.** Set `prediction` to the cut policy (`"fixed"` or `"shifted"`) whose validation
+# loss you expect to end higher, and guess how far each rises above its lowest point. **Then
+# measure.** Write `cuts_lab(cuts)`: train a fresh `lab_model()` with `train` and `lab_config` on
+# `PackedLoader(lab_ids, ..., cuts=cuts)` with `val_fraction=0.2`, validate on the held-out
+# windows of the same split, and return the validation losses in order. Both runs together take
+# well under a minute on a laptop CPU. Was your guess right, and why?
 
 # %%
-def step_loss(means: list[float], counts: list[int]) -> float:
+lab_ids = data.ids[:20_000]  # the first 20,000 tokens of the world's stream
+lab_config = TrainConfig.preset(  # the tiny recipe (lr 3e-3, batch 16), shorter and validated
+    "tiny", warmup_steps=10, max_steps=300, seq_len=64, eval_every=50, eval_batches=3
+)
+
+
+def lab_model() -> SpongeBob:
+    """A fresh tiny model with 2 layers (the same seed every time)."""
+    torch.manual_seed(0)
+    return SpongeBob(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, n_layers=2))
+
+
+prediction = None  # "fixed" or "shifted": which ends with the higher validation loss?
+
+
+def cuts_lab(cuts: str) -> list[float]:
+    """The validation losses of `lab_model()` trained on ``lab_ids`` cut by ``cuts``."""
     raise NotImplementedError
 
 
 # %%
 try:
-    got = step_loss([m.item() for m in means], counts)
+    lab = {cuts: cuts_lab(cuts) for cuts in ("fixed", "shifted")}
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
 except NameError as err:  # a name from the chapter is missing: run it first
     print(f"Exercise 2: run the chapter's cells above first ({err})")
 else:
-    hint = "Hint: weight each micro-batch's mean by its token count, divide by the total count"
-    assert abs(got - full.item()) < 1e-5, f"Exercise 2: {got} != {full.item()}. {hint}"
-    assert abs(step_loss([1.0, 3.0], [3, 1]) - 1.5) < 1e-12, f"Exercise 2: 1.5 expected. {hint}"
-    print("Exercise 2: correct")
+    hint = (
+        "Hint: PackedLoader(lab_ids, 64, 16, cuts=cuts, seed=0, val_fraction=0.2) to train, "
+        "the same with split='val', shuffle=False to validate; train(..., val_loader=...)"
+    )
+    assert all(len(v) >= 6 for v in lab.values()), f"Exercise 2: one loss per 50 steps. {hint}"
+    rise = {k: v[-1] - min(v) for k, v in lab.items()}
+    for k, v in lab.items():
+        print(f"{k} cuts: validation loss lowest {min(v):.2f}, last {v[-1]:.2f} (+{rise[k]:.2f})")
+    higher = max(lab, key=lambda k: lab[k][-1])
+    print(f"predicted: {prediction}; measured: {higher} cuts end higher")
+    assert higher == "fixed" and rise["fixed"] > rise["shifted"], f"Exercise 2: {rise}. {hint}"
+    print("Exercise 2: done")
 
 # %% [markdown]
 # **3 (medium). Why fp16 needs a scaler.** Write `survives(value, dtype)`: True when the positive

@@ -66,6 +66,12 @@ def open_pretraining_data(
 PRETRAIN_RECIPE = "packed-shifted-cuts-v3"  # v3: the induction probe logged
 
 
+def pretrain_recipe(cuts: str = "shifted") -> str:
+    """The recipe name a checkpoint records: `PRETRAIN_RECIPE`, with the cut policy when it is
+    not the default (``spongebob.data.PackedLoader``'s ``cuts``). Defined in 06_pretrain."""
+    return PRETRAIN_RECIPE if cuts == "shifted" else f"{PRETRAIN_RECIPE}+{cuts}-cuts"
+
+
 def pretrain(
     source: str | Path,
     tokenizer,
@@ -78,6 +84,7 @@ def pretrain(
     compile: bool | None = None,
     skip_bad_lines: bool = False,
     max_bad_fraction: float = 0.001,
+    cuts: str = "shifted",
     **train_kwargs: Any,
 ) -> TrainResult:
     """Pretrain a fresh ``SpongeBob`` on packed windows of ``source``. Defined in 06_pretrain.
@@ -86,8 +93,9 @@ def pretrain(
     sized to the tokenizer, seeded with ``cfg.seed``, on ``device`` (``spongebob.train.run_device``:
     the CPU unless told or ``$SPONGEBOB_DEVICE``); ``compile`` overrides ``cfg.compile``; the
     last ``val_fraction`` of the windows is held out for the validation loss; checkpoints and
-    metrics go to ``out_dir``. Under ``torchrun`` rank 0 prepares the data and each rank reads
-    its own shard. ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
+    metrics go to ``out_dir``; ``cuts`` is where the training windows are cut (`PackedLoader`).
+    Under ``torchrun`` rank 0 prepares the data and each rank reads its own shard.
+    ``train_kwargs`` go to ``train`` (``resume``, ``init``, ``progress``...).
     """
     from dataclasses import replace
 
@@ -101,13 +109,13 @@ def pretrain(
     data = open_pretraining_data(source, tokenizer, out_dir, skip_bad_lines=skip_bad_lines,
                                  max_bad_fraction=max_bad_fraction)  # fmt: skip
     split = dict(seed=cfg.seed, rank=rank, world_size=world, val_fraction=val_fraction)
-    loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", **split)
+    loader = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="train", cuts=cuts, **split)
     val = PackedLoader(data, cfg.seq_len, cfg.batch_size, split="val", shuffle=False, **split)
     config = ModelConfig.preset(model_preset, vocab_size=tokenizer.vocab_size)
     check_prepared_length(data.meta, cfg.seq_len, config.max_seq_len)
     torch.manual_seed(cfg.seed)
     model = SpongeBob(config).to(run_device(device))
-    extra = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE,
+    extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
              "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
@@ -126,7 +134,8 @@ def pretrained_checkpoint(
 
     cfg = cfg or TrainConfig.preset("tiny")
     path = Path(out_dir) / "last.pt"
-    want = {"stage": "pretrain", "recipe": PRETRAIN_RECIPE, "train_config": cfg.to_dict(),
+    want = {"stage": "pretrain", "recipe": pretrain_recipe(kw.get("cuts", "shifted")),
+            "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
     if cfg.max_steps is not None and finished_run(path, want):
         return path

@@ -484,6 +484,31 @@ def test_cli_train_pretrain_runs_resumes_and_reports_bad_input(tmp_path, capsys)
     assert "missing.jsonl: no such file" in capsys.readouterr().err
 
 
+def test_pretrain_records_its_cuts_and_reuses_a_finished_run_only_of_the_same_cuts(tmp_path):
+    from spongebob.files import write_jsonl
+    from spongebob.pretrain import (
+        PRETRAIN_RECIPE,
+        pretrain,
+        pretrain_recipe,
+        pretrained_checkpoint,
+    )
+    from spongebob.tokenizer import train_bpe
+
+    texts = [f"SpongeBob has {i} jellyfish nets and Patrick has {i + 1}." for i in range(300)]
+    write_jsonl(tmp_path / "pre.jsonl", [{"text": t} for t in texts])
+    tok = train_bpe(texts, vocab_size=300)
+    cfg = small_cfg(max_steps=2, batch_size=2)
+    run = tmp_path / "run"
+    fixed = pretrain(tmp_path / "pre.jsonl", tok, run, cfg, cuts="fixed", progress=False)
+    _, extras = read_checkpoint(fixed.checkpoint)
+    assert extras["recipe"] == pretrain_recipe("fixed") != PRETRAIN_RECIPE == pretrain_recipe()
+    written = fixed.checkpoint.stat().st_mtime_ns
+    again = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, cuts="fixed")
+    assert again == fixed.checkpoint and again.stat().st_mtime_ns == written  # reused
+    shifted = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, progress=False)
+    assert read_checkpoint(shifted)[1]["recipe"] == PRETRAIN_RECIPE  # trained again
+
+
 # --- issue 14: logs on servers, tokens counted, prefetch, per-rank resume ---------------------------
 
 
