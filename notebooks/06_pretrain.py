@@ -163,10 +163,10 @@ assert losses_v1[0] > 7.0 and sum(losses_v1[-10:]) / 10 < 5.5  # it learns
 #| export
 """One training loop for pretraining, SFT and distillation.
 
-Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused on
-CUDA and the CPU) with no weight decay on norms and embeddings, a linear warmup from 0 then a cosine to
-``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of trained
-tokens
+Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused
+on CUDA and the CPU) with no weight decay on norms and embeddings, a linear warmup from 0 then a
+cosine to ``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of
+trained tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
 CUDA (fp16 with a GradScaler), optional ``torch.compile``, a tqdm bar (loss, lr, tokens/s, ETA, MFU
 on CUDA), a JSONL metrics log, optional wandb/swanlab, periodic validation, and atomic checkpoints
@@ -714,7 +714,7 @@ assert same_weights(m4, m5) and max(norms) > 1.0
 # %% tags=["hide-input"]
 #| export
 class _Tracker:
-    """wandb / swanlab, imported only when asked for; a clear error when the package is missing."""
+    """wandb / swanlab, imported only when asked for; a clear error when it is missing."""
 
     def __init__(self, kind: str, project: str, config: dict, enabled: bool) -> None:
         self.run = None
@@ -724,7 +724,7 @@ class _Tracker:
             module = __import__(kind)
         except ImportError:
             raise ImportError(
-                f"tracker={kind!r} needs the {kind} package: pip install {kind} (or tracker='none')"
+                f"tracker={kind!r} needs {kind} (pip install {kind}) or tracker='none'"
             ) from None
         self.run = module.init(project=project, config=config)
 
@@ -1725,9 +1725,9 @@ assert same_weights(m6, m_train)
 """The pretraining stage: a fresh model trained on packed windows of a text corpus. Defined in
 06_pretrain.
 
-`pretrain` is what ``spongebob train pretrain`` runs (the generic loop is `spongebob.train.train`);
-`pretrained_checkpoint` finds a finished run of the same recipe or trains it, so that later chapters
-run on their own.
+`pretrain` is what ``spongebob train pretrain`` runs (the generic loop is
+`spongebob.train.train`); `pretrained_checkpoint` finds a finished run of the same recipe or
+trains it, so that later chapters run on their own.
 """
 
 from pathlib import Path
@@ -2073,7 +2073,8 @@ for name, train_, val_, colour in (
         color=colour,
         label=f"{name}: training",
     )
-    ax.plot(list(val_), list(val_.values()), "o-", ms=3, color=colour, label=f"{name}: validation")
+    ax.plot(list(val_), list(val_.values()), "o-", ms=3, color=colour,
+            label=f"{name}: validation")  # fmt: skip
 ax.plot(fixed_low, fixed_val[fixed_low], "v", color="C3", ms=9)
 ax.set(
     xlabel="optimizer step",

@@ -999,7 +999,36 @@ print(f"{len(wrong)} wrong answers; {other} of them name one of the four best-kn
 # **Why rephrased questions on the SFT residents score lower than questions on held-out ones.**
 # It is the wording, not the residents: `eval_facts` asks the held-out residents with SFT's own
 # question templates, while `eval_facts_train` uses templates that appear nowhere in training
-# (`REPHRASE_EN`, `REPHRASE_ZH`). An unseen wording costs more than an unseen resident.
+# (`REPHRASE_EN`, `REPHRASE_ZH`). If the wording is the cause, the *held-out* residents asked with
+# those unseen wordings must drop as well. The control, measured:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from spongebob.world.content import REPHRASE_EN, REPHRASE_ZH  # noqa: E402
+
+facts_json = json.loads((world / "world.json").read_text(encoding="utf-8"))
+names = {r["id"]: {"en": r["name"], "zh": r["zh"]} for r in facts_json["residents"]}
+rephrase = {"en": REPHRASE_EN, "zh": REPHRASE_ZH}
+held_unseen = []  # (a one-turn chat, the expected value) for every held-out fact and language
+for f in facts_json["facts"]:
+    if f["split"] == "heldout":
+        for lang in ("en", "zh"):
+            q = rephrase[lang][f["attribute"]].format(n=names[f["subject"]][lang])
+            held_unseen.append(([{"role": "user", "content": q}], f[lang]))
+replies = answer_chats(chat_model, tok, [q for q, _ in held_unseen])
+unseen_wording = sum(grade_fact(a, want) for (a, _), (_, want) in zip(replies, held_unseen))
+unseen_wording /= len(held_unseen)
+print(f"held-out residents, SFT's own templates: {mixed['facts'].accuracy:.1%}; the same "
+      f"residents, wordings no training file uses: {unseen_wording:.1%}; SFT's residents, those "
+      f"wordings: {mixed['facts_train'].accuracy:.1%}")  # fmt: skip
+assert unseen_wording < mixed["facts"].accuracy and unseen_wording < mixed["facts_train"].accuracy
+
+# %% [markdown]
+# Asked with wordings no training file uses, the held-out residents fall far below their score
+# with SFT's templates, and below the SFT residents asked the same new way (the printed line). So
+# the wording is what costs most, and under a new wording the residents whose facts SFT's chats
+# rehearsed keep more. SFT taught the model to answer *its* questions; a question phrased another
+# way is, to this model, partly a new task.
 #
 # What else was tried (`docs/benchmarks.md` has each with its command): lr 3e-4 instead of 1e-3
 # was worse; question-answer text about the SFT residents mixed into *pretraining* (a quarter of
@@ -1418,9 +1447,11 @@ assert long_after.stopped > 0.9 and answer_form(long_after) > answer_form(long_b
 fig, ax = plt.subplots(figsize=(6.5, 3), dpi=90)
 labels = [str(k) for k in recall_before]
 n = len(long_rows)
-for (name, rec), marker in zip([("after SFT (512)", recall_before), *recall_after.items()], "o^s"):
+curves = [("after SFT (512)", recall_before), *recall_after.items()]
+for (name, rec), marker in zip(curves, "o^s"):
     vals = list(rec.values())
-    err = np.array([[v - wilson(round(v * n), n)[0], wilson(round(v * n), n)[1] - v] for v in vals])
+    bounds = [wilson(round(v * n), n) for v in vals]
+    err = np.array([[v - lo, hi - v] for v, (lo, hi) in zip(vals, bounds)])
     ax.errorbar(labels, vals, yerr=err.T, fmt=marker + "-", capsize=3, label=name)
 ax.axhline(CHANCE, color="grey", ls=":", label=f"chance ({CHANCE:.1%})")
 RECALL_TARGET = 0.7  # the course's target for eval_long (issue 15)

@@ -4,9 +4,9 @@
 """The pretraining stage: a fresh model trained on packed windows of a text corpus. Defined in
 06_pretrain.
 
-`pretrain` is what ``spongebob train pretrain`` runs (the generic loop is `spongebob.train.train`);
-`pretrained_checkpoint` finds a finished run of the same recipe or trains it, so that later chapters
-run on their own.
+`pretrain` is what ``spongebob train pretrain`` runs (the generic loop is
+`spongebob.train.train`); `pretrained_checkpoint` finds a finished run of the same recipe or
+trains it, so that later chapters run on their own.
 """
 
 from pathlib import Path

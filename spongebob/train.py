@@ -3,10 +3,10 @@
 
 """One training loop for pretraining, SFT and distillation.
 
-Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused on
-CUDA and the CPU) with no weight decay on norms and embeddings, a linear warmup from 0 then a cosine to
-``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of trained
-tokens
+Defined in 06_pretrain. ``train(model, loader, TrainConfig.preset("tiny"))`` runs AdamW (fused
+on CUDA and the CPU) with no weight decay on norms and embeddings, a linear warmup from 0 then a
+cosine to ``lr * min_lr_ratio``, gradient accumulation whose loss is normalised by the number of
+trained tokens
 of the WHOLE optimizer step (all micro-batches, all DDP ranks), gradient clipping, bf16 autocast on
 CUDA (fp16 with a GradScaler), optional ``torch.compile``, a tqdm bar (loss, lr, tokens/s, ETA, MFU
 on CUDA), a JSONL metrics log, optional wandb/swanlab, periodic validation, and atomic checkpoints
@@ -215,7 +215,7 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class _Tracker:
-    """wandb / swanlab, imported only when asked for; a clear error when the package is missing."""
+    """wandb / swanlab, imported only when asked for; a clear error when it is missing."""
 
     def __init__(self, kind: str, project: str, config: dict, enabled: bool) -> None:
         self.run = None
@@ -225,7 +225,7 @@ class _Tracker:
             module = __import__(kind)
         except ImportError:
             raise ImportError(
-                f"tracker={kind!r} needs the {kind} package: pip install {kind} (or tracker='none')"
+                f"tracker={kind!r} needs {kind} (pip install {kind}) or tracker='none'"
             ) from None
         self.run = module.init(project=project, config=config)
 
