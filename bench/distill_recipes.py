@@ -22,6 +22,7 @@ Those equations can still occur in pretraining stories about other problems.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from spongebob.runtime import artifacts_dir
 from spongebob.sft import sft_checkpoint, sft_config, sft_options
 from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
+from spongebob.world.arithmetic import THINK_EN
 
 # name: (replay source: None | "pretrain" | "drill", lr, steps, SFT chats mixed in); replay
 # batches: 8 windows of 256
@@ -65,22 +67,18 @@ RECIPES = {
 }
 
 
-def eval_equations(path: Path) -> set[str]:
-    """Every equation the reasoning of a problem of ``path`` (eval_arith_reworded.jsonl: numbers
-    and answer) could need, in the drill lines' spelling; an ambiguous kind adds all candidates."""
+def eval_equations(world_json: Path) -> set[str]:
+    """The equation lines of the world's own reasoning (``THINK_EN``) for every held-out problem
+    of ``world_json`` (its ``problems`` with split ``"eval"``: kind, numbers, answer), in the
+    drill lines' spelling."""
     out = set()
-    for rec in read_jsonl(path):
-        nums, r = rec["numbers"], int(rec["expected"])
-        a, b = nums[:2]
-        if len(nums) == 2:
-            out |= {e for e, v in [(f"{a} + {b} = {a + b}", a + b), (f"{a} - {b} = {a - b}", a - b),
-                                   (f"{a} * {b} = {a * b}", a * b)] if v == r}  # fmt: skip
-        else:
-            c = nums[2]
-            if a + b - c == r:
-                out |= {f"{a} + {b} = {a + b}", f"{a + b} - {c} = {r}"}
-            if a * b + c == r:
-                out |= {f"{a} * {b} = {a * b}", f"{a * b} + {c} = {r}"}
+    for p in json.loads(Path(world_json).read_text(encoding="utf-8"))["problems"]:
+        if p["split"] != "eval":
+            continue
+        a, b, c = (*p["numbers"], 0)[:3]
+        s = a * b if p["kind"] == "mul_add" else a + b  # the intermediate result, as the world's
+        out |= {line.format(a=a, b=b, c=c, s=s, r=p["answer"])
+                for line in THINK_EN[p["kind"]] if " = " in line}  # fmt: skip
     return out
 
 
@@ -125,7 +123,7 @@ def main() -> None:
     drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
     sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
     if any(RECIPES[name][0] == "no-eval-drill" for name in args.only or RECIPES):
-        held = eval_equations(world / "eval_arith_reworded.jsonl")
+        held = eval_equations(world / "world.json")
         sources["no-eval-drill"] = drill_without(drill, held, work / "no-eval-drill.jsonl")
         print(f"ablation: {found_elsewhere(world / 'pretrain.jsonl', held)} of them also occur in "
               "pretraining lines that are not drill lines")  # fmt: skip
