@@ -2,12 +2,14 @@
 reports, re-measured with the induction probe of chapter 06 (``spongebob.pretrain.induction_probe``:
 random id sequences repeated twice, the loss on the second copy over the first; 1.0 = no copying).
 
-    .venv/bin/python bench/copy_recipes.py                  # every recipe, about 40 minutes
+    .venv/bin/python bench/copy_recipes.py                  # every recipe, about an hour
     .venv/bin/python bench/copy_recipes.py --only spans-64x64
 
 Not a test: it prints one line per recipe (probe by step, completion accuracy of the world's
 held-out fact prompts where the recipe trains on the world) and writes only under ``--work``
-(default: the artifact folder's ``bench/copy``). Recipes:
+(default: the artifact folder's ``bench/copy``). Recipes with ``world256`` in their name draw
+their spans from the 256 most frequent ids of the world's pretraining text
+(``spongebob.sft.frequent_ids``) and log a second probe on those ids (``world``). Recipes:
 
 - ``world``: chapter 06's tiny pretraining (900 steps of 16 x 256), the baseline;
 - ``world+lines-30``: the same with 30 % of the batches drawn from copy *text* (a list of
@@ -16,7 +18,17 @@ held-out fact prompts where the recipe trains on the world) and writes only unde
   by attending 64 positions back, a shortcut the probe (period 60) does not reward;
 - ``spans-64x64``: ``spongebob.sft.RepeatedSpans`` (periods 6 to 24, batch 64 x 64), 450 steps;
 - ``spans-16x64``: the same drills in batches of 16, 1,500 steps (4x cheaper steps);
-- ``spans-16x256``: periods 8 to 128 in batches of 16 x 256, 500 steps.
+- ``spans-16x256``: periods 8 to 128 in batches of 16 x 256, 500 steps;
+- ``spans-world256``: periods 6 to 24 only (64 x 64), 200 steps;
+- ``spans-world256-curriculum``: chapter 07's positive control: 175 batches of those, then periods
+  6 to 60 in batches of 32 x 128, 400 steps in all (``spongebob.sft.Curriculum``);
+- ``spans-world256-from-pretrained`` / ``-from-sft``: the same drills started from chapter 06's
+  pretrained model or chapter 07's SFT model (the runs in the artifact folder; they must exist);
+- ``world+spans-world256-50``: pretraining with every other batch a 64 x 64 drill batch, 900 steps;
+- ``spans-world256-200-then-world+25``: 200 drill steps, then 700 steps of world text with a
+  quarter of the batches drills (the cosine spans all 900 steps);
+- ``world+repeated-text-50``: every other batch rows of world-text spans (8 to 64 tokens, from
+  anywhere in the corpus) each written twice, the loss on both copies.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spongebob.checkpoint import load_model
 from spongebob.config import ModelConfig
 from spongebob.data import PackedLoader, PreparedData, prepare
 from spongebob.files import write_jsonl
@@ -37,7 +50,7 @@ from spongebob.model import SpongeBob
 from spongebob.pipeline import completion_accuracy
 from spongebob.pretrain import induction_probe
 from spongebob.runtime import artifacts_dir
-from spongebob.sft import RepeatedSpans, ReplayMix
+from spongebob.sft import Curriculum, RepeatedSpans, ReplayMix, frequent_ids
 from spongebob.train import TrainConfig, train
 from spongebob.world import course_tokenizer, sample_dir
 from spongebob.world.content import FILLER, SYLLABLES
@@ -89,11 +102,66 @@ class FixedPeriod:
         self.count = int(state["count"])
 
 
+class RepeatedText:
+    """Rows of world-text spans (``k_min`` to ``k_max`` tokens from anywhere in ``ids``), each
+    span written twice, the loss on every token; ``batch x seq_len`` like the world's batches."""
+
+    def __init__(self, ids, seq_len: int, batch: int, k_min: int = 8, k_max: int = 64,
+                 seed: int = 11) -> None:  # fmt: skip
+        self.ids, self.T, self.B, self.k = (
+            np.asarray(ids, dtype=np.int64),
+            seq_len,
+            batch,
+            (k_min, k_max),
+        )
+        self.seed, self.count = seed, 0
+
+    def __iter__(self):
+        while True:
+            rng = np.random.default_rng([self.seed, self.count])
+            self.count += 1
+            rows = []
+            for _ in range(self.B):
+                row: list[int] = []
+                while len(row) < self.T + 1:
+                    k = int(rng.integers(self.k[0], self.k[1] + 1))
+                    s0 = int(rng.integers(0, len(self.ids) - k))
+                    row += self.ids[s0 : s0 + k].tolist() * 2
+                rows.append(row[: self.T + 1])
+            t = torch.tensor(rows)
+            yield t[:, :-1], t[:, 1:], None
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+
+
+class Then:
+    """``first`` for its first ``n`` batches, then ``rest``."""
+
+    def __init__(self, first, n: int, rest) -> None:
+        self.first, self.n, self.rest = first, n, rest
+
+    def __iter__(self):
+        head = iter(self.first)
+        for _ in range(self.n):
+            yield next(head)
+        yield from self.rest
+
+
 def run(name: str, work: Path, tok) -> dict:
     V = tok.vocab_size
     prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
     world = PreparedData(work / "world")
+    alphabet = frequent_ids(world)
     tiny = TrainConfig.preset("tiny", eval_every=100)
+    model = None
+
+    def drills():  # chapter 07's positive control, spans over the world's 256 ids
+        return RepeatedSpans(V, 64, 64, seed=5, ids=alphabet)
+
     if name == "world":
         cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
     elif name == "world+lines-30":
@@ -108,6 +176,29 @@ def run(name: str, work: Path, tok) -> dict:
     elif name == "period-64":
         cfg = TrainConfig(max_steps=300, batch_size=16, seq_len=127, eval_every=50)
         loader = FixedPeriod(V, 127, 16, seed=5)
+    elif name == "spans-world256-curriculum":
+        cfg = TrainConfig(max_steps=400, batch_size=64, seq_len=64, eval_every=25)
+        loader = Curriculum(
+            [(175, drills()), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=6, ids=alphabet))]
+        )
+    elif name.startswith("spans-world256") and "then" not in name:
+        cfg = TrainConfig(max_steps=200, batch_size=64, seq_len=64, eval_every=25)
+        loader = drills()
+        start = {"spans-world256": None, "spans-world256-from-pretrained": "pretrain-tiny",
+                 "spans-world256-from-sft": "sft-tiny"}[name]  # fmt: skip
+        if start:
+            ckpt = artifacts_dir("runs", start) / "last.pt"
+            if not ckpt.is_file():
+                raise SystemExit(f"{ckpt}: no such run; execute chapters 06 and 07 first")
+            model = load_model(ckpt).train()
+    elif name == "world+spans-world256-50":
+        cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills(), 0.5)
+    elif name == "spans-world256-200-then-world+25":
+        mixed = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills(), 0.25)
+        cfg, loader = tiny, Then(drills(), 200, mixed)
+    elif name == "world+repeated-text-50":
+        text = RepeatedText(world.ids, 256, 16)
+        cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), text, 0.5)
     else:
         B, T, k_min, k_max, steps = {"spans-64x64": (64, 64, 6, 24, 450),
                                      "spans-16x64": (16, 64, 6, 24, 1500),
@@ -115,20 +206,31 @@ def run(name: str, work: Path, tok) -> dict:
         cfg = TrainConfig(max_steps=steps, batch_size=B, seq_len=T, eval_every=50)
         loader = RepeatedSpans(V, T, B, k_min=k_min, k_max=k_max, seed=5)
     torch.manual_seed(cfg.seed)
-    model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
+    if model is None:
+        model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
+    probes = {"induction": induction_probe}
+    if "world256" in name:
+        probes["world"] = lambda m: induction_probe(m, ids=alphabet)
     t0 = time.perf_counter()
-    train(model, loader, cfg, out_dir=work / name, progress=False,
-          probes={"induction": induction_probe})  # fmt: skip
+    train(model, loader, cfg, out_dir=work / name, progress=False, probes=probes)
     log = [json.loads(line) for line in open(work / name / "metrics.jsonl")]
-    out = {"recipe": name, "minutes": round((time.perf_counter() - t0) / 60, 1),
-           "probe": {r["step"]: round(r["induction"], 3) for r in log if "induction" in r}}  # fmt: skip
-    if name.startswith("world"):
+    out = {"recipe": name, "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    for key in probes:
+        out["probe" if key == "induction" else f"probe_{key}"] = {
+            r["step"]: round(r[key], 3) for r in log if key in r
+        }
+    if name.startswith("world") or "then-world" in name:
         rows = sample_dir(0) / "eval_completion.jsonl"
         out["completion"] = round(completion_accuracy(model.eval(), tok, rows)["accuracy"], 3)
     return out
 
 
-RECIPES = ["world", "world+lines-30", "period-64", "spans-64x64", "spans-16x64", "spans-16x256"]
+RECIPES = [
+    "world", "world+lines-30", "period-64", "spans-64x64", "spans-16x64", "spans-16x256",
+    "spans-world256", "spans-world256-curriculum", "spans-world256-from-pretrained",
+    "spans-world256-from-sft",
+    "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
+]  # fmt: skip
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

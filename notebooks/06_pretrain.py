@@ -1908,15 +1908,20 @@ for p, c in zip(prompts, complete(SpongeBob(tiny), tok, prompts)):
 #| export: pretrain
 @torch.no_grad()
 def induction_probe(
-    model, length: int = 60, batch: int = 16, seed: int = 0, low: int = 16, per_position=False
-):
+    model, length: int = 60, batch: int = 16, seed: int = 0, low: int = 16, per_position=False,
+    ids: torch.Tensor | None = None,
+):  # fmt: skip
     """Copying, measured: ``batch`` random sequences of ``length`` ids (from ``low`` up, so no
-    special token), each repeated twice. Returns the ratio of the mean loss on the second copy
-    (its predictable positions) to the mean loss on the first: about 1.0 when the model does not
-    copy, towards 0 when it does. ``per_position=True`` also returns the mean loss at each of the
+    special token; or drawn from the 1-D tensor ``ids``, such as the ids a corpus uses), each
+    repeated twice. Returns the ratio of the mean loss on the second copy (its predictable
+    positions) to the mean loss on the first: about 1.0 when the model does not copy, towards 0
+    when it does. ``per_position=True`` also returns the mean loss at each of the
     ``2 * length - 1`` predicted positions. Defined in 06_pretrain."""
     g = torch.Generator().manual_seed(seed)
-    r = torch.randint(low, model.config.vocab_size, (batch, length), generator=g)
+    if ids is None:
+        r = torch.randint(low, model.config.vocab_size, (batch, length), generator=g)
+    else:
+        r = ids[torch.randint(0, len(ids), (batch, length), generator=g)]
     x = torch.cat([r, r], dim=1).to(next(model.parameters()).device)  # (B, 2L)
     was_training = model.training
     model.eval()

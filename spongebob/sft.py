@@ -327,10 +327,23 @@ class LastReplyOnly:
         self.loader.load_state_dict(state)
 
 
+def frequent_ids(data, k: int = 256, low: int = 16) -> torch.Tensor:
+    """The ``k`` most frequent token ids from ``low`` up in a ``PreparedData`` corpus (ties by
+    id), most frequent first: an alphabet for `induction_probe` and `RepeatedSpans`. Defined in
+    07_sft."""
+    counts = np.bincount(np.asarray(data.ids), minlength=low)
+    counts[:low] = 0
+    top = np.argsort(-counts, kind="stable")[:k]
+    if len(top) < k or counts[top[-1]] == 0:
+        raise ValueError(f"{data.folder}: fewer than {k} distinct token ids from {low} up")
+    return torch.from_numpy(top.astype(np.int64))
+
+
 class RepeatedSpans:
     """Copy drills ``(x, y, None)``: each row is a random span of ``k`` ids (``k`` drawn per row
-    in ``[k_min, k_max]``, ids from ``low`` up) repeated to fill ``seq_len + 1`` tokens; targets
-    inside the first copy are -100 (nothing there can be predicted). Defined in 07_sft.
+    in ``[k_min, k_max]``; ids from ``low`` up, or drawn from the 1-D array ``ids``, an alphabet
+    such as `frequent_ids`) repeated to fill ``seq_len + 1`` tokens; targets inside the first copy
+    are -100 (nothing there can be predicted). Defined in 07_sft.
 
     Batch ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same at any resume.
     The period varies from row to row, so the only way to predict is to find the previous
@@ -338,9 +351,15 @@ class RepeatedSpans:
     """
 
     def __init__(self, vocab_size: int, seq_len: int, batch_size: int, *, k_min: int = 6,
-                 k_max: int = 24, low: int = 16, seed: int = 0) -> None:  # fmt: skip
+                 k_max: int = 24, low: int = 16, seed: int = 0, ids=None) -> None:  # fmt: skip
         if not 2 <= k_min <= k_max <= seq_len // 2:
             raise ValueError(f"need 2 <= k_min <= k_max <= seq_len // 2, got {k_min}, {k_max}")
+        self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+        a = self.ids
+        if a is not None and not (
+            a.ndim == 1 and len(a) >= 2 and 0 <= a.min() <= a.max() < vocab_size
+        ):
+            raise ValueError(f"ids must be a 1-D alphabet of at least 2 ids below {vocab_size}")
         self.shape, self.k, self.low, self.vocab = (
             (batch_size, seq_len),
             (k_min, k_max),
@@ -355,7 +374,9 @@ class RepeatedSpans:
             rng = np.random.default_rng([self.seed, self.count])
             self.count += 1
             ks = rng.integers(self.k[0], self.k[1] + 1, size=B)
-            rows = np.stack([np.resize(rng.integers(self.low, self.vocab, k), T + 1) for k in ks])
+            spans = [rng.integers(self.low, self.vocab, k) if self.ids is None
+                     else self.ids[rng.integers(0, len(self.ids), k)] for k in ks]  # fmt: skip
+            rows = np.stack([np.resize(span, T + 1) for span in spans])
             t = torch.from_numpy(rows.astype(np.int64))
             x, y = t[:, :-1], t[:, 1:].clone()
             y[torch.arange(T)[None, :] < torch.from_numpy(ks - 1)[:, None]] = IGNORE_INDEX
@@ -366,3 +387,48 @@ class RepeatedSpans:
 
     def load_state_dict(self, state: dict) -> None:
         self.count = int(state["count"])
+
+
+class Curriculum:
+    """Batches from ``stages``, a list of ``(n_batches, loader)``: the first loader's first
+    ``n_batches`` batches, then the next loader's, and so on; the last stage's count may be
+    ``None`` (it runs on). Resumable: ``state_dict`` holds the batch count and every loader's
+    state. Defined in 07_sft."""
+
+    def __init__(self, stages: list) -> None:
+        counts = [n for n, _ in stages]
+        if not stages or any(not isinstance(n, int) or n < 1 for n in counts[:-1]):
+            raise ValueError(f"need (positive int, loader) stages, got counts {counts}")
+        if counts[-1] is not None and (not isinstance(counts[-1], int) or counts[-1] < 1):
+            raise ValueError(
+                f"the last stage's count must be a positive int or None, got {counts[-1]}"
+            )
+        self.stages, self.count = stages, 0
+
+    def stage(self, i: int) -> int:
+        """The stage that batch ``i`` (from 0) comes from."""
+        for k, (n, _) in enumerate(self.stages):
+            if n is None or i < n:
+                return k
+            i -= n
+        raise StopIteration
+
+    def __iter__(self) -> Iterator[tuple]:
+        iters = {}
+        while True:
+            try:
+                k = self.stage(self.count)
+            except StopIteration:
+                return
+            if k not in iters:
+                iters[k] = iter(self.stages[k][1])
+            self.count += 1
+            yield next(iters[k])
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "stages": [loader.state_dict() for _, loader in self.stages]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        for (_, loader), sub in zip(self.stages, state["stages"]):
+            loader.load_state_dict(sub)

@@ -17,9 +17,13 @@ from spongebob.config import ModelConfig
 from spongebob.data import ChatLoader, PackedLoader, PreparedData, prepare
 from spongebob.evaluate import answer_chats, grade_fact
 from spongebob.model import IGNORE_INDEX, SpongeBob
+from spongebob.pretrain import induction_probe
 from spongebob.sft import (
+    Curriculum,
     LastReplyOnly,
+    RepeatedSpans,
     ReplayMix,
+    frequent_ids,
     last_reply_targets,
     sft,
     sft_checkpoint,
@@ -173,3 +177,140 @@ def test_sft_learns_the_answers_and_the_checkpoint_is_found(tmp_path, tok, chats
     assert read_checkpoint(other)[1]["recipe"]["replay"] == 0.0
     assert sft_checkpoint(src, tok, out, short, **kw) == res.checkpoint
     assert res.checkpoint.stat().st_mtime_ns != mtime  # a different recipe is retrained
+
+
+# --- copying: the induction probe (06), copy drills and their alphabet (07) ---
+
+
+class _Copier(torch.nn.Module):
+    """A hand-built model for the probe: logits favour the token ``period`` positions back by
+    ``margin`` (0 = uniform logits); it records every input it sees."""
+
+    def __init__(self, vocab: int, period: int, margin: float) -> None:
+        super().__init__()
+        self.config = ModelConfig.preset("tiny", vocab_size=vocab)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.period, self.margin, self.seen = period, margin, []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        logits = torch.zeros(*x.shape, self.config.vocab_size) + self.w
+        t = torch.arange(x.shape[1])
+        src = t + 1 - self.period  # the position whose token comes next in a repeated sequence
+        ok = src >= 0
+        rows = logits[:, t[ok], :]
+        rows.scatter_(-1, x[:, src[ok]].unsqueeze(-1), self.margin)
+        logits[:, t[ok], :] = rows
+        return type("Out", (), {"logits": logits})()
+
+
+def test_induction_probe_against_hand_computed_losses():
+    V, L = 64, 10
+    ratio, loss = induction_probe(_Copier(V, L, 0.0), length=L, batch=3, per_position=True)
+    assert loss.shape == (2 * L - 1,) and ratio == pytest.approx(1.0)
+    assert loss.numpy() == pytest.approx(np.full(2 * L - 1, np.log(V)), rel=1e-6)
+    # a copier with margin m: on the second copy the loss is log(e^m + V - 1) - m
+    m = 5.0
+    ratio, loss = induction_probe(_Copier(V, L, m), length=L, batch=3, per_position=True)
+    second = np.log(np.exp(m) + V - 1) - m
+    assert loss[L:].numpy() == pytest.approx(np.full(L - 1, second), rel=1e-5)
+    assert ratio == pytest.approx(second / np.log(V), rel=1e-5)
+
+
+def test_induction_probe_draws_from_the_alphabet():
+    model = _Copier(64, 8, 0.0)
+    induction_probe(model, length=8, batch=4)
+    assert model.seen[-1].min() >= 16 and model.seen[-1].max() < 64  # no special ids by default
+    alphabet = torch.tensor([20, 33, 47])
+    induction_probe(model, length=8, batch=4, ids=alphabet)
+    x = model.seen[-1]
+    assert set(x.unique().tolist()) <= {20, 33, 47} and torch.equal(x[:, 8:], x[:, :7])
+
+
+def _check_drills(x, y, period_ok, alphabet):
+    for b in range(len(x)):
+        trained = (y[b] != IGNORE_INDEX).nonzero().flatten()
+        first = int(trained[0])  # the first predictable target: the copy starts at k - 1
+        k = first + 1
+        assert period_ok(k)
+        row = torch.cat([x[b], y[b, -1:]])
+        assert torch.equal(row[k:], row[: len(row) - k])  # period k everywhere
+        assert (y[b, :first] == IGNORE_INDEX).all() and (y[b, first:] != IGNORE_INDEX).all()
+        assert set(x[b].tolist()) <= alphabet
+
+
+def test_repeated_spans_are_copies_of_the_given_alphabet():
+    alphabet = {17, 40, 41, 99, 120}
+    drills = RepeatedSpans(128, 32, 6, k_min=3, k_max=9, seed=2, ids=sorted(alphabet))
+    x, y, w = next(iter(drills))
+    assert x.shape == y.shape == (6, 32) and w is None
+    _check_drills(x, y, lambda k: 3 <= k <= 9, alphabet)
+    x, y, _ = next(iter(RepeatedSpans(128, 32, 6, k_min=3, k_max=9, seed=2)))
+    _check_drills(x, y, lambda k: 3 <= k <= 9, set(range(16, 128)))
+
+
+def test_repeated_spans_resume_and_bad_alphabets():
+    a = RepeatedSpans(100, 16, 2, k_min=2, k_max=4, seed=1, ids=[20, 30, 40])
+    it = iter(a)
+    next(it)
+    b = RepeatedSpans(100, 16, 2, k_min=2, k_max=4, seed=1, ids=[20, 30, 40])
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(next(it)[0], next(iter(b))[0])
+    for bad in ([5], [[20, 30]], [20, 100], [-1, 20]):
+        with pytest.raises(ValueError, match="alphabet of at least 2 ids below 100"):
+            RepeatedSpans(100, 16, 2, k_min=2, k_max=4, ids=bad)
+
+
+class _Ids:
+    def __init__(self, ids, folder="corpus"):
+        self.ids, self.folder = np.asarray(ids, dtype=np.uint16), folder
+
+
+def test_frequent_ids_by_count_then_id():
+    ids = [3] * 9 + [20] * 2 + [18] * 5 + [30] * 2 + [16] * 1 + [25] * 5
+    assert frequent_ids(_Ids(ids), k=4).tolist() == [18, 25, 20, 30]  # 3 is special: excluded
+    assert frequent_ids(_Ids(ids), k=2, low=19).tolist() == [25, 20]
+    with pytest.raises(ValueError, match="corpus: fewer than 7 distinct token ids from 16 up"):
+        frequent_ids(_Ids(ids), k=7)
+
+
+class _Counter:
+    """A resumable loader whose batches say where they come from."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.count = name, 0
+
+    def __iter__(self):
+        while True:
+            self.count += 1
+            yield (self.name, self.count)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+
+
+def test_curriculum_order_end_and_resume():
+    stages = [(2, _Counter("a")), (3, _Counter("b")), (None, _Counter("c"))]
+    got = [b for _, b in zip(range(8), Curriculum(stages))]
+    assert got == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3), ("c", 1), ("c", 2), ("c", 3)]
+    assert list(Curriculum([(2, _Counter("a")), (1, _Counter("b"))])) == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+    ]
+    # stop after 4 batches, resume from the state: the same batches as one uninterrupted pass
+    first = Curriculum([(2, _Counter("a")), (3, _Counter("b")), (None, _Counter("c"))])
+    head = [b for _, b in zip(range(4), first)]
+    again = Curriculum([(2, _Counter("a")), (3, _Counter("b")), (None, _Counter("c"))])
+    again.load_state_dict(first.state_dict())
+    assert head + [b for _, b in zip(range(4), again)] == got
+    for bad in (
+        [],
+        [(0, _Counter("a")), (None, _Counter("b"))],
+        [(2, _Counter("a")), (0, _Counter("b"))],
+    ):
+        with pytest.raises(ValueError, match="count|stages"):
+            Curriculum(bad)
