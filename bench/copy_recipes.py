@@ -27,6 +27,10 @@ their spans from the 256 most frequent ids of the world's pretraining text
 - ``world+spans-world256-50``: pretraining with every other batch a 64 x 64 drill batch, 900 steps;
 - ``spans-world256-200-then-world+25``: 200 drill steps, then 700 steps of world text with a
   quarter of the batches drills (the cosine spans all 900 steps);
+- ``copier+world``, ``copier+world-drills-10``, ``copier+world-drills-25``: chapter 06's
+  pretraining (900 steps, a fresh optimizer) started from chapter 07's positive control (the run
+  ``copy-control-world`` in the artifact folder, probe 0.00), with 0, 10 or 25 % of the batches
+  drills of periods 6 to 60 (32 x 128);
 - ``world+repeated-text-50``: every other batch rows of world-text spans (8 to 64 tokens, from
   anywhere in the corpus) each written twice, the loss on both copies.
 """
@@ -196,6 +200,18 @@ def run(name: str, work: Path, tok) -> dict:
     elif name == "spans-world256-200-then-world+25":
         mixed = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills(), 0.25)
         cfg, loader = tiny, Then(drills(), 200, mixed)
+    elif name.startswith("copier+world"):
+        ckpt = artifacts_dir("runs", "copy-control-world") / "last.pt"
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt}: no such run; execute chapter 07 first")
+        model = load_model(ckpt).train()
+        frac = {"copier+world": 0.0, "copier+world-drills-10": 0.1, "copier+world-drills-25": 0.25}[
+            name
+        ]
+        cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
+        if frac:
+            long_drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=alphabet)
+            loader = ReplayMix(loader, long_drills, frac)
     elif name == "world+repeated-text-50":
         text = RepeatedText(world.ids, 256, 16)
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), text, 0.5)
@@ -209,7 +225,7 @@ def run(name: str, work: Path, tok) -> dict:
     if model is None:
         model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
     probes = {"induction": induction_probe}
-    if "world256" in name:
+    if "world256" in name or "copier" in name:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
     t0 = time.perf_counter()
     train(model, loader, cfg, out_dir=work / name, progress=False, probes=probes)
@@ -219,7 +235,7 @@ def run(name: str, work: Path, tok) -> dict:
         out["probe" if key == "induction" else f"probe_{key}"] = {
             r["step"]: round(r[key], 3) for r in log if key in r
         }
-    if name.startswith("world") or "then-world" in name:
+    if name.startswith(("world", "copier")) or "then-world" in name:
         rows = sample_dir(0) / "eval_completion.jsonl"
         out["completion"] = round(completion_accuracy(model.eval(), tok, rows)["accuracy"], 3)
     return out
@@ -230,6 +246,7 @@ RECIPES = [
     "spans-world256", "spans-world256-curriculum", "spans-world256-from-pretrained",
     "spans-world256-from-sft",
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
+    "copier+world", "copier+world-drills-10", "copier+world-drills-25",
 ]  # fmt: skip
 
 if __name__ == "__main__":

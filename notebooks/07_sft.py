@@ -1525,11 +1525,14 @@ print(f"copier: largest induction score {scores.max():.2f} (layer {layer}, head 
 # the same model stays near 1: it copies only tokens whose embeddings training has told apart.
 #
 # So why does the chapter's model arrive without it? `python bench/copy_recipes.py` measured the
-# ways of giving pretraining this skill (docs/benchmarks.md has the table): the same drills as
-# half of pretraining's batches never form a head in 900 steps and halve completion; 200 steps
-# of drills *before* the world text form one, and the world text erases it again while
-# completion collapses; drills started from the pretrained or SFT model leave it far from a head
-# after 200 steps; world text repeated within its window teaches nothing the probe can see.
+# ways of giving pretraining this skill (docs/benchmarks.md has the table). The same drills as
+# half of pretraining's batches never form a head in 900 steps and halve completion; drills
+# started from the pretrained or SFT model leave it far from a head after 200 steps. A head
+# formed by this curriculum *and then* pretrained on world text is erased within 100 steps; it
+# survives when a tenth of the batches stay drills, but completion falls below the chapter 06
+# floor. And a head is not yet recall: SFT and the long stage from that model still recall
+# almost nothing, because one-token matching finds every earlier "is", while recalling "my
+# locker code is ..." needs a match on several tokens, which random-id drills never ask for.
 # Within this chapter's budget of CPU minutes, the tiny model arrives at long SFT unable to copy,
 # and the long stage has to create the skill, not stretch it.
 #
