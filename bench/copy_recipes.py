@@ -31,6 +31,9 @@ their spans from the 256 most frequent ids of the world's pretraining text
   pretraining (900 steps, a fresh optimizer) started from chapter 07's positive control (the run
   ``copy-control-world`` in the artifact folder, probe 0.00), with 0, 10 or 25 % of the batches
   drills of periods 6 to 60 (32 x 128);
+- ``copier+world-drills-10+notes-20``: the 10 % recipe with a fifth of the batches copy text as
+  in ``world+lines-30``; it also reports ``note_recall``, the share of 150 held-out notes
+  ("Note: ... Question: what is X? Answer:") whose greedy answer starts with the noted value;
 - ``world+repeated-text-50``: every other batch rows of world-text spans (8 to 64 tokens, from
   anywhere in the corpus) each written twice, the loss on both copies.
 """
@@ -50,6 +53,7 @@ from spongebob.checkpoint import load_model
 from spongebob.config import ModelConfig
 from spongebob.data import PackedLoader, PreparedData, prepare
 from spongebob.files import write_jsonl
+from spongebob.generate import generate
 from spongebob.model import SpongeBob
 from spongebob.pipeline import completion_accuracy
 from spongebob.pretrain import induction_probe
@@ -83,6 +87,32 @@ def copy_text(rng: random.Random) -> str:
     k = rng.choice(list(notes))
     said = " ".join(f"{key[0].upper()}{key[1:]} is {v}." for key, v in notes.items())
     return f"Note: {said} {gap} Question: what is {k}? Answer: {notes[k]}."
+
+
+def note_recall(model, tok, n: int = 150) -> float:
+    """Share of ``n`` held-out key-value notes (``copy_text`` with another seed) whose greedy
+    continuation of "... Answer:" starts with the noted value."""
+    rng, right, seen = random.Random(12345), 0, 0
+    while seen < n:
+        line = copy_text(rng)
+        if "Answer: " not in line:
+            continue
+        prompt, value = line.rsplit("Answer: ", 1)
+        ids = tok.encode(prompt + "Answer:")
+        answer = tok.decode(generate(model, [ids], 12, temperature=0.0)[0])
+        right += answer.strip().startswith(value.rstrip("."))
+        seen += 1
+    return right / n
+
+
+def copy_lines(work: Path, tok) -> PreparedData:
+    """30,000 lines of ``copy_text`` (seed 0), prepared once under ``work``."""
+    lines = work / "copy_lines.jsonl"
+    if not (work / "lines" / "meta.json").is_file():
+        rng = random.Random(0)
+        write_jsonl(lines, ({"text": copy_text(rng)} for _ in range(30000)))
+        prepare(lines, tok, work / "lines")
+    return PreparedData(work / "lines")
 
 
 class FixedPeriod:
@@ -169,13 +199,9 @@ def run(name: str, work: Path, tok) -> dict:
     if name == "world":
         cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
     elif name == "world+lines-30":
-        lines = work / "copy_lines.jsonl"
-        rng = random.Random(0)
-        write_jsonl(lines, ({"text": copy_text(rng)} for _ in range(30000)))
-        prepare(lines, tok, work / "lines")
         cfg = tiny
         loader = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed),
-                           PackedLoader(PreparedData(work / "lines"), 256, 16, seed=tiny.seed + 7),
+                           PackedLoader(copy_lines(work, tok), 256, 16, seed=tiny.seed + 7),
                            0.3)  # fmt: skip
     elif name == "period-64":
         cfg = TrainConfig(max_steps=300, batch_size=16, seq_len=127, eval_every=50)
@@ -205,13 +231,15 @@ def run(name: str, work: Path, tok) -> dict:
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt}: no such run; execute chapter 07 first")
         model = load_model(ckpt).train()
-        frac = {"copier+world": 0.0, "copier+world-drills-10": 0.1, "copier+world-drills-25": 0.25}[
-            name
-        ]
+        frac = {"copier+world": 0.0, "copier+world-drills-10": 0.1, "copier+world-drills-25": 0.25,
+                "copier+world-drills-10+notes-20": 0.125}[name]  # fmt: skip
         cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
         if frac:
             long_drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=alphabet)
             loader = ReplayMix(loader, long_drills, frac)
+        if name.endswith("notes-20"):  # 0.8 x 0.125 = 10 % drills, 20 % notes, 70 % world
+            notes = PackedLoader(copy_lines(work, tok), 256, 16, seed=tiny.seed + 7)
+            loader = ReplayMix(loader, notes, 0.2)
     elif name == "world+repeated-text-50":
         text = RepeatedText(world.ids, 256, 16)
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), text, 0.5)
@@ -238,6 +266,8 @@ def run(name: str, work: Path, tok) -> dict:
     if name.startswith(("world", "copier")) or "then-world" in name:
         rows = sample_dir(0) / "eval_completion.jsonl"
         out["completion"] = round(completion_accuracy(model.eval(), tok, rows)["accuracy"], 3)
+    if "notes" in name or "lines" in name:
+        out["note_recall"] = round(note_recall(model.eval(), tok), 3)
     return out
 
 
@@ -247,6 +277,7 @@ RECIPES = [
     "spans-world256-from-sft",
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
+    "copier+world-drills-10+notes-20",
 ]  # fmt: skip
 
 if __name__ == "__main__":
