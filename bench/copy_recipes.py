@@ -22,6 +22,9 @@ their spans from the 256 most frequent ids of the world's pretraining text
 - ``spans-world256``: periods 6 to 24 only (64 x 64), 200 steps;
 - ``spans-world256-curriculum``: chapter 07's positive control: 175 batches of those, then periods
   6 to 60 in batches of 32 x 128, 400 steps in all (``spongebob.sft.Curriculum``);
+- ``spans-world256-curriculum-then-all-seen``: the control's 400 steps, then 300 steps of periods
+  6 to 60 over all 1,176 ids the pretraining text uses; it also probes on the 920 of them outside
+  the 256 (``probe_rare``);
 - ``spans-world256-from-pretrained`` / ``-from-sft``: the same drills started from chapter 06's
   pretrained model or chapter 07's SFT model (the runs in the artifact folder; they must exist);
 - ``world+spans-world256-50``: pretraining with every other batch a 64 x 64 drill batch, 900 steps;
@@ -211,6 +214,13 @@ def run(name: str, work: Path, tok) -> dict:
         loader = Curriculum(
             [(175, drills()), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=6, ids=alphabet))]
         )
+    elif name == "spans-world256-curriculum-then-all-seen":
+        seen = frequent_ids(world, k=int((np.bincount(world.ids)[16:] > 0).sum()))
+        cfg = TrainConfig(max_steps=700, batch_size=64, seq_len=64, eval_every=50)
+        short = RepeatedSpans(V, 64, 64, seed=7, ids=alphabet)
+        longer = RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=alphabet)
+        wider = RepeatedSpans(V, 128, 32, k_max=60, seed=10, ids=seen)
+        loader = Curriculum([(175, short), (225, longer), (None, wider)])
     elif name.startswith("spans-world256") and "then" not in name:
         cfg = TrainConfig(max_steps=200, batch_size=64, seq_len=64, eval_every=25)
         loader = drills()
@@ -255,6 +265,8 @@ def run(name: str, work: Path, tok) -> dict:
     probes = {"induction": induction_probe}
     if "world256" in name or "copier" in name:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
+    if name.endswith("all-seen"):
+        probes["rare"] = lambda m: induction_probe(m, ids=seen[256:])
     t0 = time.perf_counter()
     train(model, loader, cfg, out_dir=work / name, progress=False, probes=probes)
     log = [json.loads(line) for line in open(work / name / "metrics.jsonl")]
@@ -273,7 +285,8 @@ def run(name: str, work: Path, tok) -> dict:
 
 RECIPES = [
     "world", "world+lines-30", "period-64", "spans-64x64", "spans-16x64", "spans-16x256",
-    "spans-world256", "spans-world256-curriculum", "spans-world256-from-pretrained",
+    "spans-world256", "spans-world256-curriculum", "spans-world256-curriculum-then-all-seen",
+    "spans-world256-from-pretrained",
     "spans-world256-from-sft",
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
