@@ -37,6 +37,11 @@ their spans from the 256 most frequent ids of the world's pretraining text
 - ``copier+world-drills-10+notes-20``: the 10 % recipe with a fifth of the batches copy text as
   in ``world+lines-30``; it also reports ``note_recall``, the share of 150 held-out notes
   ("Note: ... Question: what is X? Answer:") whose greedy answer starts with the noted value;
+- ``spans-values-curriculum``: the curriculum over 436 ids, the 256 most frequent ones and the
+  224 ids the world's chat details are written with (``value_ids``: locker codes, shell counts,
+  birthdays, boxes, snails, places, passwords); it also probes on those 224 (``probe_values``);
+- ``copier-values+world-drills-10``: chapter 06's pretraining from that run's model (run it
+  first, same ``--work``) with 10 % drill batches over the same 436 ids;
 - ``world+repeated-text-50``: every other batch rows of world-text spans (8 to 64 tokens, from
   anywhere in the corpus) each written twice, the loss on both copies.
 """
@@ -116,6 +121,18 @@ def copy_lines(work: Path, tok) -> PreparedData:
         write_jsonl(lines, ({"text": copy_text(rng)} for _ in range(30000)))
         prepare(lines, tok, work / "lines")
     return PreparedData(work / "lines")
+
+
+def value_ids(tok) -> torch.Tensor:
+    """Every id (from 16 up) of the world's chat detail values, with and without a leading
+    space: the tokens that long-context recall has to copy."""
+    from spongebob.world.chats import DETAIL_VALUES
+
+    values = [v for kind, vs in DETAIL_VALUES.items() if kind != "month" for v in vs]
+    values += [str(n) for n in range(1000, 10000)] + [str(n) for n in range(11, 100)]
+    values += [f"{m} {d}" for m in DETAIL_VALUES["month"] for d in range(1, 29)]
+    ids = {i for v in values for text in (v, " " + v) for i in tok.encode(text) if i >= 16}
+    return torch.tensor(sorted(ids))
 
 
 class FixedPeriod:
@@ -221,6 +238,21 @@ def run(name: str, work: Path, tok) -> dict:
         longer = RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=alphabet)
         wider = RepeatedSpans(V, 128, 32, k_max=60, seed=10, ids=seen)
         loader = Curriculum([(175, short), (225, longer), (None, wider)])
+    elif name == "spans-values-curriculum":
+        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(value_ids(tok).tolist())))
+        cfg = TrainConfig(max_steps=400, batch_size=64, seq_len=64, eval_every=50)
+        short = RepeatedSpans(V, 64, 64, seed=7, ids=wide)
+        loader = Curriculum(
+            [(175, short), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=wide))]
+        )
+    elif name == "copier-values+world-drills-10":
+        ckpt = work / "spans-values-curriculum" / "last.pt"
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt}: no such run; run --only spans-values-curriculum first")
+        model = load_model(ckpt).train()
+        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(value_ids(tok).tolist())))
+        drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
+        cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.1)
     elif name.startswith("spans-world256") and "then" not in name:
         cfg = TrainConfig(max_steps=200, batch_size=64, seq_len=64, eval_every=25)
         loader = drills()
@@ -263,8 +295,10 @@ def run(name: str, work: Path, tok) -> dict:
     if model is None:
         model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
     probes = {"induction": induction_probe}
-    if "world256" in name or "copier" in name:
+    if "world256" in name or "copier" in name or "values" in name:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
+    if "values" in name:
+        probes["values"] = lambda m: induction_probe(m, ids=value_ids(tok))
     if name.endswith("all-seen"):
         probes["rare"] = lambda m: induction_probe(m, ids=seen[256:])
     t0 = time.perf_counter()
@@ -290,7 +324,7 @@ RECIPES = [
     "spans-world256-from-sft",
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
-    "copier+world-drills-10+notes-20",
+    "copier+world-drills-10+notes-20", "spans-values-curriculum", "copier-values+world-drills-10",
 ]  # fmt: skip
 
 if __name__ == "__main__":
