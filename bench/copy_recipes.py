@@ -192,24 +192,14 @@ class RepeatedText:
         self.count = int(state["count"])
 
 
-class Then:
-    """``first`` for its first ``n`` batches, then ``rest``."""
-
-    def __init__(self, first, n: int, rest) -> None:
-        self.first, self.n, self.rest = first, n, rest
-
-    def __iter__(self):
-        head = iter(self.first)
-        for _ in range(self.n):
-            yield next(head)
-        yield from self.rest
-
-
 def run(name: str, work: Path, tok) -> dict:
     V = tok.vocab_size
     prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
     world = PreparedData(work / "world")
     alphabet = frequent_ids(world)
+    if "values" in name:  # the 256 most frequent ids and the ids the chat details use
+        values = value_ids(tok)
+        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
     tiny = TrainConfig.preset("tiny", eval_every=100)
     model = None
 
@@ -239,7 +229,6 @@ def run(name: str, work: Path, tok) -> dict:
         wider = RepeatedSpans(V, 128, 32, k_max=60, seed=10, ids=seen)
         loader = Curriculum([(175, short), (225, longer), (None, wider)])
     elif name == "spans-values-curriculum":
-        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(value_ids(tok).tolist())))
         cfg = TrainConfig(max_steps=400, batch_size=64, seq_len=64, eval_every=50)
         short = RepeatedSpans(V, 64, 64, seed=7, ids=wide)
         loader = Curriculum(
@@ -250,7 +239,6 @@ def run(name: str, work: Path, tok) -> dict:
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt}: no such run; run --only spans-values-curriculum first")
         model = load_model(ckpt).train()
-        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(value_ids(tok).tolist())))
         drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.1)
     elif name.startswith("spans-world256") and "then" not in name:
@@ -267,7 +255,7 @@ def run(name: str, work: Path, tok) -> dict:
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills(), 0.5)
     elif name == "spans-world256-200-then-world+25":
         mixed = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills(), 0.25)
-        cfg, loader = tiny, Then(drills(), 200, mixed)
+        cfg, loader = tiny, Curriculum([(200, drills()), (None, mixed)])
     elif name.startswith("copier+world"):
         ckpt = artifacts_dir("runs", "copy-control-world") / "last.pt"
         if not ckpt.is_file():
@@ -298,7 +286,7 @@ def run(name: str, work: Path, tok) -> dict:
     if "world256" in name or "copier" in name or "values" in name:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
     if "values" in name:
-        probes["values"] = lambda m: induction_probe(m, ids=value_ids(tok))
+        probes["values"] = lambda m: induction_probe(m, ids=values)
     if name.endswith("all-seen"):
         probes["rare"] = lambda m: induction_probe(m, ids=seen[256:])
     t0 = time.perf_counter()
