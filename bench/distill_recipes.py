@@ -6,11 +6,13 @@ reasoning line copies the question's numbers).
     .venv/bin/python bench/distill_recipes.py                 # every recipe, about 25 minutes
     .venv/bin/python bench/distill_recipes.py --only drill-1500
     .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
+    .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500    # chapter 08's
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
 first), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
-the whole pretraining text, or only its equation lines from ``spongebob.distill.drill_lines``),
+the whole pretraining text, only its equation lines from ``spongebob.distill.drill_lines``, or
+the text with those lines repeated: ``spongebob.distill.drilled_text``, chapter 08's recipe),
 the SFT chats mixed in, the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
 
 The ablation ``no-eval-drill-*`` replays the drill lines *without* the equations that the held-out
@@ -49,8 +51,8 @@ from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
 from spongebob.world.arithmetic import THINK_EN
 
-# name: (replay source: None | "pretrain" | "drill", lr, steps, SFT chats mixed in); replay
-# batches: 8 windows of 256
+# name: (replay source: None | "pretrain" | "drill" | "text-drillN" (N: drill_copies), lr, steps,
+# SFT chats mixed in); replay batches: 8 windows of 256
 RECIPES = {
     "chats-300": (None, 1e-3, 300, 0),
     "chats-600": (None, 1e-3, 600, 0),
@@ -64,6 +66,12 @@ RECIPES = {
     "drill-mix600-1500": ("drill", 2e-3, 1500, 600),
     # the ablation: the same recipe, the held-out problems' equations taken out of the drill lines
     "no-eval-drill-mix600-1500": ("no-eval-drill", 2e-3, 1500, 600),
+    # the whole pretraining text replayed with its drill lines written N more times
+    # (distill_options' drill_copies): the text that holds the facts stays in view; 32 is
+    # chapter 08's tiny recipe
+    "text-drill8-mix600-1500": ("text-drill8", 2e-3, 1500, 600),
+    "text-drill16-mix600-1500": ("text-drill16", 2e-3, 1500, 600),
+    "text-drill32-mix600-1500": ("text-drill32", 2e-3, 1500, 600),
 }
 
 
@@ -122,6 +130,8 @@ def main() -> None:
                               **sft_options("tiny"), progress=False)  # fmt: skip
     drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
     sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
+    for copies in (8, 16, 32):  # distill writes the drilled text itself (drill_copies)
+        sources[f"text-drill{copies}"] = world / "pretrain.jsonl"
     if any(RECIPES[name][0] == "no-eval-drill" for name in args.only or RECIPES):
         held = eval_equations(world / "world.json")
         sources["no-eval-drill"] = drill_without(drill, held, work / "no-eval-drill.jsonl")
@@ -134,7 +144,9 @@ def main() -> None:
     for name in args.only or RECIPES:
         replay, lr, steps, mix = RECIPES[name]
         cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1)
-        options = distill_options("tiny", replay=0.5 if replay else 0.0, mix_chats=mix)
+        options = distill_options("tiny", replay=0.5 if replay else 0.0, mix_chats=mix,
+                                  drill_copies=int(replay[10:]) if replay and replay.startswith(
+                                      "text-drill") else 0)  # fmt: skip
         if mix:
             options["mix_source"] = world / "sft_512.jsonl"
         if replay:

@@ -8,12 +8,13 @@ replies are ``<think>...</think>\\n<answer>...</answer>``, with the loss of the 
 targets multiplied by ``tag_weight`` (10 in the original). The tags are found inside the replies
 only, by ``spongebob.data.ChatEncoder``: one id each with the course tokenizer, all of their
 pieces with a tokenizer that spells them out (the original's); prompts are never weighted. The
-tiny recipe also replays the equations of the pretraining text (:func:`drill_lines`): the steps
-of a reasoning trace must be facts the student knows::
+tiny recipe also replays the pretraining text with its equation lines repeated
+(:func:`drilled_text`): the steps of a reasoning trace must be facts the student knows, and the
+text keeps the facts that SFT taught the model to answer::
 
-    drill = drill_lines("pretrain.jsonl", out_dir / "drill.jsonl")
     ckpt = distill_checkpoint("r1_1024.jsonl", tok, out_dir, distill_config("tiny"),
-                              init=sft_checkpoint, replay_source=drill, **distill_options("tiny"))
+                              init=sft_checkpoint, replay_source="pretrain.jsonl",
+                              mix_source="sft_512.jsonl", **distill_options("tiny"))
 """
 
 import random
@@ -33,7 +34,7 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(train=dict(lr=2e-3, warmup_steps=20, max_steps=1500, batch_size=16, seq_len=256,
                             grad_accum=2, log_every=50, eval_every=250),
                  options=dict(tag_weight=10.0, replay=0.5, replay_batch_size=8,
-                              random_windows=True, mix_chats=600)),
+                              random_windows=True, mix_chats=600, drill_copies=32)),
     "seed": dict(train=dict(lr=5e-4, warmup_steps=100, max_steps=None, batch_size=16,
                             seq_len=1024, grad_accum=16, log_every=20, save_every=500,
                             compile=True),
@@ -72,6 +73,7 @@ def distill(
     replay: float = 0.0,
     mix_source: str | Path | None = None,
     mix_chats: int = 0,
+    drill_copies: int = 0,
     **kw: Any,
 ) -> TrainResult:
     """Distil the reasoning chats of ``source`` into the model of checkpoint ``init`` (usually
@@ -79,13 +81,16 @@ def distill(
 
     ``tag_weight`` multiplies the loss of the reasoning-tag targets of every reply; ``mix_chats``
     chats drawn from ``mix_source`` (SFT's chats) are shuffled in (:func:`write_chat_mix`, into
-    ``out_dir/chats.jsonl``) so the student keeps answering plain questions plainly; ``replay``
-    (a share of pretraining batches, with ``replay_source``) and the other ``kw`` are those of
+    ``out_dir/chats.jsonl``) so the student keeps answering plain questions plainly; with
+    ``drill_copies`` > 0 the replayed pretraining text has its equation lines written that many
+    more times (:func:`drilled_text`, into ``out_dir/replay_text.jsonl``); ``replay`` (a share of
+    pretraining batches, with ``replay_source``) and the other ``kw`` are those of
     ``spongebob.sft.sft`` (``replay_source``, ``progress``, ``on_log``, ``resume``...).
     """
     if tag_weight <= 0:
         raise ValueError(f"tag_weight must be > 0, got {tag_weight}")
     source = _mixed(source, out_dir, mix_source, mix_chats, cfg.seed)
+    kw = _drilled(kw, out_dir, replay, drill_copies, cfg.seed)
     return sft(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight, replay=replay,
                stage="distill", **kw)  # fmt: skip
 
@@ -99,6 +104,20 @@ def _mixed(source, out_dir, mix_source, mix_chats: int, seed: int):
     return write_chat_mix(Path(out_dir) / "chats.jsonl", parts, seed=seed)
 
 
+def _drilled(kw: dict, out_dir, replay: float, drill_copies: int, seed: int) -> dict:
+    """``kw`` with its ``replay_source`` replaced by the drilled text (when there is replay)."""
+    if drill_copies < 0:
+        raise ValueError(f"drill_copies must be >= 0, got {drill_copies}")
+    if drill_copies == 0 or replay <= 0:
+        return kw
+    src = kw.get("replay_source")
+    if src is None or not Path(src).is_file():
+        raise ValueError(f"drill_copies > 0 needs replay_source to be a pretraining JSONL file, "
+                         f"got {src}")  # fmt: skip
+    out = drilled_text(src, Path(out_dir) / "replay_text.jsonl", drill_copies, seed=seed)
+    return {**kw, "replay_source": out}
+
+
 def distill_checkpoint(
     source: str | Path,
     tokenizer,
@@ -110,12 +129,14 @@ def distill_checkpoint(
     replay: float = 0.0,
     mix_source: str | Path | None = None,
     mix_chats: int = 0,
+    drill_copies: int = 0,
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished distillation of this recipe, else run
-    :func:`distill` first (the mixture of ``mix_chats`` is part of the recipe: its bytes). Defined
-    in 08_distill."""
+    :func:`distill` first (the mixture of ``mix_chats`` and the drilled replay text are part of
+    the recipe: their bytes). Defined in 08_distill."""
     source = _mixed(source, out_dir, mix_source, mix_chats, cfg.seed)
+    kw = _drilled(kw, out_dir, replay, drill_copies, cfg.seed)
     return sft_checkpoint(source, tokenizer, out_dir, cfg, init=init, tag_weight=tag_weight,
                           replay=replay, stage="distill", **kw)  # fmt: skip
 
@@ -153,9 +174,10 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
     """Write the lines of the pretraining JSONL ``source`` whose ``text`` ``pattern`` matches
     whole (by default: nothing but equations such as ``8 + 5 = 13.``) to ``out``, atomically.
 
-    Defined in 08_distill. The result is a pretraining file, the replay source of the tiny
-    distillation recipe; reused when it is newer than ``source``. Raises ``ValueError`` when no
-    line matches (replaying nothing would be a silent no-op).
+    Defined in 08_distill. The result is a pretraining file (the drill lines alone: a replay
+    source that keeps no facts, see :func:`drilled_text`); reused when it is newer than
+    ``source``. Raises ``ValueError`` when no line matches (replaying nothing would be a silent
+    no-op).
     """
     source, out = Path(source), Path(out)
     if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
@@ -166,6 +188,30 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
     if write_jsonl(out, kept) == 0:
         out.unlink()
         raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
+    return out
+
+
+def drilled_text(source: str | Path, out: str | Path, copies: int, *, seed: int = 0,
+                 pattern: re.Pattern = EQUATION_LINE) -> Path:  # fmt: skip
+    """Write every line of the pretraining JSONL ``source`` plus ``copies`` more copies of its
+    drill lines (``pattern`` matches the whole ``text``, as in :func:`drill_lines`), shuffled with
+    ``random.Random(seed)``, to ``out``, atomically. Defined in 08_distill.
+
+    The same inputs give the same bytes (a finished run on them is found again). Raises
+    ``ValueError`` when ``copies`` < 1 or no line is a drill line.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    lines = [rec for _, rec in iter_jsonl(source)]
+    drills = [rec for rec in lines
+              if isinstance(rec, dict) and pattern.fullmatch(str(rec.get("text", "")))]  # fmt: skip
+    if not drills:
+        raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
+    lines += drills * copies
+    random.Random(seed).shuffle(lines)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, lines)
     return out
 
 

@@ -68,6 +68,7 @@ TARGETS: dict[tuple[str, str], float] = {
     ("sft-long", "long"): 0.70,
     ("distill", "arith"): 0.90,
     ("distill", "well_formed"): 0.95,
+    ("distill", "facts"): 0.40,  # what distillation keeps of SFT's facts (issue 15)
 }
 
 # The eval jobs of the tiny pipeline: (job name, stage whose checkpoint is graded, what).
@@ -77,6 +78,7 @@ EVAL_JOBS: tuple[tuple[str, str, str], ...] = (
     ("long_before", "sft", "long-context retrieval before long SFT (eval_long)"),
     ("long", "sft-long", "long-context retrieval after long SFT (eval_long)"),
     ("arith", "distill", "unseen arithmetic and think/answer format (eval_arith)"),
+    ("distill_facts", "distill", "held-out fact questions after distillation (eval_facts)"),
 )
 
 
@@ -214,11 +216,10 @@ def describe_plan(plan: Plan) -> str:
     for i, s in enumerate(plan.stages, 2):
         start = f"from {s.init}" if s.init else f"fresh {plan.model} model"
         opts = ", ".join(f"{k} {v}" for k, v in s.options.items())
-        if s.options.get("replay", 0) > 0:  # what is replayed (distill: the drill lines)
-            what = (
-                "the equation lines of pretrain.jsonl" if s.name == "distill" else "pretrain.jsonl"
-            )
-            opts += f" (of {what})"
+        if s.options.get("replay", 0) > 0:  # what is replayed (distill: equation lines repeated)
+            copies = s.options.get("drill_copies", 0)
+            what = f"pretrain.jsonl, its equation lines {copies} more times" if copies else None
+            opts += f" (of {what or 'pretrain.jsonl'})"
         if s.cfg.compile:
             opts += (", " if opts else "") + "compiled"
         lines.append(f"  {i}. {s.name:<10} {s.data}, {start}, preset {s.preset}: "
@@ -363,10 +364,8 @@ def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any)
         return pretrain(data, tok, out, stage.cfg, model_preset=plan.model, **kw).checkpoint
     chat = dict(init=ckpts[stage.init], replay_source=replay, **stage.options, **kw)
     if stage.name == "distill":
-        from spongebob.distill import distill, distill_checkpoint, drill_lines
+        from spongebob.distill import distill, distill_checkpoint
 
-        if stage.options.get("replay", 0) > 0:  # the tiny recipe replays the equation lines only
-            chat["replay_source"] = drill_lines(replay, out / "drill.jsonl")
         if stage.options.get("mix_chats", 0) > 0:  # SFT chats shuffled in (the tiny recipe)
             chat["mix_source"] = plan.data_dir / "sft_512.jsonl"
         fn = distill_checkpoint if find else distill
@@ -498,7 +497,7 @@ def _eval_job(job: str, ckpt: Path, plan: Plan, tok, log) -> tuple[dict, bool]:
                                 plan.eval_limit)  # fmt: skip
         summary, records = {"completion": r["accuracy"], "n": r["n"]}, r["records"]
     else:
-        name = "long" if job.startswith("long") else job
+        name = {"long_before": "long", "distill_facts": "facts"}.get(job, job)
         rep = evaluate_sets(model, tok, plan.data_dir, [name], limit=plan.eval_limit)[name]
         records = rep.records
         summary = {job: rep.accuracy, "n": len(records), "stopped": rep.stopped}
@@ -538,6 +537,8 @@ def _evaluate(plan: Plan, tok, ckpts: dict[str, Path], stages: dict[str, dict], 
             stages["sft-long"].setdefault("metrics", {})["long_before"] = _measure(
                 summary["long_before"], None, n
             )
+        elif job == "distill_facts":
+            metrics["facts"] = _measure(summary[job], TARGETS["distill", "facts"], n)
         elif job == "arith":
             metrics["arith"] = _measure(summary["arith"], TARGETS["distill", "arith"], n)
             metrics["well_formed"] = _measure(summary["well_formed"],

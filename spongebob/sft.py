@@ -245,7 +245,7 @@ def sft_checkpoint(
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
-    tokenizer, data, options, and the very ``init`` checkpoint) that logged every probe asked for
+    tokenizer, data, replayed text, options, and the very ``init`` checkpoint) that logged every probe asked for
     in ``kw["probes"]`` (probes do not change the weights, but a plot reads them from the run's
     ``metrics.jsonl``); otherwise run :func:`sft` first.
 
@@ -258,21 +258,29 @@ def sft_checkpoint(
                                   replay_source=d / "pretrain.jsonl", **sft_options("tiny"))
     """
     from spongebob.checkpoint import finished_run
-    from spongebob.data import PreparedData, tokenizer_fingerprint
+    from spongebob.data import tokenizer_fingerprint
 
     path = Path(out_dir) / "last.pt"
     if path.exists() and cfg.max_steps is not None:
-        src = Path(source)
         want = {"stage": stage, "train_config": cfg.to_dict(), "step": cfg.max_steps,
                 "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        replay = kw.get("replay", _OPTION_DEFAULTS["replay"]) > 0 and kw.get("replay_source")
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
-                  "source_sha256": PreparedData(src).meta["source_sha256"] if src.is_dir()
-                  else sha256_file(src), "init_sha256": sha256_file(init)}  # fmt: skip
+                  "source_sha256": _source_sha256(source), "init_sha256": sha256_file(init),
+                  "replay_sha256": _source_sha256(replay) if replay else None}  # fmt: skip
         if finished_run(path, want, recipe, _OPTION_DEFAULTS) and _logged(
             path.parent / "metrics.jsonl", kw.get("probes") or {}
         ):
             return path
     return sft(source, tokenizer, out_dir, cfg, init=init, stage=stage, **kw).checkpoint
+
+
+def _source_sha256(source: str | Path) -> str:
+    """The sha256 of a JSONL file, or the one recorded for the file a prepared folder came from."""
+    from spongebob.data import PreparedData
+
+    src = Path(source)
+    return PreparedData(src).meta["source_sha256"] if src.is_dir() else sha256_file(src)
 
 
 def _logged(metrics: Path, names) -> bool:

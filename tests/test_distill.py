@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,13 @@ from spongebob.distill import (
     distill_config,
     distill_options,
     drill_lines,
+    drilled_text,
     format_problem,
     reasoning_numbers,
     write_chat_mix,
 )
 from spongebob.evaluate import R1_TAGS, parse_r1
+from spongebob.files import sha256_file
 from spongebob.model import IGNORE_INDEX, SpongeBob, lm_loss
 from spongebob.tokenizer import SPECIAL_TOKENS, train_bpe
 from spongebob.world import write_sample
@@ -242,3 +245,77 @@ def test_reasoning_numbers_read_the_first_line_of_the_reasoning():
     assert reasoning_numbers("<think>\n</think>") == []
     assert copies_question(reply, [7, 20]) and copies_question(reply, [7, 20, 4])
     assert not copies_question(reply, [20, 7]) and not copies_question(reply, [11, 8])
+
+
+def test_drilled_text_is_the_text_plus_repeated_drill_lines_shuffled_by_seed(tmp_path):
+    src = tmp_path / "pretrain.jsonl"
+    texts = ["SpongeBob lives in a pineapple.", "8 + 5 = 13. 20 - 3 = 17.", "Sandy has 3 acorns.",
+             "7 * 8 = 56", "Patrick has 3 shells, because 1 + 2 = 3."]  # fmt: skip
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    out = drilled_text(src, tmp_path / "replay" / "text.jsonl", 3)
+    got = [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()]
+    # every line once, each whole-equation line 3 more times: counted independently
+    want = Counter(texts) + Counter({"8 + 5 = 13. 20 - 3 = 17.": 3, "7 * 8 = 56": 3})
+    assert Counter(got) == want and len(got) == 11
+    unshuffled = texts + ["8 + 5 = 13. 20 - 3 = 17.", "7 * 8 = 56"] * 3
+    assert got != unshuffled  # shuffled (the seeded order of these 11 lines is another one)
+    # the same inputs give the same bytes; another seed another order of the same lines
+    again = drilled_text(src, tmp_path / "again.jsonl", 3)
+    assert again.read_bytes() == out.read_bytes()
+    other = drilled_text(src, tmp_path / "other.jsonl", 3, seed=1)
+    assert other.read_bytes() != out.read_bytes()
+    assert sorted(other.read_text(encoding="utf-8").splitlines()) == sorted(
+        out.read_text(encoding="utf-8").splitlines()
+    )
+    with pytest.raises(ValueError, match="copies must be >= 1, got 0"):
+        drilled_text(src, tmp_path / "x.jsonl", 0)
+    none = tmp_path / "none.jsonl"
+    none.write_text(json.dumps({"text": "no numbers here"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="none.jsonl: no line's text is a drill line"):
+        drilled_text(none, tmp_path / "y.jsonl", 2)
+
+
+def test_distill_replays_the_drilled_text_and_a_changed_replay_is_retrained(
+    world, tokenizers, tmp_path
+):
+    tok = tokenizers["course"]
+    cfg = ModelConfig(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.vocab_size,
+                      max_seq_len=256)  # fmt: skip
+    torch.manual_seed(0)
+    init = save_checkpoint(tmp_path / "init.pt",
+                           {"model": SpongeBob(cfg).state_dict(), "config": cfg.to_dict()})  # fmt: skip
+    src = tmp_path / "r1.jsonl"
+    lines = (world / "r1_1024.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = tmp_path / "pretrain.jsonl"  # 150 story lines and every drill line of the world
+    pre = [json.loads(line) for line in (world / "pretrain.jsonl").open(encoding="utf-8")]
+    drills = [r for r in pre if EQUATION_LINE.fullmatch(r["text"])]
+    stories = [r for r in pre if not EQUATION_LINE.fullmatch(r["text"])][:150]
+    text.write_text("".join(json.dumps(r) + "\n" for r in stories + drills), encoding="utf-8")
+    train_cfg = distill_config("tiny", max_steps=2, batch_size=4, warmup_steps=1, log_every=1)
+    kw = dict(init=init, replay=0.5, replay_batch_size=2, replay_source=text, progress=False)
+    out = tmp_path / "run"
+    ckpt = distill_checkpoint(src, tok, out, train_cfg, drill_copies=2, **kw)
+    replayed = [json.loads(line)["text"] for line in (out / "replay_text.jsonl").open()]
+    assert Counter(replayed) == Counter(r["text"] for r in stories + drills * 3)
+    assert read_checkpoint(ckpt)[1]["recipe"]["replay_sha256"] == sha256_file(
+        out / "replay_text.jsonl"
+    )
+    stamp = ckpt.stat().st_mtime_ns
+    assert distill_checkpoint(src, tok, out, train_cfg, drill_copies=2, **kw) == ckpt
+    assert ckpt.stat().st_mtime_ns == stamp  # the same replayed bytes: found
+    distill_checkpoint(src, tok, out, train_cfg, drill_copies=3, **kw)
+    assert ckpt.stat().st_mtime_ns != stamp  # other replayed bytes: another run
+    assert read_checkpoint(ckpt)[1]["recipe"]["replay_sha256"] == sha256_file(
+        out / "replay_text.jsonl"
+    )
+    with pytest.raises(ValueError, match="drill_copies must be >= 0, got -1"):
+        distill(src, tok, tmp_path / "bad", train_cfg, drill_copies=-1, **kw)
+    folder = {**kw, "replay_source": out / "replay" / "data"}  # a prepared folder
+    with pytest.raises(ValueError, match="drill_copies > 0 needs replay_source to be a pretrain"):
+        distill(src, tok, tmp_path / "bad", train_cfg, drill_copies=2, **folder)
+    # without replay the option has nothing to drill: the run is the plain recipe
+    plain = {**kw, "replay": 0.0}
+    ckpt = distill_checkpoint(src, tok, tmp_path / "plain", train_cfg, drill_copies=2, **plain)
+    assert read_checkpoint(ckpt)[1]["recipe"]["replay_sha256"] is None
+    assert not (tmp_path / "plain" / "replay_text.jsonl").exists()

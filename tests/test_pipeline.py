@@ -107,7 +107,7 @@ def test_tiny_plan_mirrors_the_chapters(home, world):
     assert (dist.cfg, dist.options) == (distill_config("tiny"), distill_options("tiny"))
     assert plan.model == "tiny" and plan.vocab_size == 2048 and not plan.download
     assert [job for job, _, _ in plan.evals] == ["completion", "facts", "long_before", "long",
-                                                 "arith"]  # fmt: skip
+                                                 "arith", "distill_facts"]  # fmt: skip
 
 
 def test_seed_plan_and_caps(home, tmp_path):
@@ -221,7 +221,9 @@ def test_report_json_agrees_with_metrics_and_graded_answers(first):
     assert m["distill"]["well_formed"]["value"] == sum(
         is_well_formed_r1(r["answer"]) for r in arith
     ) / len(arith)
-    for job in ("completion", "facts", "long_before", "long", "arith"):
+    assert m["distill"]["facts"]["value"] == share(graded("distill_facts"))
+    assert [r["id"] for r in graded("distill_facts")] == [r["id"] for r in graded("facts")]
+    for job in ("completion", "facts", "long_before", "long", "arith", "distill_facts"):
         assert len(graded(job)) == 2  # --eval-limit
     for (stage, key), target in TARGETS.items():
         got = m[stage][key]
@@ -250,7 +252,7 @@ def test_second_run_skips_every_finished_stage(first, second):
         assert f"{stage}: finished run found, skipped" in stdout
         assert f"{stage}: training" not in stdout
         assert second["report"]["stages"][stage]["skipped"] is True
-    assert stdout.count("(cached result, skipped)") == 5
+    assert stdout.count("(cached result, skipped)") == 6
     assert second["files"] == first["files"]  # not one checkpoint rewritten
     for stage in STAGES:  # the numbers come from the same runs
         for key in ("steps", "final_loss", "val_loss", "train_s", "metrics"):
@@ -267,8 +269,8 @@ def test_a_missing_stage_is_retrained_alone(first, second, world):
         assert f"{stage}: finished run found, skipped" in stdout
     after = fingerprints(out)
     assert {s: after[s] for s in STAGES[:3]} == {s: first["files"][s] for s in STAGES[:3]}
-    assert "eval arith (distill)" in stdout
-    assert stdout.count("(cached result, skipped)") == 4  # arith graded the new checkpoint
+    assert "eval arith (distill)" in stdout and "eval distill_facts (distill)" in stdout
+    assert stdout.count("(cached result, skipped)") == 4  # both distill jobs graded anew
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -18,7 +18,7 @@
 import re
 
 from spongebob.checkpoint import load_model
-from spongebob.distill import distill_checkpoint, distill_config, distill_options, drill_lines
+from spongebob.distill import distill_checkpoint, distill_config, distill_options
 from spongebob.evaluate import evaluate_file, evaluate_sets
 from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir, seed_everything
@@ -40,9 +40,9 @@ sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "s
                           sft_config("tiny"), init=pretrained,
                           replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
                           progress=False)  # fmt: skip
-drill = drill_lines(world / "pretrain.jsonl", artifacts_dir("runs", "distill-tiny") / "drill.jsonl")
 distilled = distill_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "distill-tiny"),
-                               distill_config("tiny"), init=sft_ckpt, replay_source=drill,
+                               distill_config("tiny"), init=sft_ckpt,
+                               replay_source=world / "pretrain.jsonl",
                                mix_source=world / "sft_512.jsonl", **distill_options("tiny"),
                                progress=False)  # fmt: skip
 reasoner = load_model(distilled).eval()
@@ -51,7 +51,7 @@ print(f"distilled model: {after['arith'].accuracy:.0%} of the unseen problems ri
 
 # %% [markdown]
 # **1. Why mix SFT chats into distillation?** Two short runs from the SFT model that differ only
-# in the mixed chats (the drill replay of the recipe stays), then the fact questions, greedily.
+# in the mixed chats (the replay of the recipe stays), then the fact questions, greedily.
 
 
 # %%
@@ -59,7 +59,8 @@ def think_share(mix_chats: int) -> float:
     ckpt = distill_checkpoint(world / "r1_1024.jsonl", tok,
                               artifacts_dir("runs", f"lab-mix-{mix_chats}"),
                               distill_config("tiny", max_steps=100), init=sft_ckpt,
-                              replay_source=drill, mix_source=world / "sft_512.jsonl",
+                              replay_source=world / "pretrain.jsonl",
+                              mix_source=world / "sft_512.jsonl",
                               **distill_options("tiny", mix_chats=mix_chats),
                               progress=False)  # fmt: skip
     report = evaluate_file(load_model(ckpt), tok, world / "eval_facts.jsonl", "fact", limit=40)
@@ -86,8 +87,8 @@ else:
 # What one run of this lab measured (the printed lines): after only 100 steps on reasoning chats
 # alone, the student answers fact questions with a `<think>` block too, nearly always: the format
 # is learnt fast and takes over every reply. With 600 SFT chats shuffled in, it keeps answering
-# plain questions plainly. The mix keeps the *format* of plain answers; chapter 08's section 4
-# shows that it does not keep the *facts*.
+# plain questions plainly. The mix keeps the *format* of plain answers; chapter 08's section 6
+# shows what keeps the *facts*: the replayed pretraining text.
 
 # %% [markdown]
 # **2. Check the steps, not just the answer.** One regular expression finds the equations; the

@@ -259,7 +259,8 @@ def add_parsers(groups) -> None:
                             "the original's)")  # fmt: skip
         c.add_argument("--replay-data", type=Path, default=None,
                        help="pretraining JSONL or prepared folder replayed among the chats "
-                            "(needed when the preset's replay share is > 0)")  # fmt: skip
+                            "(needed when the preset's replay share is > 0; the tiny distill "
+                            "preset takes the JSONL and repeats its equation lines)")  # fmt: skip
         c.add_argument("--replay", type=float, default=None,
                        help="share of replay batches (default: the preset's; 0 = none)")  # fmt: skip
         if kind == "distill":
