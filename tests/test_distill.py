@@ -173,8 +173,8 @@ def test_presets_and_validation():
         distill_options("x")
 
 
-def test_distill_records_stage_and_weight_and_is_found_again(world, tokenizers, tmp_path):
-    tok = tokenizers["course"]
+def _tiny_start(world: Path, tok, tmp_path: Path) -> tuple[Path, Path]:
+    """A one-layer model's checkpoint and the first 24 reasoning chats of the world."""
     cfg = ModelConfig(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.vocab_size,
                       max_seq_len=256)  # fmt: skip
     torch.manual_seed(0)
@@ -183,6 +183,12 @@ def test_distill_records_stage_and_weight_and_is_found_again(world, tokenizers, 
     src = tmp_path / "r1.jsonl"
     lines = (world / "r1_1024.jsonl").read_text(encoding="utf-8").splitlines()[:24]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return init, src
+
+
+def test_distill_records_stage_and_weight_and_is_found_again(world, tokenizers, tmp_path):
+    tok = tokenizers["course"]
+    init, src = _tiny_start(world, tok, tmp_path)
     train_cfg = distill_config("tiny", max_steps=3, batch_size=4, warmup_steps=1, log_every=1)
     with pytest.raises(ValueError, match="tag_weight must be > 0"):
         distill(src, tok, tmp_path / "bad", train_cfg, init=init, tag_weight=0)
@@ -279,14 +285,7 @@ def test_distill_replays_the_drilled_text_and_a_changed_replay_is_retrained(
     world, tokenizers, tmp_path
 ):
     tok = tokenizers["course"]
-    cfg = ModelConfig(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.vocab_size,
-                      max_seq_len=256)  # fmt: skip
-    torch.manual_seed(0)
-    init = save_checkpoint(tmp_path / "init.pt",
-                           {"model": SpongeBob(cfg).state_dict(), "config": cfg.to_dict()})  # fmt: skip
-    src = tmp_path / "r1.jsonl"
-    lines = (world / "r1_1024.jsonl").read_text(encoding="utf-8").splitlines()[:24]
-    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    init, src = _tiny_start(world, tok, tmp_path)
     text = tmp_path / "pretrain.jsonl"  # 150 story lines and every drill line of the world
     pre = [json.loads(line) for line in (world / "pretrain.jsonl").open(encoding="utf-8")]
     drills = [r for r in pre if EQUATION_LINE.fullmatch(r["text"])]
