@@ -520,8 +520,9 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
 # cure is the one chapter 07 measured for SFT: keep the *whole* pretraining text in the replay.
 # The equations are a small share of that text (printed below), too few to drill, so
 # `drilled_text` writes the text with its drill lines repeated `copies` more times, shuffled (32
-# in the tiny recipe: with 8 or 16 the arithmetic was less reliable, docs/benchmarks.md). `distill` does it itself with the
-# `drill_copies` option, from the pretraining file given as `replay_source`.
+# in the tiny recipe; with 8, two runs that differed only in the order of the lines landed far
+# apart in arithmetic, docs/benchmarks.md). `distill` does it itself with the `drill_copies`
+# option, from the pretraining file given as `replay_source`.
 
 
 # %%
@@ -742,7 +743,8 @@ print("a fact question now:", after["facts"].records[0]["answer"][:90].replace("
 #   the replayed drill lines. The ablation that removes those equations from the drill lines
 #   (`python bench/distill_recipes.py --only no-eval-drill-mix600-1500`, measured on the earlier
 #   recipe that replayed the drill lines alone, six minutes, so not run in this chapter;
-#   docs/benchmarks.md has its table) loses some of the right answers but keeps most: most of those equations also occur in pretraining stories about other problems. What
+#   docs/benchmarks.md has its table) loses some of the right answers but keeps most: most of
+#   those equations also occur in pretraining stories about other problems. What
 #   the student does is compose steps it has seen, not compute with numbers it never saw.
 # * **The same problems reworded** (people, items and sentences no training file contains): the
 #   accuracy collapses, and the first reasoning line rarely restates the question's numbers. On
@@ -897,11 +899,11 @@ assert kept - drift >= 0.15  # measured: printed above
 
 # %% [markdown]
 # The replay decides it: with the drill lines alone, a couple of hundred steps of reasoning chats
-# already cost a large share of the facts; with the whole text replayed, the facts stay near the
-# SFT model's (the printed lines). The main run of section 4 is the long version of the second
-# line. What no replay can do is make the model read a number it has not seen in that position
-# before: the reworded arithmetic stays near zero in every run, and chapter 07 (section 8)
-# measured why: this model cannot copy from its context.
+# already cost a large share of the facts; with the whole text replayed, far more of them stay
+# (the printed lines). The main run of section 4 is the long version of the second line. What no
+# replay can do is make the model read a number it has not seen in that position before: the
+# reworded arithmetic stays near zero in every run, and chapter 07 (section 8) measured why: this
+# model cannot copy from its context.
 
 
 # %% [markdown]
