@@ -245,9 +245,9 @@ def sft_checkpoint(
     **kw: Any,
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished run of this recipe (stage, configuration,
-    tokenizer, data, replayed text, options, and the very ``init`` checkpoint) that logged every probe asked for
-    in ``kw["probes"]`` (probes do not change the weights, but a plot reads them from the run's
-    ``metrics.jsonl``); otherwise run :func:`sft` first.
+    tokenizer, data, replayed text, options, and the very ``init`` checkpoint) that logged every
+    probe asked for in ``kw["probes"]`` (probes do not change the weights, but a plot reads them
+    from the run's ``metrics.jsonl``); otherwise run :func:`sft` first.
 
     Defined in 07_sft. Chapter 08 calls this (after ``spongebob.pretrain.pretrained_checkpoint``) so
     that it runs on its own; the long-context stage is the same call with its own preset, ``stage``
