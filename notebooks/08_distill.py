@@ -492,6 +492,10 @@ for text in [reply, "The answer is 5.", reply.replace("</think>\n", "</think>\nh
 EQUATION_LINE = re.compile(r"\s*(?:\d+ [-+*/] \d+ = -?\d+[.,;]?\s*)+")
 
 
+def _is_drill_line(rec: object, pattern: re.Pattern) -> bool:
+    return isinstance(rec, dict) and pattern.fullmatch(str(rec.get("text", ""))) is not None
+
+
 def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUATION_LINE) -> Path:
     """Write the lines of the pretraining JSONL ``source`` whose ``text`` ``pattern`` matches
     whole (by default: nothing but equations such as ``8 + 5 = 13.``) to ``out``, atomically.
@@ -504,8 +508,7 @@ def drill_lines(source: str | Path, out: str | Path, pattern: re.Pattern = EQUAT
     source, out = Path(source), Path(out)
     if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
         return out
-    kept = (rec for _, rec in iter_jsonl(source)
-            if isinstance(rec, dict) and pattern.fullmatch(str(rec.get("text", ""))))  # fmt: skip
+    kept = (rec for _, rec in iter_jsonl(source) if _is_drill_line(rec, pattern))
     out.parent.mkdir(parents=True, exist_ok=True)
     if write_jsonl(out, kept) == 0:
         out.unlink()
@@ -539,8 +542,7 @@ def drilled_text(source: str | Path, out: str | Path, copies: int, *, seed: int 
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     lines = [rec for _, rec in iter_jsonl(source)]
-    drills = [rec for rec in lines
-              if isinstance(rec, dict) and pattern.fullmatch(str(rec.get("text", "")))]  # fmt: skip
+    drills = [rec for rec in lines if _is_drill_line(rec, pattern)]
     if not drills:
         raise ValueError(f"{source}: no line's text is a drill line (pattern {pattern.pattern!r})")
     lines += drills * copies
@@ -553,7 +555,7 @@ def drilled_text(source: str | Path, out: str | Path, copies: int, *, seed: int 
 
 # %%
 copies, share = distill_options("tiny")["drill_copies"], {}
-for text in (json.loads(line)["text"] for line in open(world / "pretrain.jsonl", encoding="utf-8")):
+for text in texts[: len(texts) - len(r1)]:  # the pretraining lines (section 2 added r1's replies)
     drill_line = bool(EQUATION_LINE.fullmatch(text))
     share[drill_line] = share.get(drill_line, 0) + len(text)
 in_text = share[True] / (share[True] + share[False])

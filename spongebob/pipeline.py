@@ -218,8 +218,8 @@ def describe_plan(plan: Plan) -> str:
         opts = ", ".join(f"{k} {v}" for k, v in s.options.items())
         if s.options.get("replay", 0) > 0:  # what is replayed (distill: equation lines repeated)
             copies = s.options.get("drill_copies", 0)
-            what = f"pretrain.jsonl, its equation lines {copies} more times" if copies else None
-            opts += f" (of {what or 'pretrain.jsonl'})"
+            more = f", its equation lines {copies} more times" if copies else ""
+            opts += f" (of pretrain.jsonl{more})"
         if s.cfg.compile:
             opts += (", " if opts else "") + "compiled"
         lines.append(f"  {i}. {s.name:<10} {s.data}, {start}, preset {s.preset}: "

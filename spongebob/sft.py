@@ -264,10 +264,10 @@ def sft_checkpoint(
     if path.exists() and cfg.max_steps is not None:
         want = {"stage": stage, "train_config": cfg.to_dict(), "step": cfg.max_steps,
                 "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
-        replay = kw.get("replay", _OPTION_DEFAULTS["replay"]) > 0 and kw.get("replay_source")
+        replayed = kw.get("replay", _OPTION_DEFAULTS["replay"]) > 0 and kw.get("replay_source")
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
                   "source_sha256": _source_sha256(source), "init_sha256": sha256_file(init),
-                  "replay_sha256": _source_sha256(replay) if replay else None}  # fmt: skip
+                  "replay_sha256": _source_sha256(replayed) if replayed else None}  # fmt: skip
         if finished_run(path, want, recipe, _OPTION_DEFAULTS) and _logged(
             path.parent / "metrics.jsonl", kw.get("probes") or {}
         ):
