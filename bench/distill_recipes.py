@@ -7,6 +7,8 @@ reasoning line copies the question's numbers).
     .venv/bin/python bench/distill_recipes.py --only drill-1500
     .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500    # chapter 08's
+    .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500 \
+        --init ~/.cache/spongebob/bench/sft/tiny-seed1/last.pt --work /tmp/from-seed1  # other SFT
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
@@ -52,7 +54,7 @@ from spongebob.world import course_tokenizer, sample_dir
 from spongebob.world.arithmetic import THINK_EN
 
 # name: (replay source: None | "pretrain" | "drill" | "text-drillN" (N: drill_copies), lr, steps,
-# SFT chats mixed in); replay batches: 8 windows of 256
+# SFT chats mixed in[, TrainConfig overrides, option overrides]); replay batches: 8 windows of 256
 RECIPES = {
     "chats-300": (None, 1e-3, 300, 0),
     "chats-600": (None, 1e-3, 600, 0),
@@ -72,7 +74,15 @@ RECIPES = {
     "text-drill8-mix600-1500": ("text-drill8", 2e-3, 1500, 600),
     "text-drill16-mix600-1500": ("text-drill16", 2e-3, 1500, 600),
     "text-drill32-mix600-1500": ("text-drill32", 2e-3, 1500, 600),
-}
+    # issue 15, point 7: the same recipe in half the compute, by halving either the batches (8
+    # reasoning chats and 4 replay windows a step) or the steps
+    "text-drill32-mix600-1500-half-batch": ("text-drill32", 2e-3, 1500, 600,
+                                            {"batch_size": 8}, {"replay_batch_size": 4}),
+    "text-drill32-mix600-750": ("text-drill32", 2e-3, 750, 600),
+    "text-drill32-mix600-1500-half-chats": ("text-drill32", 2e-3, 1500, 600, {"batch_size": 8}),
+    "text-drill32-mix600-1500-quarter-batch": ("text-drill32", 2e-3, 1500, 600,
+                                               {"batch_size": 4}, {"replay_batch_size": 2}),
+}  # fmt: skip
 
 
 def eval_equations(world_json: Path) -> set[str]:
@@ -118,6 +128,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", choices=sorted(RECIPES), help="recipes to run")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this SFT checkpoint instead of chapter 07's")  # fmt: skip
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,9 +137,10 @@ def main() -> None:
     world, tok = sample_dir(0), course_tokenizer()
     pre = pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
                                 TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
-    sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
-                              sft_config("tiny"), init=pre, replay_source=world / "pretrain.jsonl",
-                              **sft_options("tiny"), progress=False)  # fmt: skip
+    sft_ckpt = args.init or sft_checkpoint(world / "sft_512.jsonl", tok,
+                                           artifacts_dir("runs", "sft-tiny"), sft_config("tiny"),
+                                           init=pre, replay_source=world / "pretrain.jsonl",
+                                           **sft_options("tiny"), progress=False)  # fmt: skip
     drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
     sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
     for copies in (8, 16, 32):  # distill writes the drilled text itself (drill_copies)
@@ -142,11 +155,11 @@ def main() -> None:
     print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))
     numbers = [r["numbers"] for r in read_jsonl(world / "eval_arith_reworded.jsonl")]
     for name in args.only or RECIPES:
-        replay, lr, steps, mix = RECIPES[name]
-        cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1)
+        replay, lr, steps, mix, train, extra = (*RECIPES[name], {}, {})[:6]
+        cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1, **train)
         options = distill_options("tiny", replay=0.5 if replay else 0.0, mix_chats=mix,
                                   drill_copies=int(replay[10:]) if replay and replay.startswith(
-                                      "text-drill") else 0)  # fmt: skip
+                                      "text-drill") else 0, **extra)  # fmt: skip
         if mix:
             options["mix_source"] = world / "sft_512.jsonl"
         if replay:

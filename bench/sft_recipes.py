@@ -36,7 +36,14 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "lr2e-3": ({"lr": 2e-3}, {}),
     "steps1000": ({"max_steps": 1000}, {}),
     "steps1000-lr2e-3": ({"max_steps": 1000, "lr": 2e-3}, {}),
+    # issue 15, point 7: half the compute (8 chats and 4 replay windows a step)
+    "half-batch": ({"batch_size": 8}, {"replay_batch_size": 4}),
+    "half-batch-lr2e-3": ({"batch_size": 8, "lr": 2e-3}, {"replay_batch_size": 4}),
 }
+# the spread of a recipe: the same run with other loader seeds (the order of chats and windows)
+for _name in ("tiny", "half-batch", "half-batch-lr2e-3"):
+    for _seed in (1, 2):
+        RECIPES[f"{_name}-seed{_seed}"] = ({**RECIPES[_name][0], "seed": _seed}, RECIPES[_name][1])
 
 
 def main() -> None:
