@@ -12,7 +12,7 @@ reasoning line copies the question's numbers).
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
-first), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
+first; ``--init`` names another), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
 the whole pretraining text, only its equation lines from ``spongebob.distill.drill_lines``, or
 the text with those lines repeated: ``spongebob.distill.drilled_text``, chapter 08's recipe),
 the SFT chats mixed in, the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
@@ -74,8 +74,8 @@ RECIPES = {
     "text-drill8-mix600-1500": ("text-drill8", 2e-3, 1500, 600),
     "text-drill16-mix600-1500": ("text-drill16", 2e-3, 1500, 600),
     "text-drill32-mix600-1500": ("text-drill32", 2e-3, 1500, 600),
-    # issue 15, point 7: the same recipe in half the compute, by halving either the batches (8
-    # reasoning chats and 4 replay windows a step) or the steps
+    # issue 15, point 7: the same recipe in less compute: half the batches (8 reasoning chats and
+    # 4 replay windows a step), half the steps, half the chat batch only, a quarter of the batches
     "text-drill32-mix600-1500-half-batch": ("text-drill32", 2e-3, 1500, 600,
                                             {"batch_size": 8}, {"replay_batch_size": 4}),
     "text-drill32-mix600-750": ("text-drill32", 2e-3, 750, 600),
