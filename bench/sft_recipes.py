@@ -39,6 +39,7 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     # issue 15, point 7: half the compute (8 chats and 4 replay windows a step)
     "half-batch": ({"batch_size": 8}, {"replay_batch_size": 4}),
     "half-batch-lr2e-3": ({"batch_size": 8, "lr": 2e-3}, {"replay_batch_size": 4}),
+    "half-batch-lr1.5e-3": ({"batch_size": 8, "lr": 1.5e-3}, {"replay_batch_size": 4}),
 }
 # the spread of a recipe: the same run with other loader seeds (the order of chats and windows)
 for _name in ("tiny", "half-batch", "half-batch-lr2e-3"):
