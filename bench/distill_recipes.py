@@ -8,14 +8,16 @@ reasoning line copies the question's numbers).
     .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500    # chapter 08's
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500 \
-        --init ~/.cache/spongebob/bench/sft/tiny-seed1/last.pt --work /tmp/from-seed1  # other SFT
+        --init ~/.cache/spongebob/bench/sft/tiny-seed1/last.pt \
+        --work ~/.cache/spongebob/bench/distill-from/tiny-seed1   # from another SFT model
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
-first; ``--init`` names another), with the chapter's tokenizer, seeds and tag weight 10; what differs is the replay (none,
-the whole pretraining text, only its equation lines from ``spongebob.distill.drill_lines``, or
-the text with those lines repeated: ``spongebob.distill.drilled_text``, chapter 08's recipe),
-the SFT chats mixed in, the learning rate and the number of steps. Runs are cached by ``distill_checkpoint``.
+first; ``--init`` names another), with the chapter's tokenizer, seeds and tag weight 10; what
+differs is the replay (none, the whole pretraining text, only its equation lines from
+``spongebob.distill.drill_lines``, or the text with those lines repeated:
+``spongebob.distill.drilled_text``, chapter 08's recipe), the SFT chats mixed in, the learning
+rate, the batch sizes and the number of steps. Runs are cached by ``distill_checkpoint``.
 
 The ablation ``no-eval-drill-*`` replays the drill lines *without* the equations that the held-out
 problems' reasoning needs (``a + b = s`` and ``s - c = r`` for an add-then-subtract problem...):
@@ -135,12 +137,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = args.work or artifacts_dir("bench", "distill")
     world, tok = sample_dir(0), course_tokenizer()
-    pre = pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
-                                TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
-    sft_ckpt = args.init or sft_checkpoint(world / "sft_512.jsonl", tok,
-                                           artifacts_dir("runs", "sft-tiny"), sft_config("tiny"),
-                                           init=pre, replay_source=world / "pretrain.jsonl",
-                                           **sft_options("tiny"), progress=False)  # fmt: skip
+    sft_ckpt = args.init
+    if sft_ckpt is None:  # chapter 07's, found or trained (after chapter 06's pretraining)
+        pre = pretrained_checkpoint(world / "pretrain.jsonl", tok,
+                                    artifacts_dir("runs", "pretrain-tiny"),
+                                    TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+        sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                                  sft_config("tiny"), init=pre,
+                                  replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                                  progress=False)  # fmt: skip
     drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
     sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
     for copies in (8, 16, 32):  # distill writes the drilled text itself (drill_copies)
