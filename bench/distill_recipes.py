@@ -8,8 +8,8 @@ reasoning line copies the question's numbers).
     .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500    # chapter 08's
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500 \
-        --init ~/.cache/spongebob/bench/sft/tiny-seed1/last.pt \
-        --work ~/.cache/spongebob/bench/distill-from/tiny-seed1   # from another SFT model
+        --init ~/.cache/spongebob/bench/sft/batch16-lr1e-3-seed1/last.pt \
+        --work ~/.cache/spongebob/bench/distill-from/batch16-lr1e-3-seed1   # from another SFT model
 
 Not a test: it prints a table and writes only under ``--work`` (default: the artifact folder's
 ``bench/distill``). Every recipe starts from the SFT checkpoint of chapter 07 (found, or trained
@@ -84,6 +84,10 @@ RECIPES = {
     "text-drill32-mix600-1500-half-chats": ("text-drill32", 2e-3, 1500, 600, {"batch_size": 8}),
     "text-drill32-mix600-1500-quarter-batch": ("text-drill32", 2e-3, 1500, 600,
                                                {"batch_size": 4}, {"replay_batch_size": 2}),
+    # the recipe with its chat batches grouped by length (`ChatLoader(length_window=100)`, as in
+    # SFT): the same chats and tokens, about a quarter fewer padded positions a chat batch
+    "text-drill32-mix600-1500-grouped": ("text-drill32", 2e-3, 1500, 600, {},
+                                         {"length_window": 100}),
 }  # fmt: skip
 
 

@@ -88,12 +88,13 @@ class ReplayMix:
 
 
 # The SFT recipes: TrainConfig fields ("train") and the data options of `sft`. The short stage
-# trains at the original's 512 tokens, the long one at 1024 (SEED.md); a replay batch holds as many
-# tokens as a pretraining batch of chapter 06 (16 x 256). The tiny ones are measured in 07_sft.
+# trains at the original's 512 tokens, the long one at 1024 (SEED.md); the tiny replay batch holds
+# half the tokens of a pretraining batch of chapter 06 (4 x 512 against 16 x 256). The tiny ones
+# are measured in 07_sft.
 SFT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(train=dict(lr=1e-3, warmup_steps=20, max_steps=600, batch_size=16, seq_len=512,
+    "tiny": dict(train=dict(lr=1.5e-3, warmup_steps=20, max_steps=600, batch_size=8, seq_len=512,
                             grad_accum=2, log_every=20, eval_every=100),
-                 options=dict(replay=0.5, replay_batch_size=8, random_windows=True,
+                 options=dict(replay=0.5, replay_batch_size=4, random_windows=True,
                               length_window=100)),
     "tiny-long": dict(train=dict(lr=1e-3, warmup_steps=10, max_steps=100, batch_size=4,
                                  seq_len=1024, grad_accum=2, log_every=20),

@@ -103,8 +103,8 @@ else:
 
 # %% [markdown]
 # **2. Whose step is it?** The loop divides by the summed weights of the step's targets: the chat
-# share is the chat's trained tokens over that sum. A chat batch trains a few hundred answer
-# tokens (chapter 07, section 1, printed how many), a replay batch 8 x 512 positions: the chat
+# share is the chat's trained tokens over that sum. A chat batch of 8 trains a few hundred answer
+# tokens (chapter 07, section 1, printed how many), a replay batch 4 x 512 positions: the chat
 # gets about a tenth of the weight (the cell below prints it), and a replay weight of 0.1 would
 # make the two halves about equal.
 
@@ -119,8 +119,8 @@ def chat_share(chat_y: torch.Tensor, replay_y: torch.Tensor, replay_weight: floa
 # %%
 try:
     replay_data = PreparedData(artifacts_dir("runs", "sft-tiny", "replay", "data"))
-    cy = ChatLoader(chats, 16, seed=0).batch_of(range(16))[1]
-    ry = PackedLoader(replay_data, 512, 8, seed=0).batch_of([0, 1, 2, 3, 4, 5, 6, 7])[1]
+    cy = ChatLoader(chats, 8, seed=0).batch_of(range(8))[1]
+    ry = PackedLoader(replay_data, 512, 4, seed=0).batch_of([0, 1, 2, 3])[1]
     share = chat_share(cy, ry)
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
