@@ -49,7 +49,7 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "half-batch-lr1.5e-3": ({**HALF[0], "lr": 1.5e-3}, HALF[1]),  # = "tiny" since 2026-12-07
 }
 # the spread of a recipe: the same run with other loader seeds (the order of chats and windows)
-for _name in ("batch16-lr1e-3", "half-batch", "half-batch-lr2e-3", "half-batch-lr1.5e-3"):
+for _name in ("batch16-lr1e-3", "lr2e-3", "half-batch", "half-batch-lr2e-3", "half-batch-lr1.5e-3"):
     for _seed in (1, 2):
         RECIPES[f"{_name}-seed{_seed}"] = ({**RECIPES[_name][0], "seed": _seed}, RECIPES[_name][1])
 
