@@ -6,7 +6,7 @@ reasoning line copies the question's numbers).
     .venv/bin/python bench/distill_recipes.py                 # every recipe, about 25 minutes
     .venv/bin/python bench/distill_recipes.py --only drill-1500
     .venv/bin/python bench/distill_recipes.py --only no-eval-drill-mix600-1500   # the ablation
-    .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500    # chapter 08's
+    .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500-grouped  # 08's
     .venv/bin/python bench/distill_recipes.py --only text-drill32-mix600-1500 \
         --init ~/.cache/spongebob/bench/sft/batch16-lr1e-3-seed1/last.pt \
         --work ~/.cache/spongebob/bench/distill-from/batch16-lr1e-3-seed1   # from another SFT model
@@ -85,7 +85,8 @@ RECIPES = {
     "text-drill32-mix600-1500-quarter-batch": ("text-drill32", 2e-3, 1500, 600,
                                                {"batch_size": 4}, {"replay_batch_size": 2}),
     # the recipe with its chat batches grouped by length (`ChatLoader(length_window=100)`, as in
-    # SFT): the same chats and tokens, about a quarter fewer padded positions a chat batch
+    # SFT): the same chats and tokens, about a quarter fewer padded positions a chat batch;
+    # chapter 08's tiny recipe since 2026-12-07 (every other row: random chat batches)
     "text-drill32-mix600-1500-grouped": ("text-drill32", 2e-3, 1500, 600, {},
                                          {"length_window": 100}),
 }  # fmt: skip
@@ -166,9 +167,12 @@ def main() -> None:
     for name in args.only or RECIPES:
         replay, lr, steps, mix, train, extra = (*RECIPES[name], {}, {})[:6]
         cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1, **train)
+        # random chat batches unless a row says otherwise: the rows measured before chapter 08
+        # grouped its batches by length (2026-12-07) keep their meaning
         options = distill_options("tiny", replay=0.5 if replay else 0.0, mix_chats=mix,
                                   drill_copies=int(replay[10:]) if replay and replay.startswith(
-                                      "text-drill") else 0, **extra)  # fmt: skip
+                                      "text-drill") else 0,
+                                  **{"length_window": 0, **extra})  # fmt: skip
         if mix:
             options["mix_source"] = world / "sft_512.jsonl"
         if replay:

@@ -1044,9 +1044,10 @@ assert unseen_wording < mixed["facts"].accuracy and unseen_wording < mixed["fact
 # way is, to this model, partly a new task.
 #
 # What else was tried (`docs/benchmarks.md` has each with its command): lr 3e-4 instead of the
-# earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into *pretraining* (a quarter of
-# its tokens, the "mixed training" of Physics of Language Models 3.1) lifted held-out questions
-# early in SFT but cost completion accuracy in pretraining, below chapter 06's target.
+# earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into
+# *pretraining* (a quarter of its tokens, the "mixed training" of Physics of Language Models 3.1)
+# lifted held-out questions early in SFT but cost completion accuracy in pretraining, below
+# chapter 06's target.
 
 
 # %% [markdown]
