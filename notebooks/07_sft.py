@@ -1777,8 +1777,9 @@ def chat_share(chat_y: torch.Tensor, replay_y: torch.Tensor, replay_weight: floa
 # %%
 try:
     replay_data = PreparedData(artifacts_dir("runs", "sft-tiny", "replay", "data"))
-    cy = ChatLoader(chats, 8, seed=0).batch_of(range(8))[1]
-    ry = PackedLoader(replay_data, 512, 4, seed=0).batch_of([0, 1, 2, 3])[1]
+    n_chats, n_windows = sft_config("tiny").batch_size, sft_options("tiny")["replay_batch_size"]
+    cy = ChatLoader(chats, n_chats, seed=0).batch_of(range(n_chats))[1]  # one step of the recipe
+    ry = PackedLoader(replay_data, 512, n_windows, seed=0).batch_of(range(n_windows))[1]
     share = chat_share(cy, ry)
 except NotImplementedError:
     print("Exercise 2: not attempted yet")
