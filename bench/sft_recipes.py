@@ -47,6 +47,9 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "half-batch": ({**HALF[0], "lr": 1e-3}, HALF[1]),
     "half-batch-lr2e-3": ({**HALF[0], "lr": 2e-3}, HALF[1]),
     "half-batch-lr1.5e-3": ({**HALF[0], "lr": 1.5e-3}, HALF[1]),  # = "tiny" since 2026-12-07
+    # the full batch at lr 2e-3 (the facts lever) in fewer steps: 300 is the chapter's compute
+    "lr2e-3-steps300": ({**EARLIER[0], "lr": 2e-3, "max_steps": 300}, EARLIER[1]),
+    "lr2e-3-steps400": ({**EARLIER[0], "lr": 2e-3, "max_steps": 400}, EARLIER[1]),
 }
 # the spread of a recipe: the same run with other loader seeds (the order of chats and windows)
 for _name in ("batch16-lr1e-3", "lr2e-3", "half-batch", "half-batch-lr2e-3", "half-batch-lr1.5e-3"):

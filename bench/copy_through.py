@@ -1,0 +1,111 @@
+"""Copying kept in the signal through every stage (issue 15, points 2-3; the next step that
+docs/benchmarks.md named): from a pretrained model that copies (``bench/copy_recipes.py``'s
+``copier-values+world-drills-10``: a head formed on the world's frequent ids and the values' ids,
+kept by 10 % drill batches), chapter 07's SFT and then a long stage, both with a share of their
+batches copy drills over the same alphabet, the long stage on N generated long chats
+(``bench/long_recall.py``'s). Prints, per stage, the induction probe on the values' ids, held-out
+facts and ``eval_long`` (whole, and with 0 or 2 filler exchanges kept).
+
+    .venv/bin/python bench/copy_through.py            # about 7 minutes on 2 cores
+
+Not a test: writes only under ``--work`` (default: the artifact folder's ``bench/copy-through``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+from long_recall import KEEP, at_distance, copies_in_turns, long_chats
+
+from spongebob.checkpoint import finished_run, load_model, read_checkpoint
+from spongebob.data import read_jsonl
+from spongebob.evaluate import answer_chats, evaluate_sets, grade_fact
+from spongebob.pretrain import induction_probe, open_pretraining_data
+from spongebob.runtime import artifacts_dir
+from spongebob.sft import (
+    RepeatedSpans,
+    ReplayMix,
+    frequent_ids,
+    open_chat_data,
+    sft_config,
+    sft_loader,
+    sft_options,
+)
+from spongebob.train import train
+from spongebob.world import course_tokenizer, sample_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=artifacts_dir("bench", "copy", "copier-values+world-drills-10") / "last.pt",
+    )
+    ap.add_argument("--drills", type=float, default=0.2, help="share of batches that are drills")
+    ap.add_argument("--chats", type=int, default=3000)
+    ap.add_argument("--long-steps", type=int, default=300)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    if not args.init.is_file():
+        raise SystemExit(
+            f"{args.init}: no such checkpoint; run bench/copy_recipes.py --only "
+            "spans-values-curriculum copier-values+world-drills-10 first"
+        )
+    work = args.work or artifacts_dir("bench", "copy-through", f"drills{args.drills}")
+    tok, world = course_tokenizer(), sample_dir(0)
+    text = open_pretraining_data(world / "pretrain.jsonl", tok, work / "text")
+    alphabet = frequent_ids(text)
+    values = value_ids(tok)
+    wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+    rows = list(read_jsonl(world / "eval_long.jsonl"))
+    model = load_model(args.init).train()
+
+    def report(stage: str, minutes: float) -> None:
+        model.eval()
+        sets = evaluate_sets(model, tok, world, ["facts", "long"])
+        near = []
+        for keep in KEEP:
+            answers = answer_chats(model, tok, [at_distance(r["messages"], keep) for r in rows],
+                                   max_new_tokens=32)  # fmt: skip
+            near.append(sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)))
+        print(json.dumps({"stage": stage, "minutes": round(minutes, 1),
+                          "probe_values": round(induction_probe(model, ids=values), 3),
+                          "probe_world": round(induction_probe(model, ids=alphabet), 3),
+                          "facts": round(sets["facts"].accuracy, 3),
+                          "long": round(sets["long"].accuracy, 3),
+                          **{f"keep{k}": n / len(rows) for k, n in zip(KEEP, near)},
+                          "copies_at_0": {k: round(v, 2)
+                                          for k, v in copies_in_turns(model, tok, rows).items()},
+                          "example": sets["long"].records[0]["answer"]}), flush=True)  # fmt: skip
+        model.train()
+
+    report("pretrained", 0)
+    stages = [("sft", world / "sft_512.jsonl", sft_config("tiny"), sft_options("tiny")),
+              ("long", long_chats(args.chats, work / "long.jsonl"),
+               sft_config("tiny-long", max_steps=args.long_steps),
+               sft_options("tiny-long", last_reply_only=False))]  # fmt: skip
+    for k, (stage, source, cfg, options) in enumerate(stages):
+        t0 = time.perf_counter()
+        chats = open_chat_data(source, tok, work / stage, cfg.seq_len, model.config.max_seq_len)
+        options.pop("replay_source", None)
+        loader = sft_loader(chats, cfg, text, **options)
+        drills = RepeatedSpans(tok.vocab_size, 128, 32, k_max=60, seed=20 + k, ids=wide)
+        loader = ReplayMix(loader, drills, args.drills)
+        want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
+                          "init": str(args.init)}}  # fmt: skip
+        # a stage that ran before with these arguments is loaded, not trained again
+        if finished_run(work / stage / "last.pt", {**want, "step": cfg.max_steps}):
+            model.load_state_dict(read_checkpoint(work / stage / "last.pt")[0])
+        else:
+            train(model, loader, cfg, out_dir=work / stage, progress=False, extra=want)
+        report(stage, (time.perf_counter() - t0) / 60)
+
+
+if __name__ == "__main__":
+    main()
