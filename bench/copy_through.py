@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
-from long_recall import KEEP, at_distance, copies_in_turns, long_chats
+from long_recall import copies_in_turns, long_chats, recall_near
 
 from spongebob.checkpoint import finished_run, load_model, read_checkpoint
 from spongebob.data import read_jsonl
-from spongebob.evaluate import answer_chats, evaluate_sets, grade_fact
+from spongebob.evaluate import evaluate_sets
 from spongebob.pretrain import induction_probe, open_pretraining_data
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import (
@@ -69,17 +69,12 @@ def main() -> None:
     def report(stage: str, minutes: float) -> None:
         model.eval()
         sets = evaluate_sets(model, tok, world, ["facts", "long"])
-        near = []
-        for keep in KEEP:
-            answers = answer_chats(model, tok, [at_distance(r["messages"], keep) for r in rows],
-                                   max_new_tokens=32)  # fmt: skip
-            near.append(sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)))
         print(json.dumps({"stage": stage, "minutes": round(minutes, 1),
                           "probe_values": round(induction_probe(model, ids=values), 3),
                           "probe_world": round(induction_probe(model, ids=alphabet), 3),
                           "facts": round(sets["facts"].accuracy, 3),
                           "long": round(sets["long"].accuracy, 3),
-                          **{f"keep{k}": n / len(rows) for k, n in zip(KEEP, near)},
+                          **{f"keep{k}": v for k, v in recall_near(model, tok, rows).items()},
                           "copies_at_0": {k: round(v, 2)
                                           for k, v in copies_in_turns(model, tok, rows).items()},
                           "example": sets["long"].records[0]["answer"]}), flush=True)  # fmt: skip

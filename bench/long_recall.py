@@ -53,6 +53,19 @@ def at_distance(messages: list[dict], keep: int) -> list[dict]:
     return messages[:first] + messages[first:-1][: 2 * keep] + messages[-1:]
 
 
+def recall_near(model, tok, rows: list[dict]) -> dict[int, float]:
+    """Recall on ``rows`` (``eval_long``) with only the first K filler exchanges kept, for K in
+    ``KEEP``: ``{K: share right}``."""
+    out = {}
+    for keep in KEEP:
+        answers = answer_chats(model, tok, [at_distance(r["messages"], keep) for r in rows],
+                               max_new_tokens=32)  # fmt: skip
+        out[keep] = sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)) / len(
+            rows
+        )
+    return out
+
+
 @torch.no_grad()
 def copies_in_turns(model, tok, rows: list[dict]) -> dict[str, float]:
     """Teacher-forced copying at distance 0: each ``eval_long`` chat with no filler and its answer
@@ -118,13 +131,9 @@ def main() -> None:
         minutes = (time.perf_counter() - t0) / 60
         model = load_model(ckpt).eval()
         reports = evaluate_sets(model, tok, world, ["long", "facts"])
-        near = []
-        for keep in KEEP:
-            answers = answer_chats(model, tok, [at_distance(r["messages"], keep) for r in rows],
-                                   max_new_tokens=32)  # fmt: skip
-            near.append(sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)))
+        near = recall_near(model, tok, rows)
         print(f"{name:22s} {n or 300:6d} {steps:6d} {minutes:5.1f} {reports['long'].accuracy:6.0%}",
-              " ".join(f"{k / len(rows):7.0%}" for k in near),
+              " ".join(f"{k:7.0%}" for k in near.values()),
               f"{reports['facts'].accuracy:6.1%}", flush=True)  # fmt: skip
         copies = copies_in_turns(model, tok, rows)
         print("  teacher-forced copies at distance 0:",

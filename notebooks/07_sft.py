@@ -1491,7 +1491,7 @@ class Curriculum:
 # %%
 # NBVAL_IGNORE_OUTPUT
 copy_dir = artifacts_dir("runs", "copy-control-world")
-copy_cfg = TrainConfig(max_steps=400, batch_size=64, seq_len=64, warmup_steps=30, eval_every=25,
+copy_cfg = TrainConfig(max_steps=300, batch_size=64, seq_len=64, warmup_steps=30, eval_every=25,
                        log_every=10, seed=1337)  # fmt: skip
 done = (copy_dir / "last.pt").exists() and read_checkpoint(copy_dir / "last.pt")[1].get(
     "train_config"
@@ -1544,11 +1544,13 @@ print(f"copier: largest induction score {scores.max():.2f} (layer {layer}, head 
 # started from the pretrained or SFT model leave it far from a head after 200 steps. A head
 # formed by this curriculum *and then* pretrained on world text is erased within 100 steps; it
 # survives when a tenth of the batches stay drills, but completion falls below the chapter 06
-# floor. And a head is not yet recall: SFT and the long stage from that model still recall
-# almost nothing, because one-token matching finds every earlier "is", while recalling "my
-# locker code is ..." needs a match on several tokens, which random-id drills never ask for.
-# Within this chapter's budget of CPU minutes, the tiny model arrives at long SFT unable to copy,
-# and the long stage has to create the skill, not stretch it.
+# floor. And a head is not yet recall (`python bench/copy_through.py`): with a fifth of the
+# batches drills in SFT and in the long stage, the head survives both, and the model still
+# recalls almost nothing, even at distance 0. There, in its own acknowledgement ("Got it. Your
+# locker code is ..."), the most recent "is" is the user's, so a one-token match already points
+# at the value; the model rarely writes it back. The head copies inside drills, and chats do not
+# use it. Within this chapter's budget of CPU minutes, the tiny model arrives at long SFT unable
+# to copy, and the long stage has to create the skill, not stretch it.
 #
 #
 # ### 8.3 The long stage, and which loss
@@ -1609,14 +1611,15 @@ plt.show()
 
 # %% [markdown]
 # The long stage teaches the *form* of the answer ("Your locker code is ...", printed above as
-# "right form") but not the value: with its 95 % interval, recall stays at or below the chance
-# line for both losses, at every distance, distance 0 included. That is what 8.1 predicted: a model that
-# cannot copy at 20 tokens cannot copy at 700. The course's 70 % target is not met, and the
-# bound is the one 8.2 measured: the tiny model needs far more steps of dense copying than a
-# CPU chapter has before an induction head forms. The attempts, each with its interval, are in
-# `docs/benchmarks.md` (`python bench/copy_recipes.py` re-runs them). Chapter 08 starts from the
-# SFT checkpoint, not from this one: the long stage costs held-out facts (printed above) and
-# gives nothing back yet.
+# "right form") but not the value: with its 95 % interval, recall stays at or below the chance line
+# for both losses, at every distance, distance 0 included. That is what 8.1 predicted: a model that
+# cannot copy at 20 tokens cannot copy at 700. The course's 70 % target is not met, and what bounds
+# it is what 8.2 measured: within a CPU chapter's budget no induction head forms in pretraining on
+# the world, and where drills make one form and keep it, chats still do not use it. The attempts,
+# each with its interval, are in `docs/benchmarks.md` (`bench/copy_recipes.py`,
+# `bench/long_recall.py` and `bench/copy_through.py` re-run them). Chapter 08 starts from the SFT
+# checkpoint, not from this one: the long stage costs held-out facts (printed above) and gives
+# nothing back yet.
 
 
 # %% [markdown]

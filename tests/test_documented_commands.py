@@ -8,8 +8,8 @@ extra keys, a few malformed lines and enough Chinese text for a 6,400-token toke
 ModelScope client replaced by a copy of those files), the README's on the embedded world. What is
 added to a command is only what keeps it short on a CPU: a cap of a few steps on a batch of 2
 without ``torch.compile`` for the training commands (``CAPS``), fewer questions and tokens for
-``eval`` and ``chat``, 2 processes instead of 8 for ``torchrun``. The recipe table of book/gpu.md is
-checked against the presets it describes.
+``eval`` and ``chat``, 2 processes instead of 8 for ``torchrun`` and 2 workers instead of 16 for
+``data prepare``. The recipe table of book/gpu.md is checked against the presets it describes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def caps(argv: list[str]) -> list[str]:
     if argv[0] == "pipeline":
         return ["--max-steps", "2", "--batch-size", "2", "--grad-accum", "1", "--no-compile",
                 "--eval-limit", "2"]  # fmt: skip
+    if argv[:2] == ["data", "prepare"] and "--workers" in argv:
+        return ["--workers", "2"]  # 2 worker processes on a 2-core CPU, as for torchrun
     if argv[0] == "eval":
         return ["--limit", "4", "--max-new-tokens", "8"]
     if argv[0] == "chat":
