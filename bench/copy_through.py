@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
 from long_recall import copies_in_turns, long_chats, recall_near
@@ -25,6 +26,7 @@ from long_recall import copies_in_turns, long_chats, recall_near
 from spongebob.checkpoint import finished_run, load_model, read_checkpoint
 from spongebob.data import read_jsonl
 from spongebob.evaluate import evaluate_sets
+from spongebob.model import IGNORE_INDEX
 from spongebob.pretrain import induction_probe, open_pretraining_data
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import (
@@ -40,6 +42,66 @@ from spongebob.train import train
 from spongebob.world import course_tokenizer, sample_dir
 
 
+class KeyValueRecall:
+    """Drills shaped like a chat detail and its recall: rows of random ids from ``ids`` in which
+    ``pairs`` key-value spans (a key of 2-3 ids, then a value of 1-4 ids) are written twice, the
+    second time anywhere after the first; targets only on the second copy's value, which only a
+    match on the key can predict. Batch ``i`` comes from ``numpy.random.default_rng([seed, i])``."""
+
+    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, ids, *, pairs: int = 4,
+                 seed: int = 0) -> None:  # fmt: skip
+        self.ids, self.shape, self.pairs = (
+            np.asarray(ids, dtype=np.int64),
+            (batch_size, seq_len),
+            pairs,
+        )
+        self.seed, self.count = seed, 0
+
+    def batch(self, rng) -> tuple:
+        B, T = self.shape
+        rows = self.ids[rng.integers(0, len(self.ids), (B, T + 1))]
+        y = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
+        for b in range(B):
+            free = np.ones(T + 1, dtype=bool)
+            for _ in range(self.pairs):
+                kl, vl = int(rng.integers(2, 4)), int(rng.integers(1, 5))
+                n = kl + vl
+                for _try in range(20):
+                    p1 = int(rng.integers(0, T + 1 - 2 * n))
+                    p2 = int(rng.integers(p1 + n, T + 2 - n))
+                    if free[p1 : p1 + n].all() and free[p2 : p2 + n].all():
+                        break
+                else:
+                    continue
+                span = self.ids[rng.integers(0, len(self.ids), n)]
+                rows[b, p1 : p1 + n], rows[b, p2 : p2 + n] = span, span
+                free[p1 : p1 + n] = free[p2 : p2 + n] = False
+                y[b, p2 + kl - 1 : p2 + n - 1] = span[kl:]  # y[t] is the id at t + 1
+        t = torch.from_numpy(rows)
+        return t[:, :-1], torch.from_numpy(y), None
+
+    def __iter__(self):
+        while True:
+            rng = np.random.default_rng([self.seed, self.count])
+            self.count += 1
+            yield self.batch(rng)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+
+
+@torch.no_grad()
+def kv_accuracy(model, drills: KeyValueRecall) -> float:
+    """Greedy accuracy on the recalled values of one held-out batch of ``drills``."""
+    x, y, _ = drills.batch(np.random.default_rng([12345]))
+    pred = model(x).logits.argmax(-1)
+    mask = y != IGNORE_INDEX
+    return (pred[mask] == y[mask]).float().mean().item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -48,6 +110,12 @@ def main() -> None:
         default=artifacts_dir("bench", "copy", "copier-values+world-drills-10") / "last.pt",
     )
     ap.add_argument("--drills", type=float, default=0.2, help="share of batches that are drills")
+    ap.add_argument(
+        "--kind",
+        choices=["spans", "kv"],
+        default="spans",
+        help="drills: repeated spans (RepeatedSpans) or key-value recall (KeyValueRecall)",
+    )
     ap.add_argument("--chats", type=int, default=3000)
     ap.add_argument("--long-steps", type=int, default=300)
     ap.add_argument("--work", type=Path, default=None)
@@ -57,13 +125,15 @@ def main() -> None:
             f"{args.init}: no such checkpoint; run bench/copy_recipes.py --only "
             "spans-values-curriculum copier-values+world-drills-10 first"
         )
-    work = args.work or artifacts_dir("bench", "copy-through", f"drills{args.drills}")
+    tag = f"drills{args.drills}" + ("" if args.kind == "spans" else f"-{args.kind}")
+    work = args.work or artifacts_dir("bench", "copy-through", tag)
     tok, world = course_tokenizer(), sample_dir(0)
     text = open_pretraining_data(world / "pretrain.jsonl", tok, work / "text")
     alphabet = frequent_ids(text)
     values = value_ids(tok)
     wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
     rows = list(read_jsonl(world / "eval_long.jsonl"))
+    kv_probe = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8)
     model = load_model(args.init).train()
 
     def report(stage: str, minutes: float) -> None:
@@ -72,6 +142,7 @@ def main() -> None:
         print(json.dumps({"stage": stage, "minutes": round(minutes, 1),
                           "probe_values": round(induction_probe(model, ids=values), 3),
                           "probe_world": round(induction_probe(model, ids=alphabet), 3),
+                          "kv_recall": round(kv_accuracy(model, kv_probe), 3),
                           "facts": round(sets["facts"].accuracy, 3),
                           "long": round(sets["long"].accuracy, 3),
                           **{f"keep{k}": v for k, v in recall_near(model, tok, rows).items()},
@@ -90,10 +161,19 @@ def main() -> None:
         chats = open_chat_data(source, tok, work / stage, cfg.seq_len, model.config.max_seq_len)
         options.pop("replay_source", None)
         loader = sft_loader(chats, cfg, text, **options)
-        drills = RepeatedSpans(tok.vocab_size, 128, 32, k_max=60, seed=20 + k, ids=wide)
-        loader = ReplayMix(loader, drills, args.drills)
+        if args.kind == "kv":
+            drills = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8, seed=20 + k)
+        else:
+            drills = RepeatedSpans(tok.vocab_size, 128, 32, k_max=60, seed=20 + k, ids=wide)
+        # a key-value batch trains about 8 values of a few ids a row (about 400 targets against a
+        # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
+        loader = ReplayMix(
+            loader, drills, args.drills, replay_weight=4.0 if args.kind == "kv" else 1.0
+        )
         want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
                           "init": str(args.init)}}  # fmt: skip
+        if args.kind != "spans":
+            want["bench"]["kind"] = args.kind
         # a stage that ran before with these arguments is loaded, not trained again
         if finished_run(work / stage / "last.pt", {**want, "step": cfg.max_steps}):
             model.load_state_dict(read_checkpoint(work / stage / "last.pt")[0])
