@@ -46,20 +46,28 @@ class KeyValueRecall:
     """Drills shaped like a chat detail and its recall: rows of random ids from ``ids`` in which
     ``pairs`` key-value spans (a key of 2-3 ids, then a value of 1-4 ids) are written twice, the
     second time anywhere after the first; targets only on the second copy's value, which only a
-    match on the key can predict. Batch ``i`` comes from ``numpy.random.default_rng([seed, i])``."""
+    match on the key can predict. With ``text`` (a 1-D array of token ids, such as the pretraining
+    text's), the rows are random windows of that text instead, the spans written into it: the
+    same lookup in a context that reads like the world. Batch ``i`` comes from
+    ``numpy.random.default_rng([seed, i])``."""
 
     def __init__(self, vocab_size: int, seq_len: int, batch_size: int, ids, *, pairs: int = 4,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, text=None) -> None:  # fmt: skip
         self.ids, self.shape, self.pairs = (
             np.asarray(ids, dtype=np.int64),
             (batch_size, seq_len),
             pairs,
         )
+        self.text = None if text is None else np.asarray(text, dtype=np.int64)
         self.seed, self.count = seed, 0
 
     def batch(self, rng) -> tuple:
         B, T = self.shape
-        rows = self.ids[rng.integers(0, len(self.ids), (B, T + 1))]
+        if self.text is None:
+            rows = self.ids[rng.integers(0, len(self.ids), (B, T + 1))]
+        else:
+            starts = rng.integers(0, len(self.text) - T - 1, B)
+            rows = np.stack([self.text[a : a + T + 1] for a in starts])
         y = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
         for b in range(B):
             free = np.ones(T + 1, dtype=bool)
@@ -112,9 +120,10 @@ def main() -> None:
     ap.add_argument("--drills", type=float, default=0.2, help="share of batches that are drills")
     ap.add_argument(
         "--kind",
-        choices=["spans", "kv"],
+        choices=["spans", "kv", "kv-text"],
         default="spans",
-        help="drills: repeated spans (RepeatedSpans) or key-value recall (KeyValueRecall)",
+        help="drills: repeated spans (RepeatedSpans), key-value recall (KeyValueRecall) on random "
+        "ids, or the same written into windows of the pretraining text",
     )
     ap.add_argument("--chats", type=int, default=3000)
     ap.add_argument("--long-steps", type=int, default=300)
@@ -159,16 +168,18 @@ def main() -> None:
     for k, (stage, source, cfg, options) in enumerate(stages):
         t0 = time.perf_counter()
         chats = open_chat_data(source, tok, work / stage, cfg.seq_len, model.config.max_seq_len)
-        options.pop("replay_source", None)
         loader = sft_loader(chats, cfg, text, **options)
-        if args.kind == "kv":
-            drills = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8, seed=20 + k)
+        if args.kind.startswith("kv"):
+            inside = np.asarray(text.ids) if args.kind == "kv-text" else None
+            drills = KeyValueRecall(
+                tok.vocab_size, 256, 16, wide, pairs=8, seed=20 + k, text=inside
+            )
         else:
             drills = RepeatedSpans(tok.vocab_size, 128, 32, k_max=60, seed=20 + k, ids=wide)
         # a key-value batch trains about 8 values of a few ids a row (about 400 targets against a
         # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
         loader = ReplayMix(
-            loader, drills, args.drills, replay_weight=4.0 if args.kind == "kv" else 1.0
+            loader, drills, args.drills, replay_weight=4.0 if args.kind.startswith("kv") else 1.0
         )
         want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
                           "init": str(args.init)}}  # fmt: skip

@@ -60,9 +60,8 @@ def recall_near(model, tok, rows: list[dict]) -> dict[int, float]:
     for keep in KEEP:
         answers = answer_chats(model, tok, [at_distance(r["messages"], keep) for r in rows],
                                max_new_tokens=32)  # fmt: skip
-        out[keep] = sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows)) / len(
-            rows
-        )
+        right = sum(grade_fact(a, r["expected"]) for (a, _), r in zip(answers, rows))
+        out[keep] = right / len(rows)
     return out
 
 
