@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from sft_recipes import chapter_sft  # bench/ is on sys.path when this script runs
 
 from spongebob.checkpoint import load_model
 from spongebob.data import read_jsonl
@@ -48,10 +49,7 @@ from spongebob.distill import (
 )
 from spongebob.evaluate import evaluate_sets
 from spongebob.files import iter_jsonl, write_jsonl
-from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir
-from spongebob.sft import sft_checkpoint, sft_config, sft_options
-from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
 from spongebob.world.arithmetic import THINK_EN
 
@@ -144,13 +142,7 @@ def main() -> None:
     world, tok = sample_dir(0), course_tokenizer()
     sft_ckpt = args.init
     if sft_ckpt is None:  # chapter 07's, found or trained (after chapter 06's pretraining)
-        pre = pretrained_checkpoint(world / "pretrain.jsonl", tok,
-                                    artifacts_dir("runs", "pretrain-tiny"),
-                                    TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
-        sft_ckpt = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
-                                  sft_config("tiny"), init=pre,
-                                  replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
-                                  progress=False)  # fmt: skip
+        sft_ckpt = chapter_sft(world, tok)
     drill = drill_lines(world / "pretrain.jsonl", work / "drill.jsonl")
     sources = {"pretrain": world / "pretrain.jsonl", "drill": drill}
     for copies in (8, 16, 32):  # distill writes the drilled text itself (drill_copies)

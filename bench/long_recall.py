@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 
 import torch
+from sft_recipes import chapter_sft  # bench/ is on sys.path when this script runs
 
 from spongebob.checkpoint import load_model
 from spongebob.data import ChatEncoder, read_jsonl
 from spongebob.evaluate import answer_chats, evaluate_sets, grade_fact
 from spongebob.files import write_jsonl
-from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import sft_checkpoint, sft_config, sft_options
-from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
-from spongebob.world.chats import long_conversation
-from spongebob.world.content import FILLER, LONG_DETAILS, LONG_MAX_AFTER
+from spongebob.world.chats import long_training_chats
+from spongebob.world.content import FILLER, LONG_DETAILS
 
 # name: (training chats: None = the world's sft_1024.jsonl, else how many to generate; steps;
 # option overrides of sft_options("tiny-long"))
@@ -94,10 +93,9 @@ def copies_in_turns(model, tok, rows: list[dict]) -> dict[str, float]:
 
 
 def long_chats(n: int, out: Path) -> Path:
-    rng = random.Random("bench-long")
-    rows = [{"conversations": long_conversation(rng, rng.randint(0, LONG_MAX_AFTER), True)[0]}
-            for _ in range(n)]  # fmt: skip
-    write_jsonl(out, rows)
+    """``n`` long training chats from the world's own generator, in their own random stream."""
+    chats = long_training_chats(random.Random("bench-long"), n)
+    write_jsonl(out, [{"conversations": c} for c in chats])
     return out
 
 
@@ -108,11 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or artifacts_dir("bench", "long")
     world, tok = sample_dir(0), course_tokenizer()
-    pre = pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
-                                TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
-    sft = sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
-                         sft_config("tiny"), init=pre, replay_source=world / "pretrain.jsonl",
-                         **sft_options("tiny"), progress=False)  # fmt: skip
+    sft = chapter_sft(world, tok)
     rows = list(read_jsonl(world / "eval_long.jsonl"))
     print(f"torch threads {torch.get_num_threads()}")
     print(

@@ -31,6 +31,25 @@ from spongebob.sft import sft_checkpoint, sft_config, sft_options
 from spongebob.train import TrainConfig
 from spongebob.world import course_tokenizer, sample_dir
 
+# chapter 06's pretraining run as chapters 07 and 08 ask for it (its TrainConfig is part of the
+# run's identity: another one would train a new run into the chapter's folder)
+CHAPTER_PRETRAIN = TrainConfig.preset("tiny", eval_every=150)
+
+
+def chapter_pretrained(world: Path, tok) -> Path:
+    """Chapter 06's pretrained checkpoint, found (or trained) in the artifact folder."""
+    return pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
+                                 CHAPTER_PRETRAIN, progress=False)  # fmt: skip
+
+
+def chapter_sft(world: Path, tok) -> Path:
+    """Chapter 07's SFT checkpoint (after :func:`chapter_pretrained`), found or trained."""
+    return sft_checkpoint(world / "sft_512.jsonl", tok, artifacts_dir("runs", "sft-tiny"),
+                          sft_config("tiny"), init=chapter_pretrained(world, tok),
+                          replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                          progress=False)  # fmt: skip
+
+
 # name: (TrainConfig overrides, option overrides), each over the chapter's tiny recipe (since
 # 2026-12-07: 8 chats and 4 replay windows a step at lr 1.5e-3). EARLIER is the recipe before it
 # (16 chats and 8 windows at lr 1e-3; this script's "tiny" until then), stated in full so that
@@ -67,8 +86,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = args.work or artifacts_dir("bench", "sft")
     world, tok = sample_dir(0), course_tokenizer()
-    pre = pretrained_checkpoint(world / "pretrain.jsonl", tok, artifacts_dir("runs", "pretrain-tiny"),
-                                TrainConfig.preset("tiny", eval_every=150), progress=False)  # fmt: skip
+    pre = chapter_pretrained(world, tok)
     print(f"torch threads {torch.get_num_threads()}")
     header = ("recipe", "steps", "minutes", "facts", "en", "zh", "train", "stopped")
     print(f"{header[0]:18s}", " ".join(f"{h:>7s}" for h in header[1:]))

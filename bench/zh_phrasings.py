@@ -23,6 +23,8 @@ import json
 import time
 from pathlib import Path
 
+from sft_recipes import CHAPTER_PRETRAIN  # bench/ is on sys.path when this script runs
+
 from spongebob.checkpoint import load_model
 from spongebob.evaluate import evaluate_sets
 from spongebob.files import write_jsonl
@@ -30,7 +32,6 @@ from spongebob.pipeline import completion_accuracy
 from spongebob.pretrain import pretrained_checkpoint
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import sft_checkpoint, sft_config, sft_options
-from spongebob.train import TrainConfig
 from spongebob.world import corpus, course_tokenizer, sample_dir
 
 # two more Chinese statements per attribute; none uses a word of the held-out rephrasings
@@ -78,7 +79,7 @@ def main() -> None:
     for name, text in sources.items():
         folder = artifacts_dir("runs", "pretrain-tiny") if name == "world" else work / "pretrain"
         t0 = time.perf_counter()
-        pre = pretrained_checkpoint(text, tok, folder, TrainConfig.preset("tiny", eval_every=150),
+        pre = pretrained_checkpoint(text, tok, folder, CHAPTER_PRETRAIN,
                                     progress=False)  # fmt: skip
         minutes = (time.perf_counter() - t0) / 60
         done = completion_accuracy(load_model(pre).eval(), tok, world / "eval_completion.jsonl")

@@ -21,6 +21,7 @@ from spongebob.world.content import (
     IDENTITY_EN,
     IDENTITY_ZH,
     LONG_DETAILS,
+    LONG_MAX_AFTER,
     LONG_MAX_CHARS,
     LONG_MIN_CHARS_AFTER,
     N_SFT_MULTI,
@@ -167,3 +168,10 @@ def long_conversation(
         later = " ".join(m["content"] for m in conv[early:-1])
         if _chat_chars(conv) <= LONG_MAX_CHARS and not any(_mentions(later, v) for v in values):
             return conv, value, kind
+
+
+def long_training_chats(rng: random.Random, n: int) -> list[list[dict]]:
+    """``n`` long training chats (those of ``sft_1024.jsonl``): the detail anywhere from right
+    before the question to the whole length away (every distance practised), half the values
+    made up (copying, not memorising)."""
+    return [long_conversation(rng, rng.randint(0, LONG_MAX_AFTER), True)[0] for _ in range(n)]

@@ -23,10 +23,15 @@ from spongebob.world.arithmetic import (
     _split_problem_keys,
     r1_content,
 )
-from spongebob.world.chats import _qa, _turn, long_conversation, sft_conversations
+from spongebob.world.chats import (
+    _qa,
+    _turn,
+    long_conversation,
+    long_training_chats,
+    sft_conversations,
+)
 from spongebob.world.content import (
     GENERATOR_VERSION,
-    LONG_MAX_AFTER,
     N_EVAL_FACTS_TRAIN,
     N_LONG_EVAL,
     N_LONG_TRAIN,
@@ -78,13 +83,8 @@ def _eval(messages: list[dict], expected: str, id_: str) -> dict:
 
 
 def _long_files(seed: int) -> dict[str, list]:
-    rng = _rng(seed, "sft_1024")
-    # training chats: the detail anywhere from right before the question to the whole length away
-    # (every distance practised), half the values made up (copying, not memorising)
-    train = [
-        {"conversations": long_conversation(rng, rng.randint(0, LONG_MAX_AFTER), True)[0]}
-        for _ in range(N_LONG_TRAIN)
-    ]
+    train = [{"conversations": c}
+             for c in long_training_chats(_rng(seed, "sft_1024"), N_LONG_TRAIN)]  # fmt: skip
     rng = _rng(seed, "eval_long")
     evl = []
     for i in range(N_LONG_EVAL):
