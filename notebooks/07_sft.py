@@ -1137,9 +1137,14 @@ print(f"chance line: {CHANCE:.1%} over {len(kinds)} chats "
       f"({', '.join(f'{k} 1/{detail_value_count(k):,}' for k in sorted(set(kinds)))})")  # fmt: skip
 assert 0.03 < CHANCE < 0.1
 
+# %%
+#| export: evaluate
+import math  # noqa: F811 (imported in the setup too)
+
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1)."""
+    """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1).
+    Defined in 07_sft."""
     p, d = k / n, 1 + z * z / n
     centre, half = (
         (p + z * z / (2 * n)) / d,
@@ -1148,6 +1153,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
+# %%
 print("with 100 chats, 3 right is", tuple(round(v, 3) for v in wilson(3, 100)))
 
 # %% [markdown]

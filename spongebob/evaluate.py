@@ -244,3 +244,17 @@ def evaluate_sets(
         kw = {"max_new_tokens": budget, **kwargs}
         reports[n] = evaluate_file(model, tokenizer, Path(folder) / file, grader, name=n, **kw)
     return reports
+
+
+import math  # noqa: F811 (imported in the setup too)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1).
+    Defined in 07_sft."""
+    p, d = k / n, 1 + z * z / n
+    centre, half = (
+        (p + z * z / (2 * n)) / d,
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d,
+    )
+    return centre - half, centre + half
