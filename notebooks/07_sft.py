@@ -218,6 +218,7 @@ grader the caller names (never guessed from a file name)::
     report.accuracy, report.stopped          # share correct, share that ended with </s>
 """
 
+import math  # noqa: F811
 import os
 import re
 import unicodedata
@@ -1137,11 +1138,9 @@ print(f"chance line: {CHANCE:.1%} over {len(kinds)} chats "
       f"({', '.join(f'{k} 1/{detail_value_count(k):,}' for k in sorted(set(kinds)))})")  # fmt: skip
 assert 0.03 < CHANCE < 0.1
 
+
 # %%
 #| export: evaluate
-import math  # noqa: F811 (imported in the setup too)
-
-
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1).
     Defined in 07_sft."""

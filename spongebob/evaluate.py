@@ -13,6 +13,7 @@ grader the caller names (never guessed from a file name)::
     report.accuracy, report.stopped          # share correct, share that ended with </s>
 """
 
+import math  # noqa: F811
 import os
 import re
 import unicodedata
@@ -244,9 +245,6 @@ def evaluate_sets(
         kw = {"max_new_tokens": budget, **kwargs}
         reports[n] = evaluate_file(model, tokenizer, Path(folder) / file, grader, name=n, **kw)
     return reports
-
-
-import math  # noqa: F811 (imported in the setup too)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
