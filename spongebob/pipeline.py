@@ -1,6 +1,7 @@
 # Hand-written module (not generated from a notebook): it orchestrates the stages that the chapters
-# define (tokenizer 01, pretraining 06, SFT and long SFT 07, distillation 08, evaluation 07) into
-# one resumable run with a report; chaining stages is plumbing, not a concept a chapter teaches.
+# define (tokenizer 01, pretraining 06, SFT and long SFT 07, distillation 08, reinforcement
+# learning 09, evaluation 07) into one resumable run with a report; chaining stages is plumbing,
+# not a concept a chapter teaches.
 """``spongebob pipeline``: every stage of the course in one command, resumable, with a report.
 
     plan = build_plan("tiny")                 # the stages, their data, presets and folders
@@ -8,13 +9,16 @@
     report = run_pipeline(plan)               # trains what is missing, evaluates, writes reports
 
 The stages, each in its own folder under ``plan.out``: ``tokenizer``, ``pretrain``, ``sft``,
-``sft-long``, ``distill``, then ``eval`` (the held-out sets of the embedded world, per stage) and
-the report (``report.md`` with loss-curve PNGs under ``figures/``, and ``report.json``).
+``sft-long``, ``distill``, ``rl`` (GRPO on ``r1_1024.jsonl``'s problems from the distilled model,
+the tiny preset only), then ``eval`` (the held-out sets of the embedded world, per stage) and the
+report (``report.md`` with loss-curve PNGs under ``figures/``, and ``report.json``).
 
 Every training stage goes through the chapter's own "find or re-create" function
-(``pretrained_checkpoint``, ``sft_checkpoint``, ``distill_checkpoint``): a folder that holds a
-finished run of the same recipe (data, tokenizer, configuration, init checkpoint) is reused and
-the stage says ``finished run found, skipped``; anything else trains again from the stage's start.
+(``pretrained_checkpoint``, ``sft_checkpoint``, ``distill_checkpoint``, ``rl_checkpoint``): a
+folder that holds a finished run of the same recipe (data, tokenizer, configuration, init
+checkpoint) is reused and the stage says ``finished run found, skipped``; anything else trains
+again from the stage's start. The ``rl`` stage's configuration is an ``RLConfig`` (a fixed number
+of ``steps``), the others' a ``TrainConfig``.
 Those functions need a fixed ``max_steps``; a one-epoch stage (the seed presets) is tracked by the
 pipeline's own ``stage.json`` instead, which also lets an interrupted stage resume from its last
 periodic checkpoint (hours of GPU time are not thrown away).
@@ -23,10 +27,14 @@ Evaluations are cached in ``eval/NAME.json`` under the sha256 of the checkpoint 
 ``--preset seed`` is the original's GPU recipe on the real data: the four ModelScope files are
 downloaded first (``spongebob.download``, which fails fast offline), a 6400-token tokenizer is
 trained on ``pretrain.jsonl``, the model is the original's size. The embedded world's eval sets
-do not apply to the real data, so the seed report holds the losses only.
+do not apply to the real data, so the seed report holds the losses only; nor is there an ``rl``
+stage (its reward needs answers the course's number grader can check, which the real reasoning
+data's are not).
 
 ``max_steps`` (the CLI's ``--max-steps``) caps every training stage and ``eval_limit`` every eval
 set: a smoke test of the whole chain in seconds (the tests use it); the numbers then mean nothing.
+The smoke cap also shrinks the ``rl`` stage's steps to ``RL_SMOKE`` (2 problems x 2 answers of at
+most 16 tokens); ``batch_size``, ``grad_accum`` and ``compile`` do not apply to it.
 """
 
 from __future__ import annotations
@@ -43,22 +51,29 @@ DATA_FILES = ("pretrain.jsonl", "sft_512.jsonl", "sft_1024.jsonl", "r1_1024.json
 EVAL_FILES = ("eval_completion.jsonl", "eval_facts.jsonl", "eval_long.jsonl", "eval_arith.jsonl")
 
 # What each pipeline preset runs: the data, the tokenizer size, the model size and the training
-# presets of each stage (TrainConfig.preset, SFT_PRESETS, DISTILL_PRESETS), and whether the
-# embedded world's eval sets apply.
+# presets of each stage (TrainConfig.preset, SFT_PRESETS, DISTILL_PRESETS, RL_PRESETS; rl None: no
+# rl stage), and whether the embedded world's eval sets apply.
 PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(data="embedded", vocab_size=2048, model="tiny", tokenizer_lines=None,
                  skip_bad_lines=False, pretrain=("tiny", dict(eval_every=150)), sft="tiny",
-                 sft_long="tiny-long", distill="tiny", distill_init="sft", evaluate=True),
+                 sft_long="tiny-long", distill="tiny", distill_init="sft", rl="tiny",
+                 evaluate=True),
     "seed": dict(data="download", vocab_size=6400, model="seed", tokenizer_lines=200_000,
                  skip_bad_lines=True, pretrain=("seed", {}), sft="seed", sft_long="seed-long",
-                 distill="seed", distill_init="sft-long", evaluate=False),
+                 distill="seed", distill_init="sft-long", rl=None, evaluate=False),
 }  # fmt: skip
 # tokenizer_lines: the tokenizer of the seed preset is trained on the first 200,000 lines of
 # pretrain.jsonl (about a seventh of its 1.4 M lines, ~230 MB: BPE's memory grows with the text,
 # about 75 MB per MB of Chinese in bench/bench_tokenizer_sample.py, so all 1.6 GB would need over
 # 100 GB); skip_bad_lines: real data is skipped and
 # counted (stopping above max_bad_fraction), the embedded world is strict; distill_init: the
-# original distils its long-SFT model (SFT_1024), chapter 08 the SFT model of the embedded world.
+# original distils its long-SFT model (SFT_1024), chapter 08 the SFT model of the embedded world;
+# rl: the seed preset has no rl stage, because GRPO's reward grades each sampled answer with the
+# course's number grader and the real r1_1024.jsonl's answers are free text, not numbers to check.
+
+# What --max-steps (a smoke test) does to the rl stage besides capping its steps: a step of a few
+# short answers, whatever the preset's (min of the two).
+RL_SMOKE: dict[str, int] = {"problems": 2, "group": 2, "max_new_tokens": 16}
 
 # The course's quality targets (COURSE.md), keyed by (stage, measure).
 TARGETS: dict[tuple[str, str], float] = {
@@ -69,6 +84,8 @@ TARGETS: dict[tuple[str, str], float] = {
     ("distill", "arith"): 0.90,
     ("distill", "well_formed"): 0.95,
     ("distill", "facts"): 0.40,  # what distillation keeps of SFT's facts (issue 15)
+    ("rl", "arith"): 0.90,  # reinforcement learning must keep (at least) distillation's marks
+    ("rl", "well_formed"): 0.95,
 }
 
 # The eval jobs of the tiny pipeline: (job name, stage whose checkpoint is graded, what).
@@ -79,18 +96,20 @@ EVAL_JOBS: tuple[tuple[str, str, str], ...] = (
     ("long", "sft-long", "long-context retrieval after long SFT (eval_long)"),
     ("arith", "distill", "unseen arithmetic and think/answer format (eval_arith)"),
     ("distill_facts", "distill", "held-out fact questions after distillation (eval_facts)"),
+    ("rl_arith", "rl", "unseen arithmetic after reinforcement learning (eval_arith)"),
 )
 
 
 @dataclass
 class Stage:
     """One training stage of a plan: its name (also its folder), data file, training preset,
-    ``TrainConfig``, data options, and the stage whose checkpoint it starts from."""
+    configuration (a ``TrainConfig``; the ``rl`` stage's an ``RLConfig``), data options, and the
+    stage whose checkpoint it starts from."""
 
     name: str
     data: str
     preset: str
-    cfg: Any  # TrainConfig
+    cfg: Any  # TrainConfig, or RLConfig (stage "rl")
     options: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
 
@@ -137,14 +156,17 @@ def build_plan(
     """The stage plan of a pipeline preset (``tiny`` or ``seed``); nothing runs.
 
     ``out`` defaults to ``artifacts_dir("pipeline", preset)``; ``data_dir`` to the embedded world
-    (tiny) or ``out/data`` (seed, downloaded there). ``max_steps`` caps every training stage.
+    (tiny) or ``out/data`` (seed, downloaded there). ``max_steps`` caps every training stage
+    (the rl stage's ``steps``, and its problems, group and answer length to ``RL_SMOKE``).
     ``tokenizer`` (loaded from ``tokenizer_dir``, e.g. the original's folder) replaces the
     trained one and must have the preset's vocabulary size. ``skip_bad_lines`` (default: the
-    preset's, seed skips) and ``max_bad_fraction`` go to every stage that reads JSONL;
-    ``compile`` (None: the presets') and ``device`` to every training stage; ``batch_size`` and
-    ``grad_accum`` replace every stage's (a smaller GPU, or a smoke test on a CPU).
+    preset's, seed skips) and ``max_bad_fraction`` go to every stage that reads JSONL but rl
+    (strict); ``compile`` (None: the presets') to every stage but rl, ``device`` to every
+    training stage; ``batch_size`` and ``grad_accum`` replace every stage's but rl's (a smaller
+    GPU, or a smoke test on a CPU).
     """
     from spongebob.distill import distill_config, distill_options
+    from spongebob.rl import rl_config
     from spongebob.runtime import artifacts_dir
     from spongebob.sft import sft_config, sft_options
     from spongebob.train import TrainConfig
@@ -187,6 +209,14 @@ def build_plan(
         Stage("distill", "r1_1024.jsonl", p["distill"], distill_config(p["distill"], **cap),
               distill_options(p["distill"]), init=p["distill_init"]),
     ]  # fmt: skip
+    if p["rl"] is not None:
+        rl_cap: dict[str, int] = {}
+        if max_steps is not None:
+            full = rl_config(p["rl"])
+            rl_cap = {k: min(v, getattr(full, k)) for k, v in RL_SMOKE.items()}
+            rl_cap["steps"] = max_steps
+        stages.append(Stage("rl", "r1_1024.jsonl", p["rl"], rl_config(p["rl"], **rl_cap),
+                            init="distill"))  # fmt: skip
     skip = p["skip_bad_lines"] if skip_bad_lines is None else skip_bad_lines
     return Plan(preset, out, Path(data_dir), p["data"] == "download", p["vocab_size"], p["model"],
                 stages, EVAL_JOBS if p["evaluate"] else (), max_steps, eval_limit, tokenizer,
@@ -194,7 +224,22 @@ def build_plan(
                 skip, max_bad_fraction, device)  # fmt: skip
 
 
+def _is_rl(cfg) -> bool:
+    """Whether ``cfg`` is the rl stage's ``RLConfig`` (not a ``TrainConfig``)."""
+    from spongebob.rl import RLConfig
+
+    return isinstance(cfg, RLConfig)
+
+
+def _max_steps(cfg) -> int | None:
+    """The stage's fixed number of steps (None: one epoch)."""
+    return cfg.steps if _is_rl(cfg) else cfg.max_steps
+
+
 def _length(cfg) -> str:
+    if _is_rl(cfg):
+        return (f"{cfg.steps} steps of {cfg.problems} problems x {cfg.group} answers of at most "
+                f"{cfg.max_new_tokens} tokens, lr {cfg.lr:g}")  # fmt: skip
     steps = f"{cfg.max_steps} steps" if cfg.max_steps is not None else "one epoch"
     return f"{steps} of {cfg.batch_size} x {cfg.grad_accum} x {cfg.seq_len} tokens, lr {cfg.lr:g}"
 
@@ -220,7 +265,7 @@ def describe_plan(plan: Plan) -> str:
             copies = s.options.get("drill_copies", 0)
             more = f", its equation lines {copies} more times" if copies else ""
             opts += f" (of pretrain.jsonl{more})"
-        if s.cfg.compile:
+        if getattr(s.cfg, "compile", False):
             opts += (", " if opts else "") + "compiled"
         lines.append(f"  {i}. {s.name:<10} {s.data}, {start}, preset {s.preset}: "
                      f"{_length(s.cfg)}{'; ' + opts if opts else ''} -> {s.name}/")  # fmt: skip
@@ -351,10 +396,18 @@ def _embedded_dir() -> Path:
 
 def _run_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], **kw: Any) -> Path:
     """Train ``stage`` with the chapter's own stage function (``pretrain``, ``sft``,
-    ``distill``) or, by default, its find-or-re-create wrapper; ``kw`` go to it."""
+    ``distill``, ``grpo``) or, by default, its find-or-re-create wrapper; ``kw`` go to it."""
     out = plan.out / stage.name
     data, replay = plan.data_dir / stage.data, plan.data_dir / "pretrain.jsonl"
     find = kw.pop("find", True)
+    if stage.name == "rl":  # GRPO: no bad-line options (every problem line must be good)
+        from spongebob.rl import grpo, rl_checkpoint
+
+        if plan.device is not None:
+            kw["device"] = plan.device
+        if find:
+            return rl_checkpoint(data, tok, out, stage.cfg, init=ckpts[stage.init], **kw)
+        return grpo(ckpts[stage.init], data, tok, out, stage.cfg, **kw)
     kw.update(_stage_kw(plan))
     if stage.name == "pretrain":
         from spongebob.pretrain import pretrain, pretrained_checkpoint
@@ -427,8 +480,8 @@ def _train_until_done(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log
 def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> dict:
     out = plan.out / stage.name
     before, t0 = _mtime(out / "last.pt"), time.perf_counter()
-    kw = dict(progress=False, on_log=_progress(stage.name, stage.cfg.max_steps, log))
-    if stage.cfg.max_steps is not None:
+    kw = dict(progress=False, on_log=_progress(stage.name, _max_steps(stage.cfg), log))
+    if _max_steps(stage.cfg) is not None:
         ckpt = _run_stage(stage, plan, tok, ckpts, **kw)
     else:
         ckpt = _train_until_done(stage, plan, tok, ckpts, log, **kw)
@@ -447,10 +500,15 @@ def _train_stage(stage: Stage, plan: Plan, tok, ckpts: dict[str, Path], log) -> 
         "preset": stage.preset,
         "data": _bad_line_counts(out),
     }
+    if history and "reward" in history[-1]:  # rl: the sampled answers' mean reward and accuracy
+        info["final_reward"] = history[-1]["reward"]
+        info["final_accuracy"] = history[-1].get("accuracy")
     if skipped:
         log(f"{stage.name}: finished run found, skipped")
     else:
         v = f", validation loss {info['val_loss']:.3f}" if info["val_loss"] is not None else ""
+        if "final_reward" in info:
+            v += f", reward {info['final_reward']:.3f}"
         log(f"{stage.name}: done in {wall / 60:.1f} min, {info['steps']} steps, "
             f"loss {info['final_loss']:.3f}{v}")  # fmt: skip
     return info
@@ -497,11 +555,11 @@ def _eval_job(job: str, ckpt: Path, plan: Plan, tok, log) -> tuple[dict, bool]:
                                 plan.eval_limit)  # fmt: skip
         summary, records = {"completion": r["accuracy"], "n": r["n"]}, r["records"]
     else:
-        name = {"long_before": "long", "distill_facts": "facts"}.get(job, job)
+        name = {"long_before": "long", "distill_facts": "facts", "rl_arith": "arith"}.get(job, job)
         rep = evaluate_sets(model, tok, plan.data_dir, [name], limit=plan.eval_limit)[name]
         records = rep.records
         summary = {job: rep.accuracy, "n": len(records), "stopped": rep.stopped}
-        if job == "arith":
+        if name == "arith":
             summary["well_formed"] = sum(is_well_formed_r1(r["answer"]) for r in records) / max(
                 1, len(records)
             )
@@ -539,10 +597,10 @@ def _evaluate(plan: Plan, tok, ckpts: dict[str, Path], stages: dict[str, dict], 
             )
         elif job == "distill_facts":
             metrics["facts"] = _measure(summary[job], TARGETS["distill", "facts"], n)
-        elif job == "arith":
-            metrics["arith"] = _measure(summary["arith"], TARGETS["distill", "arith"], n)
+        elif job in ("arith", "rl_arith"):  # the distill stage's, the rl stage's
+            metrics["arith"] = _measure(summary[job], TARGETS[stage, "arith"], n)
             metrics["well_formed"] = _measure(summary["well_formed"],
-                                              TARGETS["distill", "well_formed"], n)  # fmt: skip
+                                              TARGETS[stage, "well_formed"], n)  # fmt: skip
         else:
             metrics[job] = _measure(summary[job], TARGETS.get((stage, job)), n)
         shown = ", ".join(f"{k} {v:.1%}" for k, v in summary.items() if k != "n")
@@ -553,7 +611,9 @@ def _evaluate(plan: Plan, tok, ckpts: dict[str, Path], stages: dict[str, dict], 
 
 def plot_losses(metrics_file: str | Path, title: str, path: str | Path) -> Path:
     """A PNG of the training loss (and validation loss, if any) of a run's ``metrics.jsonl``,
-    written atomically; drawn without pyplot (no global backend is touched)."""
+    written atomically; drawn without pyplot (no global backend is touched). An rl run's (records
+    with a ``reward``) also shows the mean reward and accuracy of the sampled answers, on a linear
+    scale (GRPO's loss is a surrogate, often negative)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -563,13 +623,21 @@ def plot_losses(metrics_file: str | Path, title: str, path: str | Path) -> Path:
     fig = Figure(figsize=(6, 3), dpi=90)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    marker = "." if len(history) < 20 else None
     if history:
         ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1,
-                marker="." if len(history) < 20 else None, label="training loss")  # fmt: skip
+                marker=marker, label="training loss")  # fmt: skip
     if val:
         ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-",
                 label="validation loss")  # fmt: skip
-    ax.set(xlabel="optimizer step", ylabel="loss (nats per token)", yscale="log", title=title)
+    rl = [r for r in history if "reward" in r]
+    for key in ("reward", "accuracy") if rl else ():
+        ax.plot([r["step"] for r in rl], [r.get(key, float("nan")) for r in rl], lw=1,
+                marker=marker, label=f"mean {key}" if key == "reward" else key)  # fmt: skip
+    values = [r["loss"] for r in history] + [r["val_loss"] for r in val]
+    log_scale = not rl and all(v > 0 for v in values)
+    ax.set(xlabel="optimizer step", ylabel="loss (nats per token)" if not rl else
+           "GRPO loss, reward, accuracy", yscale="log" if log_scale else "linear", title=title)  # fmt: skip
     if history or val:
         ax.legend()
     fig.tight_layout()
@@ -640,6 +708,11 @@ def write_report(plan: Plan, report: dict) -> tuple[Path, Path]:
                   f"| optimizer steps | {info['steps']} | | |",
                   f"| final training loss | {_fmt(info['final_loss'])} | | |",
                   f"| validation loss | {_fmt(info['val_loss'])} | | |"]  # fmt: skip
+        if "final_reward" in info:  # rl: the last step's sampled answers
+            acc = info.get("final_accuracy")
+            lines += [f"| final mean reward | {_fmt(info['final_reward'])} | | |",
+                      f"| final accuracy of the sampled answers | "
+                      f"{'–' if acc is None else f'{acc:.1%}'} | | |"]  # fmt: skip
         for source, c in info.get("data", {}).items():
             extra = ", ".join(f"{k} ({n:,})" for k, n in sorted(c["extra_keys"].items()))
             lines.append(f"| bad lines skipped in {source} | {c['bad_lines']:,} | | |")

@@ -81,6 +81,7 @@ def commands(world: Path, ckpt: Path, *, data=None, out=None, out_file=None):
         yield "train sft", ["train", "sft", chats, "--init", ckpt, "--replay", "0", *o]
         yield "train distill", ["train", "distill", data or world / "r1_1024.jsonl", "--init",
                                 ckpt, "--replay", "0", "--mix-chats", "0", *o]  # fmt: skip
+        yield "train rl", ["train", "rl", data or world / "r1_1024.jsonl", "--init", ckpt, *o]
     if out:
         yield "data sample", ["data", "sample", "--out", out]
         yield "data download", ["data", "download", "pretrain", "--out", out]
@@ -109,7 +110,7 @@ def test_a_missing_input_is_one_line_naming_it(world, ckpt, tmp_path, capsys):
         err = run(capsys, *argv)
         assert str(missing) in err, (name, err)
         names.append(name)
-    assert len(names) == 13
+    assert len(names) == 14
 
 
 def test_an_existing_file_as_output_folder_is_one_line(world, ckpt, tmp_path, capsys):

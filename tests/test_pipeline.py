@@ -1,8 +1,9 @@
 """Tests of `spongebob pipeline` (hand-written: spongebob/pipeline.py and spongebob/cli/pipeline.py).
 
 The whole chain runs for real on a cut-down world (the generated sample with its chat files
-shortened) with every training stage capped at 2 steps and every eval set at 2 questions
-(``--max-steps 2 --eval-limit 2``, about 15 s): the stage plan, the chain of checkpoints, the
+shortened) with every training stage capped at 2 steps (the rl stage's of 2 problems x 2 answers
+of at most 16 tokens) and every eval set at 2 questions (``--max-steps 2 --eval-limit 2``, about
+20 s): the stage plan, the chain of checkpoints, the
 report's numbers against each stage's ``metrics.jsonl`` and graded answers, the figures, the skip
 of finished stages on a second run (checkpoints untouched), a stage re-trained alone when its
 checkpoint is gone, and bad input. The tiny preset's real length is measured by hand (README).
@@ -24,7 +25,8 @@ from spongebob import cli
 from spongebob.checkpoint import read_checkpoint
 from spongebob.evaluate import is_well_formed_r1
 from spongebob.files import sha256_file
-from spongebob.pipeline import TARGETS, build_plan, read_metrics, run_pipeline
+from spongebob.pipeline import RL_SMOKE, TARGETS, build_plan, read_metrics, run_pipeline
+from spongebob.rl import rl_config
 from spongebob.sft import sft_config, sft_options
 from spongebob.train import TrainConfig
 from spongebob.world import write_sample
@@ -32,9 +34,11 @@ from spongebob.world import write_sample
 distill = pytest.importorskip("spongebob.distill")  # the distill stage (chapter 08)
 distill_config, distill_options = distill.distill_config, distill.distill_options
 
-STAGES = ("pretrain", "sft", "sft-long", "distill")
-CKPT_STAGE = {"pretrain": "pretrain", "sft": "sft", "sft-long": "sft_long", "distill": "distill"}
-INIT = {"sft": "pretrain", "sft-long": "sft", "distill": "sft"}
+STAGES = ("pretrain", "sft", "sft-long", "distill", "rl")
+SEED_STAGES = STAGES[:4]  # no rl: the real data's answers are not numbers to grade
+CKPT_STAGE = {"pretrain": "pretrain", "sft": "sft", "sft-long": "sft_long", "distill": "distill",
+              "rl": "rl"}  # fmt: skip
+INIT = {"sft": "pretrain", "sft-long": "sft", "distill": "sft", "rl": "distill"}
 CAPS = ["--max-steps", "2", "--eval-limit", "2"]
 
 
@@ -98,22 +102,34 @@ def test_tiny_plan_mirrors_the_chapters(home, world):
     plan = build_plan("tiny", world / "out", data_dir=world)
     assert [s.name for s in plan.stages] == list(STAGES)
     assert [s.data for s in plan.stages] == ["pretrain.jsonl", "sft_512.jsonl", "sft_1024.jsonl",
-                                             "r1_1024.jsonl"]  # fmt: skip
+                                             "r1_1024.jsonl", "r1_1024.jsonl"]  # fmt: skip
     assert {s.name: s.init for s in plan.stages if s.init} == INIT
-    pre, sft, long, dist = plan.stages
+    pre, sft, long, dist, rl = plan.stages
     assert pre.cfg == TrainConfig.preset("tiny", eval_every=150)  # chapter 06's run
     assert (sft.cfg, sft.options) == (sft_config("tiny"), sft_options("tiny"))
     assert (long.cfg, long.options) == (sft_config("tiny-long"), sft_options("tiny-long"))
     assert (dist.cfg, dist.options) == (distill_config("tiny"), distill_options("tiny"))
+    assert (rl.cfg, rl.options, rl.preset) == (rl_config("tiny"), {}, "tiny")  # chapter 09's run
     assert plan.model == "tiny" and plan.vocab_size == 2048 and not plan.download
     assert [job for job, _, _ in plan.evals] == ["completion", "facts", "long_before", "long",
-                                                 "arith", "distill_facts"]  # fmt: skip
+                                                 "arith", "distill_facts", "rl_arith"]  # fmt: skip
+
+
+def test_the_smoke_cap_shrinks_the_rl_stage(home, tmp_path):
+    capped = build_plan("tiny", tmp_path, max_steps=3, batch_size=2, grad_accum=1, compile=False)
+    assert [s.name for s in capped.stages] == list(STAGES)
+    assert [s.cfg.max_steps for s in capped.stages[:4]] == [3, 3, 3, 3]
+    full = rl_config("tiny")
+    smoke = {k: min(v, getattr(full, k)) for k, v in RL_SMOKE.items()}
+    assert capped.stages[4].cfg == rl_config("tiny", steps=3, **smoke)
+    assert (smoke["problems"], smoke["group"]) == (2, 2) and smoke["max_new_tokens"] <= 16
 
 
 def test_seed_plan_and_caps(home, tmp_path):
     plan = build_plan("seed", tmp_path)
     assert plan.download and plan.data_dir == tmp_path / "data" and plan.model == "seed"
     assert plan.vocab_size == 6400 and plan.evals == ()
+    assert [s.name for s in plan.stages] == list(SEED_STAGES)  # no rl stage
     assert [s.preset for s in plan.stages] == ["seed", "seed", "seed-long", "seed"]
     assert plan.stages[0].cfg == TrainConfig.preset("seed")
     assert plan.stages[3].cfg == distill_config("seed")
@@ -127,7 +143,8 @@ def test_seed_skips_bad_lines_samples_its_tokenizer_and_distils_the_long_model(h
     assert plan.skip_bad_lines and plan.max_bad_fraction == 0.001
     assert plan.tokenizer_lines == 200_000 and plan.tokenizer is None
     # the original distils its long-SFT model (SFT_1024.pth); chapter 08 distils the SFT model
-    assert {s.name: s.init for s in plan.stages if s.init} == {**INIT, "distill": "sft-long"}
+    seed_init = {k: v for k, v in INIT.items() if k in SEED_STAGES}
+    assert {s.name: s.init for s in plan.stages if s.init} == {**seed_init, "distill": "sft-long"}
     assert all(s.cfg.compile for s in plan.stages)  # the seed presets compile
     tiny = build_plan("tiny", tmp_path / "t")
     assert not tiny.skip_bad_lines and tiny.tokenizer_lines is None
@@ -170,7 +187,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(home, tmp_path, preset):
     assert rc == 0
     lines = stdout.splitlines()
     names = [ln.split()[1] for ln in lines if re.match(r"\s+\d\. ", ln)]
-    assert names == ["tokenizer", *STAGES, "eval"]
+    assert names == ["tokenizer", *(STAGES if preset == "tiny" else SEED_STAGES), "eval"]
     assert ("downloaded from ModelScope" in lines[0]) == (preset == "seed")
     assert ("6400 tokens" in stdout) == (preset == "seed")
     assert list(tmp_path.iterdir()) == []  # nothing trained, nothing downloaded
@@ -189,6 +206,9 @@ def test_first_run_trains_every_stage_in_a_chain(first):
             assert extras["recipe"]["init_sha256"] == sha256_file(out / INIT[stage] / "last.pt")
     _, dist = read_checkpoint(out / "distill" / "last.pt")
     assert dist["recipe"]["tag_weight"] == distill_options("tiny")["tag_weight"]
+    _, rl = read_checkpoint(out / "rl" / "last.pt")
+    assert rl["rl_config"] == rl_config("tiny", steps=2, problems=2, group=2,
+                                        max_new_tokens=16).to_dict()  # the smoke cap  # fmt: skip
 
 
 def test_report_json_agrees_with_metrics_and_graded_answers(first):
@@ -203,6 +223,9 @@ def test_report_json_agrees_with_metrics_and_graded_answers(first):
         assert info["train_s"] == history[-1]["elapsed"]
         assert info["val_loss"] == (val[-1]["val_loss"] if val else None)
     assert report["stages"]["pretrain"]["val_loss"] is not None  # pretraining holds out windows
+    history, _ = read_metrics(out / "rl" / "metrics.jsonl")
+    assert report["stages"]["rl"]["final_reward"] == history[-1]["reward"]
+    assert report["stages"]["rl"]["final_accuracy"] == history[-1]["accuracy"]
 
     def graded(job):
         return json.loads((out / "eval" / f"{job}.json").read_text("utf-8"))["records"]
@@ -222,8 +245,15 @@ def test_report_json_agrees_with_metrics_and_graded_answers(first):
         is_well_formed_r1(r["answer"]) for r in arith
     ) / len(arith)
     assert m["distill"]["facts"]["value"] == share(graded("distill_facts"))
+    rl_arith = graded("rl_arith")
+    assert m["rl"]["arith"]["value"] == share(rl_arith)
+    assert m["rl"]["well_formed"]["value"] == sum(
+        is_well_formed_r1(r["answer"]) for r in rl_arith
+    ) / len(rl_arith)
+    assert [r["id"] for r in rl_arith] == [r["id"] for r in arith]
     assert [r["id"] for r in graded("distill_facts")] == [r["id"] for r in graded("facts")]
-    for job in ("completion", "facts", "long_before", "long", "arith", "distill_facts"):
+    for job in ("completion", "facts", "long_before", "long", "arith", "distill_facts",
+                "rl_arith"):  # fmt: skip
         assert len(graded(job)) == 2  # --eval-limit
     for (stage, key), target in TARGETS.items():
         got = m[stage][key]
@@ -243,6 +273,8 @@ def test_report_md_shows_each_stage_and_existing_figures(first):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loss = first["report"]["stages"]["sft"]["final_loss"]
     assert f"| final training loss | {loss:.3f} |" in md
+    reward = first["report"]["stages"]["rl"]["final_reward"]
+    assert f"| final mean reward | {reward:.3f} |" in md
 
 
 def test_second_run_skips_every_finished_stage(first, second):
@@ -252,7 +284,7 @@ def test_second_run_skips_every_finished_stage(first, second):
         assert f"{stage}: finished run found, skipped" in stdout
         assert f"{stage}: training" not in stdout
         assert second["report"]["stages"][stage]["skipped"] is True
-    assert stdout.count("(cached result, skipped)") == 6
+    assert stdout.count("(cached result, skipped)") == 7
     assert second["files"] == first["files"]  # not one checkpoint rewritten
     for stage in STAGES:  # the numbers come from the same runs
         for key in ("steps", "final_loss", "val_loss", "train_s", "metrics"):
@@ -265,12 +297,14 @@ def test_a_missing_stage_is_retrained_alone(first, second, world):
     rc, stdout, err = run_cli("pipeline", "--data", str(world), "--out", str(out), *CAPS)
     assert rc == 0, err
     assert "distill: training (2 steps)" in stdout
+    assert "rl: training (2 steps)" in stdout  # its init, the distilled model, changed
     for stage in ("pretrain", "sft", "sft-long"):
         assert f"{stage}: finished run found, skipped" in stdout
     after = fingerprints(out)
     assert {s: after[s] for s in STAGES[:3]} == {s: first["files"][s] for s in STAGES[:3]}
     assert "eval arith (distill)" in stdout and "eval distill_facts (distill)" in stdout
-    assert stdout.count("(cached result, skipped)") == 4  # both distill jobs graded anew
+    assert "eval rl_arith (rl)" in stdout
+    assert stdout.count("(cached result, skipped)") == 4  # both distill jobs and rl's graded anew
 
 
 # ------------------------------------------------------------------------------ bad input

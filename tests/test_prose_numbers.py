@@ -306,7 +306,12 @@ def test_every_number_in_the_prose_comes_from_a_cell(path: Path):
 
 # README.md's "What you should see" states each chapter's results: they come from that chapter's
 # outputs too. The course's targets are stated next to them and are not results.
-README_TARGETS = {"06": {"80 %"}, "07": {"60 %", "70 %"}, "08": {"90 %", "95 %", "40 %"}}
+README_TARGETS = {
+    "06": {"80 %"},
+    "07": {"60 %", "70 %"},
+    "08": {"90 %", "95 %", "40 %"},
+    "09": set(),
+}
 
 
 def readme_results() -> dict[str, str]:

@@ -3,7 +3,8 @@
 Real runs of a few steps on a cut-down world (the generated sample, its training files shortened)
 from a tiny pretraining checkpoint made by `spongebob train pretrain`: what the checkpoint
 records (stage, recipe, configuration, steps), that the weights moved, that --resume continues,
-and that bad input is one line on stderr with exit status 2, not a traceback.
+that `train rl` runs GRPO for 2 steps of 2 problems x 2 short answers, and that bad input is one
+line on stderr with exit status 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -118,6 +119,78 @@ def test_train_distill_tag_weight(world, pretrained, tmp_path, capsys):
     mixed = (out / "chats.jsonl").read_text("utf-8").splitlines()
     reasoning = (world / "r1_1024.jsonl").read_text("utf-8").splitlines()
     assert len(mixed) == len(reasoning) + 10 and set(reasoning) <= set(mixed)
+
+
+def _rl(world, init, out, *extra, data=None) -> list[str]:
+    return ["train", "rl", str(data or world / "r1_1024.jsonl"), "--init", str(init), "--out",
+            str(out), "--steps", "2", "--problems", "2", "--group", "2", "--max-new-tokens", "8",
+            *extra]  # fmt: skip
+
+
+def test_train_rl_runs_grpo_and_records_it(world, pretrained, tmp_path, capsys):
+    pytest.importorskip("spongebob.rl")
+    out = tmp_path / "rl"
+    assert cli.main(_rl(world, pretrained, out, "--lr", "0.001", "--seed", "3")) == 0
+    printed = capsys.readouterr().out
+    assert "rl (tiny preset, 1 process, cpu)" in printed and "2 problems x 2 answers" in printed
+    assert "done: 2 steps, reward " in printed and f"checkpoint {out / 'last.pt'}" in printed
+    _, extras = read_checkpoint(out / "last.pt")
+    assert extras["stage"] == "rl" and extras["step"] == 2
+    cfg = extras["rl_config"]
+    assert (cfg["steps"], cfg["problems"], cfg["group"], cfg["max_new_tokens"]) == (2, 2, 2, 8)
+    assert (cfg["lr"], cfg["seed"]) == (0.001, 3)
+    from spongebob.files import sha256_file
+
+    assert extras["recipe"]["init_sha256"] == sha256_file(pretrained)
+    records = _metrics(out)
+    assert [r["step"] for r in records] == [1, 2]
+    assert {"reward", "accuracy", "well_formed", "loss", "kl", "elapsed"} <= set(records[-1])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("bad_line", "problems.jsonl:3: a problem needs 'conversations' or 'messages'"),
+        ("not_json", "problems.jsonl:2: not valid JSON"),
+        ("group_1", "RLConfig: group must be >= 2, got 1"),
+        ("too_few", "problems.jsonl: 2 problems, fewer than the 5 a step draws"),
+        ("missing_data", "nope.jsonl: no such file"),
+        ("data_twice", "give the training data once"),
+    ],
+)
+def test_train_rl_bad_input_is_one_line(world, pretrained, tmp_path, capsys, case, message):
+    pytest.importorskip("spongebob.rl")
+    good = (world / "r1_1024.jsonl").read_text("utf-8").splitlines(keepends=True)[:2]
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(good), "utf-8")
+    extra: list[str] = []
+    if case == "bad_line":
+        with open(data, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"conversations": [{"role": "assistant", "content": "4"}]}) + "\n")
+    elif case == "not_json":
+        data.write_text(good[0] + "{not json\n", "utf-8")
+    elif case == "group_1":
+        extra = ["--group", "1"]
+    elif case == "too_few":
+        extra = ["--problems", "5"]
+    elif case == "missing_data":
+        data = tmp_path / "nope.jsonl"
+    elif case == "data_twice":
+        extra = ["--data", str(data)]
+    rc = cli.main(_rl(world, pretrained, tmp_path / "run", *extra, data=data))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("spongebob: error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_train_rl_refuses_torchrun(world, pretrained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(_rl(world, pretrained, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err == ("spongebob: error: train rl runs in one process (WORLD_SIZE=2 under "
+                   "torchrun): run it with plain `spongebob train rl`\n")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

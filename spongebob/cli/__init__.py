@@ -13,8 +13,12 @@
     spongebob train sft DATA --init CKPT --preset tiny|tiny-long|seed|seed-long [--replay-data F]
     spongebob train distill DATA --init CKPT --preset tiny|seed [--tag-weight W] [--replay-data F]
         (DATA: a chat JSONL file or a prepared folder, or --data; the same flags as pretrain)
+    spongebob train rl DATA --init CKPT [--preset tiny] [--steps N] [--group N] [...]
+        (GRPO of a distilled model on problems with checkable answers, in one process; DATA: a
+        JSONL file of reasoning chats or eval lines, or --data; flags override RLConfig's fields)
     spongebob pipeline --preset tiny|seed [--out DIR] [--data DIR] [--tokenizer DIR] [--dry-run]
-        (tokenizer, pretrain, SFT, long SFT, distill, eval and a report; finished stages skipped)
+        (tokenizer, pretrain, SFT, long SFT, distill, RL (tiny preset only), eval and a report;
+        finished stages skipped)
     spongebob chat --checkpoint CKPT [--tokenizer DIR] [--prompt TEXT] [--temperature 0 ...]
         (interactive with history, /clear and /quit; --prompt answers once and prints the answer)
     spongebob eval --checkpoint CKPT [--sets facts long ...] [--out FILE.json]

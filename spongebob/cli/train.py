@@ -1,8 +1,11 @@
 # Hand-written module (not generated from a notebook).
-"""``spongebob train pretrain|sft|distill``: one training loop, three stages.
+"""``spongebob train pretrain|sft|distill|rl``: one training loop for three stages, and GRPO.
 
-Also what ``torchrun --nproc_per_node=N -m spongebob train ...`` runs: every rank parses the same
-command, joins the process group and leaves it at the end (``destroy_process_group``).
+``pretrain``, ``sft`` and ``distill`` share the training loop of ``spongebob.train``; it is also
+what ``torchrun --nproc_per_node=N -m spongebob train ...`` runs: every rank parses the same
+command, joins the process group and leaves it at the end (``destroy_process_group``). ``rl``
+(reinforcement learning with GRPO, ``spongebob.rl``, chapter 09) samples answers and runs in one
+process: it refuses torchrun.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from spongebob.cli.common import (
     bad_lines_kwargs,
     device_arg,
     finish_distributed,
+    input_file,
     input_path,
     is_seed,
     output_dir,
@@ -105,12 +109,14 @@ def _train_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_arg(args: argparse.Namespace) -> Path:
-    """DATA (positional, like `train pretrain`) or ``--data``: exactly one, and it must exist."""
+def _data_arg(args: argparse.Namespace, what: str = "a chat JSONL file or a prepared folder",
+              check=input_path) -> Path:  # fmt: skip
+    """DATA (positional, like `train pretrain`) or ``--data``: exactly one, and it must exist
+    (``check``: `input_path`, or `input_file` where a folder will not do)."""
     if (args.data is None) == (args.data_opt is None):
         raise CliError("give the training data once: DATA or --data FILE_OR_PREPARED_DIR")
     data = args.data if args.data is not None else args.data_opt
-    return input_path(data, "a chat JSONL file or a prepared folder")
+    return check(data, what)
 
 
 def _check_init(init: Path, tok) -> None:
@@ -199,6 +205,55 @@ def _train_distill(args: argparse.Namespace) -> int:
     return _train_chat_stage(args, "distill")
 
 
+# Flags of `train rl` that override a field of RLConfig (default: the preset's value).
+RL_FLAGS = {
+    "steps": (int, "GRPO steps"),
+    "problems": (int, "problems drawn per step"),
+    "group": (int, "answers sampled per problem (>= 2)"),
+    "lr": (float, "learning rate (constant, AdamW)"),
+    "beta": (float, "weight of the KL penalty to the init model"),
+    "clip": (float, "clipping of the probability ratio"),
+    "updates": (int, "gradient steps per batch of answers"),
+    "temperature": (float, "sampling temperature"),
+    "max_new_tokens": (int, "longest sampled answer, in tokens"),
+    "format_bonus": (float, "reward of a well-formed think/answer reply"),
+    "seed": (int, "random seed"),
+}
+
+
+def _train_rl(args: argparse.Namespace) -> int:
+    """`train rl`: GRPO (`spongebob.rl.grpo`) from a distilled checkpoint, in one process."""
+    import os
+
+    from spongebob.rl import grpo, read_problems, rl_config
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise CliError(f"train rl runs in one process (WORLD_SIZE={world} under torchrun): run "
+                       "it with plain `spongebob train rl`")  # fmt: skip
+    data = _data_arg(args, "DATA: a JSONL file of reasoning chats or eval lines", input_file)
+    cfg = rl_config(args.preset, **{k: getattr(args, k) for k in RL_FLAGS
+                                    if getattr(args, k) is not None})  # fmt: skip
+    vocab = SEED_VOCAB if is_seed(args.preset) else None
+    tok, _ = resolve_tokenizer(args.tokenizer, args.preset, vocab)
+    _check_init(args.init, tok)
+    out = args.out or Path("runs") / f"rl-{args.preset}"
+    output_dir(out, "--out: the run folder")
+    problems = read_problems(data)  # every line checked before the model loads: FILE:LINE
+    if cfg.problems > len(problems):
+        raise CliError(f"{data}: {len(problems)} problems, fewer than the {cfg.problems} a step "
+                       "draws; pass a smaller --problems")  # fmt: skip
+    device = device_arg(args)
+    print(f"rl ({args.preset} preset, 1 process, {device.type}) from {args.init} -> {out}: "
+          f"{cfg.steps} steps of {cfg.problems} problems x {cfg.group} answers", flush=True)  # fmt: skip
+    last: dict = {}
+    ckpt = grpo(args.init, data, tok, out, cfg, device=device, on_log=last.update)
+    nan = float("nan")
+    print(f"done: {last.get('step', cfg.steps)} steps, reward {last.get('reward', nan):.3f}, "
+          f"accuracy {last.get('accuracy', nan):.1%}, checkpoint {ckpt}")  # fmt: skip
+    return 0
+
+
 def _common_train_args(c: argparse.ArgumentParser, kind: str) -> None:
     c.add_argument("--tokenizer", type=Path, default=None,
                    help="tokenizer folder (the original's works; required by the seed presets; "
@@ -215,7 +270,8 @@ def _common_train_args(c: argparse.ArgumentParser, kind: str) -> None:
 
 
 def add_parsers(groups) -> None:
-    tr = groups.add_parser("train", help="train a model (one loop: pretrain, SFT, distill)")
+    tr = groups.add_parser("train", help="train a model (one loop: pretrain, SFT, distill; "
+                           "then GRPO: rl)")  # fmt: skip
     tr_cmds = tr.add_subparsers(dest="cmd", required=True)
     pt = tr_cmds.add_parser("pretrain", help="pretrain a fresh model on packed text")
     pt.add_argument("data", type=Path, help="pretraining JSONL file or a prepared folder")
@@ -274,3 +330,24 @@ def add_parsers(groups) -> None:
         c.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
         _common_train_args(c, kind)
         c.set_defaults(func=_train_sft if kind == "sft" else _train_distill)
+
+    rl = tr_cmds.add_parser("rl", help="reinforcement learning (GRPO) of a distilled checkpoint "
+                            "on problems with checkable answers")  # fmt: skip
+    rl.add_argument("data", type=Path, nargs="?", default=None,
+                    help="JSONL of problems: reasoning chats (r1_1024.jsonl, the answer taken "
+                         "from <answer>) or eval lines with 'expected' (or --data)")  # fmt: skip
+    rl.add_argument("--data", dest="data_opt", metavar="DATA", type=Path, default=None,
+                    help="the same as DATA")  # fmt: skip
+    rl.add_argument("--init", type=Path, required=True,
+                    help="checkpoint to start from, also the frozen reference (a distill run's)")  # fmt: skip
+    rl.add_argument("--preset", choices=("tiny",), default="tiny",
+                    help="recipe (tiny: CPU minutes on the embedded world)")  # fmt: skip
+    rl.add_argument("--tokenizer", type=Path, default=None,
+                    help="tokenizer folder (default: the course tokenizer of the embedded data)")  # fmt: skip
+    rl.add_argument("--out", type=Path, default=None,
+                    help="run folder for last.pt and metrics.jsonl (default runs/rl-PRESET)")  # fmt: skip
+    add_device_arg(rl)
+    for name, (typ, text) in RL_FLAGS.items():
+        rl.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                        help=text + " (default: the preset's)")  # fmt: skip
+    rl.set_defaults(func=_train_rl)
