@@ -397,8 +397,8 @@ fig, ax = plt.subplots(figsize=(9, 2.6), dpi=90)
 ax.imshow(torch.where(prompt_part, 1.0, float("nan")), cmap="Greys", vmin=0, vmax=3,
           aspect="auto", interpolation="nearest")  # fmt: skip
 ax.imshow(answer_part, cmap="RdYlGn", vmin=-2.5, vmax=2.5, aspect="auto", interpolation="nearest")
-ax.set(xlabel="target position", ylabel="answer of the group",
-       title=f"Problem {shown}: answer tokens (colour: advantage), prompt (grey), padding (white)")  # fmt: skip
+title = f"Problem {shown}: answer tokens (colour: advantage), prompt (grey), padding (white)"
+ax.set(xlabel="target position", ylabel="answer of the group", title=title)
 plt.show()
 print("answer tokens per row:", mask.sum(1).long().tolist())
 
@@ -521,8 +521,8 @@ assert abs(k3[m].mean() - exact[m].mean()) < 0.25 * exact[m].mean()
 
 # %%
 #| export
-def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tensor,
-              mask: Tensor, *, clip: float = 0.2, beta: float = 0.04) -> tuple[Tensor, dict]:  # fmt: skip
+def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tensor, mask: Tensor,
+              *, clip: float = 0.2, beta: float = 0.04) -> tuple[Tensor, dict]:  # fmt: skip
     """GRPO's loss (Shao et al., 2024): per answer token, minus the clipped surrogate
     ``min(r A, clip(r, 1 - clip, 1 + clip) A)`` with ``r = exp(logp - old_logp)``, plus ``beta``
     times the KL estimate ``exp(ref - logp) - (ref - logp) - 1``; averaged over each answer's
@@ -694,11 +694,12 @@ def grpo_step(policy: torch.nn.Module, reference: torch.nn.Module, optimizer,
     prompts = [encoder.encode([q])[0] for q, _ in batch for _ in range(cfg.group)]
     seeds = [row_seed(cfg.seed, step, i) for i in range(len(prompts))]
     answers = sample_answers(policy, prompts, seeds, eos_id=eos_id, pad_id=pad_id,
-                             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)  # fmt: skip
+                             temperature=cfg.temperature,
+                             max_new_tokens=cfg.max_new_tokens)  # fmt: skip
     texts = [encoder.tokenizer.decode([i for i in a if i != eos_id]) for a in answers]
     expected = [e for _, e in batch for _ in range(cfg.group)]
-    rewards = torch.tensor([reward(t, e, format_bonus=cfg.format_bonus)
-                            for t, e in zip(texts, expected)]).view(len(batch), cfg.group)  # fmt: skip
+    scores = [reward(t, e, format_bonus=cfg.format_bonus) for t, e in zip(texts, expected)]
+    rewards = torch.tensor(scores).view(len(batch), cfg.group)
     advantages = group_advantages(rewards)
     informative = rewards.std(dim=1) > 0
     stats = {"reward": rewards.mean().item(),
@@ -863,9 +864,10 @@ def smooth(values, k=10):
 
 steps = [r["step"] for r in rl_log]
 fig, axes = plt.subplots(1, 5, figsize=(14, 2.8), dpi=90)
-for ax, key, label in zip(axes, ("reward", "accuracy", "length", "kl", "signal"),
-                          ("mean reward", "accuracy of the sampled answers", "answer length (tokens)",
-                           "KL estimate to the reference", f"groups with signal (of {cfg.problems})")):  # fmt: skip
+titles = {"reward": "mean reward", "accuracy": "accuracy of the sampled answers",
+          "length": "answer length (tokens)", "kl": "KL estimate to the reference",
+          "signal": f"groups with signal (of {cfg.problems})"}  # fmt: skip
+for ax, (key, label) in zip(axes, titles.items()):
     ax.plot(steps, [r[key] for r in rl_log], lw=0.6, alpha=0.4)
     ax.plot(steps, smooth([r[key] for r in rl_log]), lw=1.5)
     ax.set(xlabel="step", title=label)
@@ -887,8 +889,11 @@ print(
 # %%
 # NBVAL_IGNORE_OUTPUT
 greedy_after = evaluate_file(trained, tok, world / "eval_arith.jsonl", "number", max_new_tokens=96)
-samples_after = [evaluate_file(trained, tok, world / "eval_arith.jsonl", "number",
-                               max_new_tokens=96, temperature=1.0, seed=s) for s in range(8)]  # fmt: skip
+samples_after = [
+    evaluate_file(trained, tok, world / "eval_arith.jsonl", "number", max_new_tokens=96,
+                  temperature=1.0, seed=s)
+    for s in range(8)
+]  # fmt: skip
 right_after = torch.tensor([[r["correct"] for r in rep.records] for rep in samples_after],
                            dtype=torch.float)  # fmt: skip
 well_formed_after = sum(parse_r1(r["answer"]) is not None for r in greedy_after.records) / n_eval
@@ -921,7 +926,8 @@ for name, rep in (("before", greedy), ("after", greedy_after)):
     kinds = defaultdict(list)
     for r in rep.records:
         kinds[kind_of[r["id"]]].append(r["correct"])
-    print(f"greedy by kind, {name:6s}", {k: f"{sum(v)}/{len(v)}" for k, v in sorted(kinds.items())})
+    counts = {k: f"{sum(v)}/{len(v)}" for k, v in sorted(kinds.items())}
+    print(f"greedy by kind, {name:6s}", counts)
 pass8_after = right_after.max(dim=0).values.mean().item()
 print(f"at least one of 8 samples right: {pass8:.1%} before, {pass8_after:.1%} after")
 assert well_formed_after >= 0.95 and greedy_after.accuracy >= greedy.accuracy - 0.03
@@ -954,7 +960,8 @@ assert (
 wild_cfg = rl_config("tiny", steps=30, lr=8 * cfg.lr, beta=0.0)
 wild_ckpt = rl_checkpoint(world / "r1_1024.jsonl", tok, artifacts_dir("runs", "rl-tiny-wild"),
                           wild_cfg, init=distilled, progress=False)  # fmt: skip
-wild_log = [json.loads(line) for line in open(wild_ckpt.parent / "metrics.jsonl", encoding="utf-8")]
+with open(wild_ckpt.parent / "metrics.jsonl", encoding="utf-8") as f:
+    wild_log = [json.loads(line) for line in f]
 wild = load_model(wild_ckpt).eval()
 wild_greedy = evaluate_file(wild, tok, world / "eval_arith.jsonl", "number", max_new_tokens=96)
 wild_formed = sum(parse_r1(r["answer"]) is not None for r in wild_greedy.records) / n_eval
@@ -970,9 +977,9 @@ axes[0].legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 late = wild_log[-10:]
-print(f"the large step, last 10 steps: KL {sum(r['kl'] for r in late) / 10:.3f} (recipe "
-      f"{sum(r['kl'] for r in rl_log[20:30]) / 10:.3f}); held-out greedy {wild_greedy.accuracy:.1%}"
-      f", well-formed {wild_formed:.1%}")  # fmt: skip
+kl_wild, kl_recipe = (sum(r["kl"] for r in log_) / 10 for log_ in (late, rl_log[20:30]))
+print(f"the large step, last 10 steps: KL {kl_wild:.3f} (recipe {kl_recipe:.3f}); held-out "
+      f"greedy {wild_greedy.accuracy:.1%}, well-formed {wild_formed:.1%}")  # fmt: skip
 assert sum(r["kl"] for r in late) > 3 * sum(r["kl"] for r in rl_log[20:30])
 assert sum(r["accuracy"] for r in late) < sum(r["accuracy"] for r in rl_log[20:30]) - 0.5
 

@@ -104,8 +104,8 @@ def token_logprobs(model: torch.nn.Module, ids: Tensor) -> Tensor:
     return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None]).squeeze(-1)
 
 
-def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tensor,
-              mask: Tensor, *, clip: float = 0.2, beta: float = 0.04) -> tuple[Tensor, dict]:  # fmt: skip
+def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor, advantages: Tensor, mask: Tensor,
+              *, clip: float = 0.2, beta: float = 0.04) -> tuple[Tensor, dict]:  # fmt: skip
     """GRPO's loss (Shao et al., 2024): per answer token, minus the clipped surrogate
     ``min(r A, clip(r, 1 - clip, 1 + clip) A)`` with ``r = exp(logp - old_logp)``, plus ``beta``
     times the KL estimate ``exp(ref - logp) - (ref - logp) - 1``; averaged over each answer's
@@ -246,11 +246,12 @@ def grpo_step(policy: torch.nn.Module, reference: torch.nn.Module, optimizer,
     prompts = [encoder.encode([q])[0] for q, _ in batch for _ in range(cfg.group)]
     seeds = [row_seed(cfg.seed, step, i) for i in range(len(prompts))]
     answers = sample_answers(policy, prompts, seeds, eos_id=eos_id, pad_id=pad_id,
-                             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)  # fmt: skip
+                             temperature=cfg.temperature,
+                             max_new_tokens=cfg.max_new_tokens)  # fmt: skip
     texts = [encoder.tokenizer.decode([i for i in a if i != eos_id]) for a in answers]
     expected = [e for _, e in batch for _ in range(cfg.group)]
-    rewards = torch.tensor([reward(t, e, format_bonus=cfg.format_bonus)
-                            for t, e in zip(texts, expected)]).view(len(batch), cfg.group)  # fmt: skip
+    scores = [reward(t, e, format_bonus=cfg.format_bonus) for t, e in zip(texts, expected)]
+    rewards = torch.tensor(scores).view(len(batch), cfg.group)
     advantages = group_advantages(rewards)
     informative = rewards.std(dim=1) > 0
     stats = {"reward": rewards.mean().item(),

@@ -104,7 +104,6 @@ def test_train_sft_without_replay(world, pretrained, tmp_path):
 
 
 def test_train_distill_tag_weight(world, pretrained, tmp_path, capsys):
-    pytest.importorskip("spongebob.distill")
     out = tmp_path / "distill"
     args = ["train", "distill", str(world / "r1_1024.jsonl"), "--init", str(pretrained),
             "--replay-data", str(world / "pretrain.jsonl"), "--out", str(out),
@@ -128,7 +127,6 @@ def _rl(world, init, out, *extra, data=None) -> list[str]:
 
 
 def test_train_rl_runs_grpo_and_records_it(world, pretrained, tmp_path, capsys):
-    pytest.importorskip("spongebob.rl")
     out = tmp_path / "rl"
     assert cli.main(_rl(world, pretrained, out, "--lr", "0.001", "--seed", "3")) == 0
     printed = capsys.readouterr().out
@@ -159,7 +157,6 @@ def test_train_rl_runs_grpo_and_records_it(world, pretrained, tmp_path, capsys):
     ],
 )
 def test_train_rl_bad_input_is_one_line(world, pretrained, tmp_path, capsys, case, message):
-    pytest.importorskip("spongebob.rl")
     good = (world / "r1_1024.jsonl").read_text("utf-8").splitlines(keepends=True)[:2]
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(good), "utf-8")
