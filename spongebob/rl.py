@@ -135,7 +135,7 @@ class RLConfig:
     ``grad_clip``; ``updates`` gradient steps per batch of answers (the ratio and its ``clip`` act
     from the second); ``beta`` weighs the KL penalty; ``format_bonus`` goes to :func:`reward`;
     ``skip_equal_groups`` leaves groups of equal rewards out of the update. Step ``s`` draws its
-    problems with ``random.Random([seed, s])`` and samples row ``i`` with seed
+    problems with ``random.Random(f"{seed}-{s}")`` and samples row ``i`` with seed
     :func:`row_seed` ``(seed, s, i)``.
     """
 
