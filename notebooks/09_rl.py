@@ -650,6 +650,14 @@ def row_seed(seed: int, step: int, row: int) -> int:
     return (seed * 1_000_003 + step) * 65_536 + row
 
 
+# %% [markdown]
+# The problems come from a JSONL file: the questions of `r1_1024.jsonl` with the answer the
+# teacher wrote, or eval lines that state the expected answer. A bad line is named by file and
+# line before any model is loaded.
+
+
+# %%
+#| export
 def read_problems(path: str | Path) -> list[tuple[dict, str]]:
     """``[(user message, expected answer), ...]`` from a JSONL file of reasoning chats
     (``{"conversations": [user, assistant]}``, the expected answer taken from the reply's
@@ -682,6 +690,12 @@ def read_problems(path: str | Path) -> list[tuple[dict, str]]:
     return out
 
 
+# %% [markdown]
+# One step: sample, score, compare within each group, update (sections 2-6 in that order).
+
+
+# %%
+#| export
 def grpo_step(policy: torch.nn.Module, reference: torch.nn.Module, optimizer,
               batch: Sequence[tuple[dict, str]], encoder, cfg: RLConfig, *, step: int = 1,
               eos_id: int, pad_id: int) -> dict[str, float]:  # fmt: skip
@@ -731,6 +745,13 @@ def grpo_step(policy: torch.nn.Module, reference: torch.nn.Module, optimizer,
     return stats
 
 
+# %% [markdown]
+# The loop draws each step's problems, logs the step's measurements to `metrics.jsonl`, and
+# writes the checkpoint once at the end; `rl_checkpoint` finds a finished run of the same recipe.
+
+
+# %%
+#| export
 def grpo(init: str | Path, source: str | Path, tokenizer, out_dir: str | Path, cfg: RLConfig, *,
          device: str | torch.device | None = None, progress: bool = True,
          on_log: Callable[[dict], None] | None = None) -> Path:  # fmt: skip
@@ -748,7 +769,7 @@ def grpo(init: str | Path, source: str | Path, tokenizer, out_dir: str | Path, c
     problems = read_problems(source)
     if cfg.problems > len(problems):
         raise ValueError(f"{source}: {len(problems)} problems, fewer than the {cfg.problems} "
-                         "a step draws")  # fmt: skip
+                         "a step draws; draw fewer (RLConfig.problems, --problems)")  # fmt: skip
     dev = run_device(device)
     policy = load_model(init).to(dev).eval()
     reference = load_model(init).to(dev).eval().requires_grad_(False)

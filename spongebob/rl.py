@@ -300,7 +300,7 @@ def grpo(init: str | Path, source: str | Path, tokenizer, out_dir: str | Path, c
     problems = read_problems(source)
     if cfg.problems > len(problems):
         raise ValueError(f"{source}: {len(problems)} problems, fewer than the {cfg.problems} "
-                         "a step draws")  # fmt: skip
+                         "a step draws; draw fewer (RLConfig.problems, --problems)")  # fmt: skip
     dev = run_device(device)
     policy = load_model(init).to(dev).eval()
     reference = load_model(init).to(dev).eval().requires_grad_(False)

@@ -225,7 +225,7 @@ def _train_rl(args: argparse.Namespace) -> int:
     """`train rl`: GRPO (`spongebob.rl.grpo`) from a distilled checkpoint, in one process."""
     import os
 
-    from spongebob.rl import grpo, read_problems, rl_config
+    from spongebob.rl import grpo, rl_config
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1:
@@ -239,14 +239,10 @@ def _train_rl(args: argparse.Namespace) -> int:
     _check_init(args.init, tok)
     out = args.out or Path("runs") / f"rl-{args.preset}"
     output_dir(out, "--out: the run folder")
-    problems = read_problems(data)  # every line checked before the model loads: FILE:LINE
-    if cfg.problems > len(problems):
-        raise CliError(f"{data}: {len(problems)} problems, fewer than the {cfg.problems} a step "
-                       "draws; pass a smaller --problems")  # fmt: skip
     device = device_arg(args)
     print(f"rl ({args.preset} preset, 1 process, {device.type}) from {args.init} -> {out}: "
           f"{cfg.steps} steps of {cfg.problems} problems x {cfg.group} answers", flush=True)  # fmt: skip
-    last: dict = {}
+    last: dict = {}  # grpo reads DATA before it loads a model: a bad line fails as FILE:LINE
     ckpt = grpo(args.init, data, tok, out, cfg, device=device, on_log=last.update)
     nan = float("nan")
     print(f"done: {last.get('step', cfg.steps)} steps, reward {last.get('reward', nan):.3f}, "
