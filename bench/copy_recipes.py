@@ -241,6 +241,21 @@ def run(name: str, work: Path, tok) -> dict:
         model = load_model(ckpt).train()
         drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.1)
+    elif name in ("copier-values+world-kvtext-20", "world+kvtext-20"):
+        # key-value lookups written into windows of the world's text (bench/copy_through.py's
+        # KeyValueRecall) from the start of pretraining, from the copier or from scratch
+        from copy_through import KeyValueRecall
+
+        if name.startswith("copier"):
+            ckpt = work / "spans-values-curriculum" / "last.pt"
+            if not ckpt.is_file():
+                raise SystemExit(f"{ckpt}: no such run; run --only spans-values-curriculum first")
+            model = load_model(ckpt).train()
+        else:
+            values = value_ids(tok)
+            wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+        drills = KeyValueRecall(V, 256, 16, wide, pairs=8, seed=9, text=np.asarray(world.ids))
+        cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.2)
     elif name.startswith("spans-world256") and "then" not in name:
         cfg = TrainConfig(max_steps=200, batch_size=64, seq_len=64, eval_every=25)
         loader = drills()
@@ -283,10 +298,15 @@ def run(name: str, work: Path, tok) -> dict:
     if model is None:
         model = SpongeBob(ModelConfig.preset("tiny", vocab_size=V))
     probes = {"induction": induction_probe}
-    if "world256" in name or "copier" in name or "values" in name:
+    if "world256" in name or "copier" in name or "values" in name or "kvtext" in name:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
-    if "values" in name:
+    if "values" in name or "kvtext" in name:
         probes["values"] = lambda m: induction_probe(m, ids=values)
+    if "kvtext" in name:
+        from copy_through import kv_accuracy
+
+        held_out = KeyValueRecall(V, 256, 16, wide, pairs=8, text=np.asarray(world.ids))
+        probes["kv_text"] = lambda m: kv_accuracy(m, held_out)
     if name.endswith("all-seen"):
         probes["rare"] = lambda m: induction_probe(m, ids=seen[256:])
     t0 = time.perf_counter()
@@ -313,6 +333,7 @@ RECIPES = [
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
     "copier+world-drills-10+notes-20", "spans-values-curriculum", "copier-values+world-drills-10",
+    "copier-values+world-kvtext-20", "world+kvtext-20",
 ]  # fmt: skip
 
 if __name__ == "__main__":

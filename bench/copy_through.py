@@ -127,6 +127,18 @@ def main() -> None:
     )
     ap.add_argument("--chats", type=int, default=3000)
     ap.add_argument("--long-steps", type=int, default=300)
+    ap.add_argument(
+        "--long-drill-len",
+        type=int,
+        default=256,
+        help="length of the long stage's key-value drill rows (kv kinds): 1024 spreads the "
+        "lookups over the long stage's whole window, at the same tokens per batch",
+    )
+    ap.add_argument(
+        "--long-only",
+        action="store_true",
+        help="--init is already an SFT model (chapter 07's, say): run the long stage only",
+    )
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     if not args.init.is_file():
@@ -143,6 +155,8 @@ def main() -> None:
     wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
     rows = list(read_jsonl(world / "eval_long.jsonl"))
     kv_probe = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8)
+    # the same lookups written into 1,024-token windows of the text, at every distance up to 1,000
+    kv_long = KeyValueRecall(tok.vocab_size, 1024, 4, wide, pairs=32, text=np.asarray(text.ids))
     model = load_model(args.init).train()
 
     def report(stage: str, minutes: float) -> None:
@@ -152,6 +166,7 @@ def main() -> None:
                           "probe_values": round(induction_probe(model, ids=values), 3),
                           "probe_world": round(induction_probe(model, ids=alphabet), 3),
                           "kv_recall": round(kv_accuracy(model, kv_probe), 3),
+                          "kv_text_1024": round(kv_accuracy(model, kv_long), 3),
                           "facts": round(sets["facts"].accuracy, 3),
                           "long": round(sets["long"].accuracy, 3),
                           **{f"keep{k}": v for k, v in recall_near(model, tok, rows).items()},
@@ -160,22 +175,26 @@ def main() -> None:
                           "example": sets["long"].records[0]["answer"]}), flush=True)  # fmt: skip
         model.train()
 
-    report("pretrained", 0)
+    report("sft" if args.long_only else "pretrained", 0)
     stages = [("sft", world / "sft_512.jsonl", sft_config("tiny"), sft_options("tiny")),
               ("long", long_chats(args.chats, work / "long.jsonl"),
                sft_config("tiny-long", max_steps=args.long_steps),
                sft_options("tiny-long", last_reply_only=False))]  # fmt: skip
-    for k, (stage, source, cfg, options) in enumerate(stages):
+    if args.long_only:
+        stages = stages[1:]
+    for stage, source, cfg, options in stages:
         t0 = time.perf_counter()
         chats = open_chat_data(source, tok, work / stage, cfg.seq_len, model.config.max_seq_len)
         loader = sft_loader(chats, cfg, text, **options)
         if args.kind.startswith("kv"):
             inside = np.asarray(text.ids) if args.kind == "kv-text" else None
-            drills = KeyValueRecall(
-                tok.vocab_size, 256, 16, wide, pairs=8, seed=20 + k, text=inside
-            )
+            n = args.long_drill_len if stage == "long" else 256
+            drills = KeyValueRecall(tok.vocab_size, n, 16 * 256 // n, wide, pairs=8 * n // 256,
+                                    seed=20 + (stage == "long"), text=inside)  # fmt: skip
         else:
-            drills = RepeatedSpans(tok.vocab_size, 128, 32, k_max=60, seed=20 + k, ids=wide)
+            drills = RepeatedSpans(
+                tok.vocab_size, 128, 32, k_max=60, seed=20 + (stage == "long"), ids=wide
+            )
         # a key-value batch trains about 8 values of a few ids a row (about 400 targets against a
         # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
         loader = ReplayMix(
@@ -185,11 +204,15 @@ def main() -> None:
                           "init": str(args.init)}}  # fmt: skip
         if args.kind != "spans":
             want["bench"]["kind"] = args.kind
+        folder = work / stage
+        if stage == "long" and args.long_drill_len != 256:
+            want["bench"]["drill_len"] = args.long_drill_len
+            folder = work / f"long-drills{args.long_drill_len}"
         # a stage that ran before with these arguments is loaded, not trained again
-        if finished_run(work / stage / "last.pt", {**want, "step": cfg.max_steps}):
-            model.load_state_dict(read_checkpoint(work / stage / "last.pt")[0])
+        if finished_run(folder / "last.pt", {**want, "step": cfg.max_steps}):
+            model.load_state_dict(read_checkpoint(folder / "last.pt")[0])
         else:
-            train(model, loader, cfg, out_dir=work / stage, progress=False, extra=want)
+            train(model, loader, cfg, out_dir=folder, progress=False, extra=want)
         report(stage, (time.perf_counter() - t0) / 60)
 
 
