@@ -234,10 +234,17 @@ def run(name: str, work: Path, tok) -> dict:
         loader = Curriculum(
             [(175, short), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=wide))]
         )
-    elif name == "copier-values+world-drills-10":
-        ckpt = work / "spans-values-curriculum" / "last.pt"
+    elif name == "spans-values-curriculum-200":  # stopped once the head has formed
+        cfg = TrainConfig(max_steps=200, batch_size=64, seq_len=64, eval_every=50)
+        short = RepeatedSpans(V, 64, 64, seed=7, ids=wide)
+        loader = Curriculum(
+            [(175, short), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=wide))]
+        )
+    elif name in ("copier-values+world-drills-10", "copier200-values+world-drills-10"):
+        start = "spans-values-curriculum" + ("-200" if name.startswith("copier200") else "")
+        ckpt = work / start / "last.pt"
         if not ckpt.is_file():
-            raise SystemExit(f"{ckpt}: no such run; run --only spans-values-curriculum first")
+            raise SystemExit(f"{ckpt}: no such run; run --only {start} first")
         model = load_model(ckpt).train()
         drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.1)
@@ -333,7 +340,8 @@ RECIPES = [
     "world+spans-world256-50", "spans-world256-200-then-world+25", "world+repeated-text-50",
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
     "copier+world-drills-10+notes-20", "spans-values-curriculum", "copier-values+world-drills-10",
-    "copier-values+world-kvtext-20", "world+kvtext-20",
+    "copier-values+world-kvtext-20", "world+kvtext-20", "spans-values-curriculum-200",
+    "copier200-values+world-drills-10",
 ]  # fmt: skip
 
 if __name__ == "__main__":

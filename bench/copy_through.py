@@ -208,6 +208,8 @@ def main() -> None:
         if stage == "long" and args.long_drill_len != 256:
             want["bench"]["drill_len"] = args.long_drill_len
             folder = work / f"long-drills{args.long_drill_len}"
+        if stage == "long" and args.long_steps != 300:  # beside the 300-step run, not over it
+            folder = folder.with_name(f"{folder.name}-steps{args.long_steps}")
         # a stage that ran before with these arguments is loaded, not trained again
         if finished_run(folder / "last.pt", {**want, "step": cfg.max_steps}):
             model.load_state_dict(read_checkpoint(folder / "last.pt")[0])

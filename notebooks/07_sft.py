@@ -1585,7 +1585,8 @@ for name, last in (("all replies", False), ("last reply", True)):
     print(f"{name:12s} eval_long {n_right / len(long_rows):.0%} (95 % interval {lo:.0%}-{hi:.0%})"
           f" | by filler exchanges kept {({k: f'{v:.0%}' for k, v in recall_after[name].items()})}"
           f" | right form {answer_form(long_reports[name]):.0%}")  # fmt: skip
-best = max(long_reports, key=lambda k: long_reports[k].accuracy)
+# the loss with more recall; on a tie (both at chance), the one whose answers end more often
+best = max(long_reports, key=lambda k: (long_reports[k].accuracy, long_reports[k].stopped))
 long_ckpt, long_after = long_runs[best], long_reports[best]
 long_model = load_model(long_ckpt).eval()
 facts_after = evaluate_sets(long_model, tok, world, ["facts"])["facts"]

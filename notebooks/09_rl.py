@@ -957,17 +957,17 @@ assert (
 )  # the sampled answers, what RL trained, are right more often
 
 # %% [markdown]
-# Read the printed lines together. The answers the model *samples* are right more often, and the
-# paired interval of that change says it is not noise. The greedy answers, the ones the graders
-# of chapters 07 and 08 read, barely move, and neither does "at least one of 8". That is the
-# signature of sharpening: reinforcement learning moved probability toward answers the model
-# already produced, so its samples agree more often with its best guess; it did not teach it to
-# solve problems that none of its samples solved. Larger studies find the same
-# ([Yue et al., 2025](https://arxiv.org/abs/2504.13837): RL with verifiable rewards raises the
-# accuracy of one sample, not the share of problems solved by any of many). On this model the
-# greedy failures are systematic, a wrong product or a conclusion that does not copy the line
-# above it (section 1's example), and a policy that samples them rarely gets rewarded for
-# anything else.
+# Read the printed lines together. The answers the model *samples* are right more often; the paired
+# interval printed with that change says whether this run's gain is more than noise
+# (`docs/benchmarks.md` records runs where it is and runs where it is not). The greedy answers, the
+# ones the graders of chapters 07 and 08 read, barely move, and neither does "at least one of 8".
+# That is the signature of sharpening: reinforcement learning moved probability toward answers the
+# model already produced, so its samples agree more often with its best guess; it did not teach it
+# to solve problems that none of its samples solved. Larger studies find the same ([Yue et al.,
+# 2025](https://arxiv.org/abs/2504.13837): RL with verifiable rewards raises the accuracy of one
+# sample, not the share of problems solved by any of many). On this model the greedy failures are
+# systematic, a wrong product or a conclusion that does not copy the line above it (section 1's
+# example), and a policy that samples them rarely gets rewarded for anything else.
 
 # %% [markdown]
 # ## 8. A failure, measured: a step too large

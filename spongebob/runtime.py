@@ -82,10 +82,12 @@ def pick_device(preferred: str | None = None) -> torch.device:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA GPUs that support it, none (fp32) elsewhere (the CPU, and MPS).
+    """The autocast dtype that ``dtype="auto"`` trains in on ``device``: bf16 on CUDA GPUs that
+    support it, none (fp32) elsewhere (the CPU, and MPS). It reads `spongebob.train.precision`,
+    the one statement of the policy, so the two cannot drift apart.
 
     bf16 has fp32's exponent range, so unlike fp16 it needs no GradScaler (SEED.md defect 1).
     """
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    from spongebob.train import precision  # spongebob.train imports this module
+
+    return precision("auto", device)[0]
