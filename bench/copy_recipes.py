@@ -197,7 +197,7 @@ def run(name: str, work: Path, tok) -> dict:
     prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
     world = PreparedData(work / "world")
     alphabet = frequent_ids(world)
-    if "values" in name:  # the 256 most frequent ids and the ids the chat details use
+    if "values" in name or "kvtext" in name:  # the 256 most frequent ids and the chat details' ids
         values = value_ids(tok)
         wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
     tiny = TrainConfig.preset("tiny", eval_every=100)
@@ -258,9 +258,6 @@ def run(name: str, work: Path, tok) -> dict:
             if not ckpt.is_file():
                 raise SystemExit(f"{ckpt}: no such run; run --only spans-values-curriculum first")
             model = load_model(ckpt).train()
-        else:
-            values = value_ids(tok)
-            wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
         drills = KeyValueRecall(V, 256, 16, wide, pairs=8, seed=9, text=np.asarray(world.ids))
         cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.2)
     elif name.startswith("spans-world256") and "then" not in name:
