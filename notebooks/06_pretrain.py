@@ -1840,7 +1840,8 @@ def pretrain(
     model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
-             "source_sha256": data.meta["source_sha256"]}  # fmt: skip
+             "source_sha256": data.meta["source_sha256"],
+             "probes": sorted(train_kwargs.get("probes") or {})}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
@@ -1850,11 +1851,13 @@ def pretrained_checkpoint(
     source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig | None = None, **kw: Any
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished ``pretrain`` run of this recipe (same data,
-    tokenizer and configuration); otherwise run ``pretrain`` first. Defined in 06_pretrain.
+    tokenizer and configuration) whose log measured every one of ``kw["probes"]``; otherwise run
+    ``pretrain`` first. Defined in 06_pretrain.
 
-    Later chapters call this so that each notebook runs on its own.
+    Later chapters call this so that each notebook runs on its own. A run trained without a
+    probe asked for here is trained again: its ``metrics.jsonl`` has no values to read back.
     """
-    from spongebob.checkpoint import finished_run
+    from spongebob.checkpoint import finished_run, read_checkpoint
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
@@ -1863,7 +1866,9 @@ def pretrained_checkpoint(
             "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
     if cfg.max_steps is not None and finished_run(path, want):
-        return path
+        logged = set(read_checkpoint(path)[1].get("probes") or [])
+        if logged >= set(kw.get("probes") or {}):
+            return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 
@@ -1942,8 +1947,9 @@ assert per_pos.shape == (119,) and 0.9 < ratio < 1.1
 # Now the run: the `tiny` preset, 900 steps of 16 × 256 tokens (over a dozen passes over the
 # corpus that section 2 measured), about 5 minutes on a 2-core laptop CPU. `pretrained_checkpoint` trains
 # it, or, when the artifact folder already holds a finished run of exactly this recipe (same data,
-# tokenizer, configuration and code version), reuses it: running the chapter again costs seconds,
-# and chapter 07 starts from the same model. Delete the folder to train again. Either way the
+# tokenizer, configuration and code version, and a log that measured the probes asked for), reuses
+# it: running the chapter again costs seconds, and chapter 07 starts from the same model. Delete
+# the folder to train again. Either way the
 # log below is read back from the run's `metrics.jsonl`. Its speed is a median over the 10-step
 # log windows: on a shared machine one window can be several times slower than the others while
 # another process holds the cores, so the slowest and fastest are printed next to it.

@@ -117,7 +117,8 @@ def pretrain(
     model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
-             "source_sha256": data.meta["source_sha256"]}  # fmt: skip
+             "source_sha256": data.meta["source_sha256"],
+             "probes": sorted(train_kwargs.get("probes") or {})}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
@@ -125,11 +126,13 @@ def pretrained_checkpoint(
     source: str | Path, tokenizer, out_dir: str | Path, cfg: TrainConfig | None = None, **kw: Any
 ) -> Path:
     """``out_dir/last.pt`` when it holds a finished ``pretrain`` run of this recipe (same data,
-    tokenizer and configuration); otherwise run ``pretrain`` first. Defined in 06_pretrain.
+    tokenizer and configuration) whose log measured every one of ``kw["probes"]``; otherwise run
+    ``pretrain`` first. Defined in 06_pretrain.
 
-    Later chapters call this so that each notebook runs on its own.
+    Later chapters call this so that each notebook runs on its own. A run trained without a
+    probe asked for here is trained again: its ``metrics.jsonl`` has no values to read back.
     """
-    from spongebob.checkpoint import finished_run
+    from spongebob.checkpoint import finished_run, read_checkpoint
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
@@ -138,7 +141,9 @@ def pretrained_checkpoint(
             "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
     if cfg.max_steps is not None and finished_run(path, want):
-        return path
+        logged = set(read_checkpoint(path)[1].get("probes") or [])
+        if logged >= set(kw.get("probes") or {}):
+            return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 

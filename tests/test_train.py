@@ -509,6 +509,35 @@ def test_pretrain_records_its_cuts_and_reuses_a_finished_run_only_of_the_same_cu
     assert read_checkpoint(shifted)[1]["recipe"] == PRETRAIN_RECIPE  # trained again
 
 
+
+def test_pretrained_checkpoint_trains_again_when_the_finished_run_lacks_a_probe(tmp_path):
+    # A run trained without the probe (a bench script's) has no probe values in its log: chapter
+    # 06 reads them back, so the finished run must not be reused for a call that asks for them.
+    import json
+
+    from spongebob.files import write_jsonl
+    from spongebob.pretrain import pretrained_checkpoint
+    from spongebob.tokenizer import train_bpe
+
+    texts = [f"Sandy has {i} acorns and Squidward has {i + 2}." for i in range(300)]
+    write_jsonl(tmp_path / "pre.jsonl", [{"text": t} for t in texts])
+    tok = train_bpe(texts, vocab_size=300)
+    cfg, run = small_cfg(max_steps=2, batch_size=2), tmp_path / "run"
+    plain = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, progress=False)
+    assert read_checkpoint(plain)[1]["probes"] == []
+    written = plain.stat().st_mtime_ns
+    probes = {"half": lambda model: 0.5}
+    probed = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, progress=False,
+                                   probes=probes)  # fmt: skip
+    assert probed.stat().st_mtime_ns != written  # trained again
+    assert read_checkpoint(probed)[1]["probes"] == ["half"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["half"] for r in records if "val_loss" in r][-1] == 0.5
+    written = probed.stat().st_mtime_ns
+    for kw in ({"probes": probes}, {}):  # a run that measured the probe serves both calls
+        again = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, progress=False, **kw)
+        assert again.stat().st_mtime_ns == written
+
 # --- issue 14: logs on servers, tokens counted, prefetch, per-rank resume ---------------------------
 
 
