@@ -509,7 +509,6 @@ def test_pretrain_records_its_cuts_and_reuses_a_finished_run_only_of_the_same_cu
     assert read_checkpoint(shifted)[1]["recipe"] == PRETRAIN_RECIPE  # trained again
 
 
-
 def test_pretrained_checkpoint_trains_again_when_the_finished_run_lacks_a_probe(tmp_path):
     # A run trained without the probe (a bench script's) has no probe values in its log: chapter
     # 06 reads them back, so the finished run must not be reused for a call that asks for them.
@@ -537,6 +536,7 @@ def test_pretrained_checkpoint_trains_again_when_the_finished_run_lacks_a_probe(
     for kw in ({"probes": probes}, {}):  # a run that measured the probe serves both calls
         again = pretrained_checkpoint(tmp_path / "pre.jsonl", tok, run, cfg, progress=False, **kw)
         assert again.stat().st_mtime_ns == written
+
 
 # --- issue 14: logs on servers, tokens counted, prefetch, per-rank resume ---------------------------
 
