@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -139,6 +140,13 @@ def main() -> None:
         action="store_true",
         help="--init is already an SFT model (chapter 07's, say): run the long stage only",
     )
+    ap.add_argument(
+        "--long-sft-chats",
+        type=int,
+        default=0,
+        help="shuffle this many of sft_512.jsonl's chats in with the long stage's chats, so that "
+        "the long stage keeps practising the SFT stage's questions (the held-out facts' test)",
+    )
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     if not args.init.is_file():
@@ -176,8 +184,16 @@ def main() -> None:
         model.train()
 
     report("sft" if args.long_only else "pretrained", 0)
+    long_source = long_chats(args.chats, work / "long.jsonl")
+    if args.long_sft_chats:
+        lines = long_source.read_text(encoding="utf-8").splitlines(keepends=True)
+        sft_lines = (world / "sft_512.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+        lines += sft_lines[: args.long_sft_chats]
+        random.Random(0).shuffle(lines)
+        long_source = work / f"long+sft{args.long_sft_chats}.jsonl"
+        long_source.write_text("".join(lines), encoding="utf-8")
     stages = [("sft", world / "sft_512.jsonl", sft_config("tiny"), sft_options("tiny")),
-              ("long", long_chats(args.chats, work / "long.jsonl"),
+              ("long", long_source,
                sft_config("tiny-long", max_steps=args.long_steps),
                sft_options("tiny-long", last_reply_only=False))]  # fmt: skip
     if args.long_only:
@@ -210,6 +226,9 @@ def main() -> None:
             folder = work / f"long-drills{args.long_drill_len}"
         if stage == "long" and args.long_steps != 300:  # beside the 300-step run, not over it
             folder = folder.with_name(f"{folder.name}-steps{args.long_steps}")
+        if stage == "long" and args.long_sft_chats:
+            want["bench"]["sft_chats"] = args.long_sft_chats
+            folder = folder.with_name(f"{folder.name}-sft{args.long_sft_chats}")
         # a stage that ran before with these arguments is loaded, not trained again
         if finished_run(folder / "last.pt", {**want, "step": cfg.max_steps}):
             model.load_state_dict(read_checkpoint(folder / "last.pt")[0])

@@ -939,7 +939,10 @@ def resume_training(
 # every time. `finished_run` is the one test that a checkpoint on disk is the run a caller asks
 # for: every entry the caller names must be equal (stage, configuration, step, tokenizer, data),
 # and the recipe's options too, where an option that an older checkpoint does not record counts
-# as its default (folded in the book).
+# as its default (folded in the book). Probes do not change the weights, but a chapter that plots
+# them reads them back from the run's `metrics.jsonl`, so `logged` checks that the run measured
+# every probe asked for: a finished run without them is trained again, not reused with a hole in
+# its log.
 
 
 # %% tags=["hide-input"]
@@ -964,6 +967,25 @@ def finished_run(
         return False
     got, defaults = extras.get("recipe") or {}, defaults or {}
     return all(got.get(k, defaults.get(k)) == v for k, v in (recipe or {}).items())
+
+
+# %% tags=["hide-input"]
+#| export: checkpoint
+def logged(metrics: str | Path, names) -> bool:
+    """True when every name in ``names`` is a key of some record of the run's log ``metrics``
+    (its ``metrics.jsonl``): the run measured those probes, so a chapter can read them back.
+    Defined in 06_pretrain; ``pretrained_checkpoint`` and ``spongebob.sft.sft_checkpoint`` reuse a
+    finished run only when it logged the probes they are asked for."""
+    import json
+
+    if not names:
+        return True
+    try:
+        with open(metrics, encoding="utf-8") as f:
+            keys = set().union(*(json.loads(line) for line in f))
+    except (OSError, ValueError):
+        return False
+    return set(names) <= keys
 
 
 # %% [markdown]
@@ -1840,8 +1862,7 @@ def pretrain(
     model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
-             "source_sha256": data.meta["source_sha256"],
-             "probes": sorted(train_kwargs.get("probes") or {})}  # fmt: skip
+             "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
@@ -1857,7 +1878,7 @@ def pretrained_checkpoint(
     Later chapters call this so that each notebook runs on its own. A run trained without a
     probe asked for here is trained again: its ``metrics.jsonl`` has no values to read back.
     """
-    from spongebob.checkpoint import finished_run, read_checkpoint
+    from spongebob.checkpoint import finished_run, logged
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
@@ -1865,10 +1886,9 @@ def pretrained_checkpoint(
     want = {"stage": "pretrain", "recipe": pretrain_recipe(kw.get("cuts", "shifted")),
             "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
-    if cfg.max_steps is not None and finished_run(path, want):
-        logged = set(read_checkpoint(path)[1].get("probes") or [])
-        if logged >= set(kw.get("probes") or {}):
-            return path
+    if (cfg.max_steps is not None and finished_run(path, want)
+            and logged(path.parent / "metrics.jsonl", kw.get("probes") or {})):  # fmt: skip
+        return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 
@@ -2223,7 +2243,7 @@ assert again == ckpt
 # |---|---|
 # | `spongebob.train` | `TrainConfig`, `TRAIN_PRESETS`, `param_groups`, `make_optimizer`, `WarmupCosine`, `trained_tokens`, `accumulate_gradients`, `precision`, `PEAK_FLOPS`, `peak_flops`, `evaluate_loss`, `run_device`, `setup_distributed`, `rank0_first`, `wrap_model`, `Prefetch`, `train`, `TrainResult` |
 # | `spongebob.pretrain` | `open_pretraining_data`, `PRETRAIN_RECIPE`, `pretrain_recipe`, `pretrain`, `pretrained_checkpoint`, `complete` |
-# | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT` |
+# | `spongebob.checkpoint` | (saving and resume) `save_checkpoint`, `training_state`, `resume_training`, `rng_state`, `set_rng_state`, `TRAINING_FORMAT`, (reuse) `finished_run`, `logged` |
 #
 # Next: chapter 07 (SFT) starts from this checkpoint and teaches the model to answer in the chat
 # format, with the loss on the answers only, where token-normalised accumulation matters.

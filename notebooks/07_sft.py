@@ -100,6 +100,7 @@ pretrained = pretrained_checkpoint(
     artifacts_dir("runs", "pretrain-tiny"),
     TrainConfig.preset("tiny", eval_every=150),
     progress=False,
+    probes={"induction": induction_probe},  # section 8 reads its values back from the run's log
 )
 base = load_model(pretrained).eval()
 print(f"pretrained model: {sum(p.numel() for p in base.parameters()):,} parameters, "
@@ -541,7 +542,6 @@ checkpoint that later chapters find or re-create (:func:`sft_checkpoint`)::
                           init=pretrained, replay="pretrain.jsonl")
 """
 
-import json  # noqa: F811
 import math  # noqa: F811
 from collections.abc import Iterable, Iterator  # noqa: F811
 from pathlib import Path  # noqa: F811 (also imported by the evaluate cells above)
@@ -825,7 +825,7 @@ def sft_checkpoint(
                                   sft_config("tiny"), init=pretrained,
                                   replay_source=d / "pretrain.jsonl", **sft_options("tiny"))
     """
-    from spongebob.checkpoint import finished_run
+    from spongebob.checkpoint import finished_run, logged
     from spongebob.data import tokenizer_fingerprint
 
     path = Path(out_dir) / "last.pt"
@@ -836,7 +836,7 @@ def sft_checkpoint(
         recipe = {**{k: kw.get(k, v) for k, v in _OPTION_DEFAULTS.items()},
                   "source_sha256": _source_sha256(source), "init_sha256": sha256_file(init),
                   "replay_sha256": _source_sha256(replayed) if replayed else None}  # fmt: skip
-        if finished_run(path, want, recipe, _OPTION_DEFAULTS) and _logged(
+        if finished_run(path, want, recipe, _OPTION_DEFAULTS) and logged(
             path.parent / "metrics.jsonl", kw.get("probes") or {}
         ):
             return path
@@ -849,17 +849,6 @@ def _source_sha256(source: str | Path) -> str:
 
     src = Path(source)
     return PreparedData(src).meta["source_sha256"] if src.is_dir() else sha256_file(src)
-
-
-def _logged(metrics: Path, names) -> bool:
-    """True when every name in ``names`` is a key of some record of the run's log."""
-    if not names:
-        return True
-    try:
-        keys = set().union(*(json.loads(line) for line in open(metrics, encoding="utf-8")))
-    except (OSError, ValueError):
-        return False
-    return set(names) <= keys
 
 
 # %% [markdown]

@@ -320,3 +320,20 @@ def finished_run(
         return False
     got, defaults = extras.get("recipe") or {}, defaults or {}
     return all(got.get(k, defaults.get(k)) == v for k, v in (recipe or {}).items())
+
+
+def logged(metrics: str | Path, names) -> bool:
+    """True when every name in ``names`` is a key of some record of the run's log ``metrics``
+    (its ``metrics.jsonl``): the run measured those probes, so a chapter can read them back.
+    Defined in 06_pretrain; ``pretrained_checkpoint`` and ``spongebob.sft.sft_checkpoint`` reuse a
+    finished run only when it logged the probes they are asked for."""
+    import json
+
+    if not names:
+        return True
+    try:
+        with open(metrics, encoding="utf-8") as f:
+            keys = set().union(*(json.loads(line) for line in f))
+    except (OSError, ValueError):
+        return False
+    return set(names) <= keys

@@ -117,8 +117,7 @@ def pretrain(
     model = SpongeBob(config).to(run_device(device))
     extra = {"stage": "pretrain", "recipe": pretrain_recipe(cuts),
              "tokenizer": tokenizer_fingerprint(tokenizer),
-             "source_sha256": data.meta["source_sha256"],
-             "probes": sorted(train_kwargs.get("probes") or {})}  # fmt: skip
+             "source_sha256": data.meta["source_sha256"]}  # fmt: skip
     return train(model, loader, cfg, val_loader=val, out_dir=out_dir, extra=extra, **train_kwargs)
 
 
@@ -132,7 +131,7 @@ def pretrained_checkpoint(
     Later chapters call this so that each notebook runs on its own. A run trained without a
     probe asked for here is trained again: its ``metrics.jsonl`` has no values to read back.
     """
-    from spongebob.checkpoint import finished_run, read_checkpoint
+    from spongebob.checkpoint import finished_run, logged
     from spongebob.data import tokenizer_fingerprint
 
     cfg = cfg or TrainConfig.preset("tiny")
@@ -140,10 +139,9 @@ def pretrained_checkpoint(
     want = {"stage": "pretrain", "recipe": pretrain_recipe(kw.get("cuts", "shifted")),
             "train_config": cfg.to_dict(),
             "step": cfg.max_steps, "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
-    if cfg.max_steps is not None and finished_run(path, want):
-        logged = set(read_checkpoint(path)[1].get("probes") or [])
-        if logged >= set(kw.get("probes") or {}):
-            return path
+    if (cfg.max_steps is not None and finished_run(path, want)
+            and logged(path.parent / "metrics.jsonl", kw.get("probes") or {})):  # fmt: skip
+        return path
     return pretrain(source, tokenizer, out_dir, cfg, **kw).checkpoint
 
 
