@@ -89,19 +89,20 @@ def copy_bonus(bonus: float):
         rl.reward, rl.read_problems = plain_reward, plain_read
 
 
-def pool_file(world, kinds: tuple[str, ...], out) -> Path:
-    """The training problems (world.json's split "r1", the problems of r1_1024.jsonl) of ``kinds``
-    as eval lines in ``out/problems.jsonl``, which ``spongebob.rl.read_problems`` reads."""
-    problems = json.loads((world / "world.json").read_text(encoding="utf-8"))["problems"]
+def pool_file(problems: dict, kinds: tuple[str, ...], out, limit: int | None = None) -> Path:
+    """The training problems (``problems``: world.json's, by id; split "r1", the problems of
+    r1_1024.jsonl) of ``kinds``, the first ``limit`` of them, as eval lines in
+    ``out/problems.jsonl``, which ``spongebob.rl.read_problems`` reads."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "problems.jsonl"
+    chosen = [p for p in problems.values() if p["split"] == "r1" and p["kind"] in kinds][:limit]
     write_jsonl(path, [{"messages": [{"role": "user", "content": p["question"]}],
                         "expected": str(p["answer"]), "id": p["id"], "numbers": p["numbers"]}
-                       for p in problems if p["split"] == "r1" and p["kind"] in kinds])  # fmt: skip
+                       for p in chosen])  # fmt: skip
     return path
 
 
-def grade(model, tok, world) -> dict:
+def grade(model, tok, world, problems: dict) -> dict:
     path = world / "eval_arith.jsonl"
     greedy = evaluate_file(model, tok, path, "number", max_new_tokens=96)
     samples = [evaluate_file(model, tok, path, "number", max_new_tokens=96, temperature=1.0,
@@ -110,7 +111,6 @@ def grade(model, tok, world) -> dict:
         [[r["correct"] for r in rep.records] for rep in samples], dtype=torch.float
     )
     formed = sum(parse_r1(r["answer"]) is not None for r in greedy.records) / len(greedy.records)
-    problems = {p["id"]: p for p in json.loads((world / "world.json").read_text())["problems"]}
     copied = sum(copies_question(r["answer"], problems[r["id"]]["numbers"]) for r in greedy.records)
     kinds = defaultdict(list)
     for r in greedy.records:
@@ -132,18 +132,17 @@ def main() -> None:
                                    mix_source=world / "sft_512.jsonl", **distill_options("tiny"),
                                    progress=False)  # fmt: skip
     model = load_model(distilled).eval()
+    problems = {p["id"]: p for p in json.loads((world / "world.json").read_text())["problems"]}
     # the weakest kind on problems it was trained on: the first 40 training problems of kind "sub"
-    train_sub = pool_file(world, ("sub",), artifacts_dir("bench", "rl", "train-sub"))
-    lines = train_sub.read_text(encoding="utf-8").splitlines(keepends=True)[:40]
-    train_sub.write_text("".join(lines), encoding="utf-8")
+    train_sub = pool_file(problems, ("sub",), artifacts_dir("bench", "rl", "train-sub"), limit=40)
     sub = evaluate_file(model, tok, train_sub, "number", max_new_tokens=96)
-    print(json.dumps({"variant": "distilled", **grade(model, tok, world),
+    print(json.dumps({"variant": "distilled", **grade(model, tok, world, problems),
                       "train_sub_greedy": f"{sum(r['correct'] for r in sub.records)}/40"}))  # fmt: skip
     for name in args.only or [*VARIANTS, *POOLS]:
         out = artifacts_dir("bench", "rl", name)
         if name in POOLS:
             kinds, overrides, bonus = POOLS[name]
-            source = pool_file(world, kinds, out / "pool")
+            source = pool_file(problems, kinds, out / "pool")
         else:
             overrides, source, bonus = VARIANTS[name], world / "r1_1024.jsonl", 0.0
         cfg = rl_config("tiny", **overrides)
@@ -151,7 +150,7 @@ def main() -> None:
             ckpt = rl_checkpoint(source, tok, out, cfg, init=distilled, progress=False)
         log = [json.loads(line) for line in open(ckpt.parent / "metrics.jsonl", encoding="utf-8")]
         print(json.dumps({"variant": name, **overrides,
-                          **grade(load_model(ckpt).eval(), tok, world),
+                          **grade(load_model(ckpt).eval(), tok, world, problems),
                           "minutes": round(log[-1]["elapsed"] / 60, 1),
                           "kl_last10": round(sum(r["kl"] for r in log[-10:]) / 10, 4)}),
               flush=True)  # fmt: skip

@@ -512,8 +512,6 @@ def test_pretrain_records_its_cuts_and_reuses_a_finished_run_only_of_the_same_cu
 def test_pretrained_checkpoint_trains_again_when_the_finished_run_lacks_a_probe(tmp_path):
     # A run trained without the probe (a bench script's) has no probe values in its log: chapter
     # 06 reads them back, so the finished run must not be reused for a call that asks for them.
-    import json
-
     from spongebob.checkpoint import logged
     from spongebob.files import write_jsonl
     from spongebob.pretrain import pretrained_checkpoint
