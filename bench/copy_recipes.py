@@ -42,6 +42,13 @@ their spans from the 256 most frequent ids of the world's pretraining text
   birthdays, boxes, snails, places, passwords); it also probes on those 224 (``probe_values``);
 - ``copier-values+world-drills-10``: chapter 06's pretraining from that run's model (run it
   first, same ``--work``) with 10 % drill batches over the same 436 ids;
+- ``copier-values-reset+world-drills-10`` / ``copier-values-reset+world``: the same start with
+  the embedding rows of every id outside the 436 drawn afresh (``reset_unseen_rows``) before
+  pretraining, with 10 % or no drill batches. The curriculum never shows those ids, yet AdamW
+  moves their rows every step (the softmax pushes every non-target logit down, and Adam turns
+  that small, consistent gradient into a step of about the learning rate): after the curriculum
+  the 1,596 other rows point the same way (mean pairwise cosine 0.99) and pretraining must first
+  pull them apart;
 - ``world+repeated-text-50``: every other batch rows of world-text spans (8 to 64 tokens, from
   anywhere in the corpus) each written twice, the loss on both copies.
 """
@@ -192,6 +199,27 @@ class RepeatedText:
         self.count = int(state["count"])
 
 
+# chapter 06's pretraining from the values curriculum's model: with or without its unseen rows
+# drawn afresh, with N % of the batches span drills or world-text spans written twice
+COPIER_VALUES = [
+    "copier-values+world", "copier-values+world-drills-10", "copier200-values+world-drills-10",
+    "copier-values-reset+world", "copier-values-reset+world-drills-10",
+    "copier-values-reset+world-drills-5", "copier-values-reset+world+reptext-25",
+    "copier-values-reset+world1200-drills-10",
+]  # fmt: skip
+
+
+def reset_unseen_rows(model: SpongeBob, keep, seed: int = 0, std: float = 0.02) -> None:
+    """Draw the tied embedding/output rows of every id outside ``keep`` afresh from N(0, std^2),
+    the model's initialisation (``spongebob.model.init_weights``)."""
+    w = model.tok_embeddings.weight
+    others = torch.ones(len(w), dtype=torch.bool)
+    others[torch.as_tensor(keep)] = False
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w[others] = torch.randn(int(others.sum()), w.shape[1], generator=g) * std
+
+
 def run(name: str, work: Path, tok) -> dict:
     V = tok.vocab_size
     prepare(sample_dir(0) / "pretrain.jsonl", tok, work / "world")
@@ -240,14 +268,23 @@ def run(name: str, work: Path, tok) -> dict:
         loader = Curriculum(
             [(175, short), (None, RepeatedSpans(V, 128, 32, k_max=60, seed=8, ids=wide))]
         )
-    elif name in ("copier-values+world-drills-10", "copier200-values+world-drills-10"):
+    elif name in COPIER_VALUES:
         start = "spans-values-curriculum" + ("-200" if name.startswith("copier200") else "")
         ckpt = work / start / "last.pt"
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt}: no such run; run --only {start} first")
         model = load_model(ckpt).train()
-        drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
-        cfg, loader = tiny, ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed), drills, 0.1)
+        if "-reset" in name:
+            reset_unseen_rows(model, wide)
+        cfg, loader = tiny, PackedLoader(world, 256, 16, seed=tiny.seed)
+        if "world1200" in name:  # a third more steps: is the drills' price paid in steps?
+            cfg = TrainConfig.preset("tiny", eval_every=100, max_steps=1200)
+        if "-drills-" in name:  # the share of drill batches ends the name, in per cent
+            drills = RepeatedSpans(V, 128, 32, k_max=60, seed=9, ids=wide)
+            loader = ReplayMix(loader, drills, int(name.rsplit("-", 1)[1]) / 100)
+        elif "+reptext-" in name:
+            text = RepeatedText(world.ids, 256, 16)
+            loader = ReplayMix(loader, text, int(name.rsplit("-", 1)[1]) / 100)
     elif name in ("copier-values+world-kvtext-20", "world+kvtext-20"):
         # key-value lookups written into windows of the world's text (bench/copy_through.py's
         # KeyValueRecall) from the start of pretraining, from the copier or from scratch
@@ -338,7 +375,7 @@ RECIPES = [
     "copier+world", "copier+world-drills-10", "copier+world-drills-25",
     "copier+world-drills-10+notes-20", "spans-values-curriculum", "copier-values+world-drills-10",
     "copier-values+world-kvtext-20", "world+kvtext-20", "spans-values-curriculum-200",
-    "copier200-values+world-drills-10",
+    *(n for n in COPIER_VALUES if n != "copier-values+world-drills-10"),
 ]  # fmt: skip
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from spongebob.model import IGNORE_INDEX
 from spongebob.pretrain import induction_probe, open_pretraining_data
 from spongebob.runtime import artifacts_dir
 from spongebob.sft import (
+    Curriculum,
     RepeatedSpans,
     ReplayMix,
     frequent_ids,
@@ -147,6 +148,25 @@ def main() -> None:
         help="shuffle this many of sft_512.jsonl's chats in with the long stage's chats, so that "
         "the long stage keeps practising the SFT stage's questions (the held-out facts' test)",
     )
+    ap.add_argument(
+        "--sft-drills",
+        type=float,
+        default=None,
+        help="share of drill batches in the SFT stage (default: --drills)",
+    )
+    ap.add_argument(
+        "--sft-burst",
+        type=int,
+        default=0,
+        help="the SFT stage's first N batches are drills only, then its mix: a head formed and "
+        "then erased in pretraining comes back under dense drills",
+    )
+    ap.add_argument(
+        "--drill-weight",
+        type=float,
+        default=None,
+        help="loss weight of a drill batch (default: 4 for key-value drills, 1 for spans)",
+    )
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     if not args.init.is_file():
@@ -213,11 +233,21 @@ def main() -> None:
             )
         # a key-value batch trains about 8 values of a few ids a row (about 400 targets against a
         # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
-        loader = ReplayMix(
-            loader, drills, args.drills, replay_weight=4.0 if args.kind.startswith("kv") else 1.0
-        )
+        share = args.drills
+        if stage == "sft" and args.sft_drills is not None:
+            share = args.sft_drills
+        weight = args.drill_weight or (4.0 if args.kind.startswith("kv") else 1.0)
+        loader = ReplayMix(loader, drills, share, replay_weight=weight)
+        if stage == "sft" and args.sft_burst:
+            burst = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8, seed=30,
+                                   text=np.asarray(text.ids) if args.kind == "kv-text" else None)  # fmt: skip
+            loader = Curriculum([(args.sft_burst, burst), (None, loader)])
         want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
                           "init": str(args.init)}}  # fmt: skip
+        if stage == "sft" and (args.sft_drills is not None or args.sft_burst):
+            want["bench"]["sft_drills"] = [share, args.sft_burst]
+        if args.drill_weight:
+            want["bench"]["drill_weight"] = weight
         if args.kind != "spans":
             want["bench"]["kind"] = args.kind
         folder = work / stage

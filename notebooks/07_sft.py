@@ -175,8 +175,8 @@ encoder = ChatEncoder(tok)
 asked = [r for r in read_jsonl(world / "eval_facts.jsonl")][:8:2]  # four English questions
 for r in asked:
     prompt, _ = encoder.encode(r["messages"])  # ends with "<s>assistant\n"
-    before = tok.decode(generate(base, [prompt], 20, eos_token_id=tok.eos_id)[0])
-    after = tok.decode(generate(first, [prompt], 20, eos_token_id=tok.eos_id)[0])
+    before = tok.decode(generate(base, [prompt], 20, eos_token_id=tok.eos_id, seed=0)[0])
+    after = tok.decode(generate(first, [prompt], 20, eos_token_id=tok.eos_id, seed=0)[0])
     print(f"Q: {r['messages'][-1]['content']}   (expected: {r['expected']})")
     print(f"   pretrained: {before!r}\n   100 SFT steps: {after!r}")
 
@@ -1538,7 +1538,47 @@ print(f"copier: largest induction score {scores.max():.2f} (layer {layer}, head 
 # started from the pretrained or SFT model leave it far from a head after 200 steps. A head
 # formed by this curriculum *and then* pretrained on world text is erased within 100 steps; it
 # survives when a tenth of the batches stay drills, but completion falls below the chapter 06
-# floor. And a head is not yet recall (`python bench/copy_through.py`): with a fifth of the
+# floor.
+#
+# Part of that price is the optimiser's, not the head's. The drills use 256 ids; the other ids
+# never appear, yet their rows of the tied embedding/output matrix get a gradient at every step,
+# because the softmax pushes down a little the logit of every id that is not the target. AdamW
+# divides each coordinate's gradient by a running average of its own size, so a tiny gradient
+# that always points the same way moves its coordinate about as far per step (the learning rate)
+# as a large one. The copier started from the same seed as `at_init` below, so the cell can
+# compare each row with where it began.
+
+# %%
+def row_agreement(model: torch.nn.Module, ids: torch.Tensor) -> float:
+    """Mean cosine similarity between the embedding rows of ``ids``, over all pairs."""
+    e = torch.nn.functional.normalize(model.tok_embeddings.weight[ids].detach().float(), dim=1)
+    return float(((e @ e.T).sum() - len(e)) / (len(e) * (len(e) - 1)))
+
+
+torch.manual_seed(copy_cfg.seed)  # the copier's initialisation, drawn again
+at_init = SpongeBob(ModelConfig.preset("tiny", vocab_size=tok.vocab_size))
+drilled = torch.as_tensor(world_ids)
+others = torch.tensor(sorted(set(range(16, tok.vocab_size)) - set(world_ids.tolist())))
+lr_sum = sum(r["lr"] * copy_cfg.log_every for r in copy_log if "lr" in r)  # ~ sum of the lr
+moved = (copier.tok_embeddings.weight - at_init.tok_embeddings.weight).detach().abs()
+for name, m in (("at initialisation", at_init), ("after the drills", copier)):
+    print(f"{name:17s} mean cosine between rows: the {len(drilled)} drilled ids "
+          f"{row_agreement(m, drilled):.2f}, the {len(others)} others {row_agreement(m, others):.2f}")  # fmt: skip
+print(f"mean move per coordinate: drilled rows {moved[drilled].mean():.3f}, others "
+      f"{moved[others].mean():.3f} (the learning rates of the run add up to {lr_sum:.2f})")  # fmt: skip
+assert row_agreement(at_init, others) < 0.05 and row_agreement(copier, others) > 0.5
+assert moved[others].mean() > moved[drilled].mean()
+
+# %% [markdown]
+# The rows the drills never used have moved farther than the drilled ones, and all in the same
+# direction: most of the vocabulary now starts from nearly one vector. Pretraining that starts from this model
+# has to pull those rows apart again before it can learn what they mean, a cost that no head
+# causes. `python bench/copy_recipes.py` measured it with the 436-id curriculum: the same
+# pretraining from the copier with those rows drawn afresh (`copier-values-reset+world`) gives back
+# most of the completion the copier start cost; what is left of the price is the drills that
+# keep the head (docs/benchmarks.md has the figures).
+#
+# And a head is not yet recall (`python bench/copy_through.py`): with a fifth of the
 # batches drills in SFT and in the long stage, the head survives both, and the model still
 # recalls almost nothing, even at distance 0. There, in its own acknowledgement ("Got it. Your
 # locker code is ..."), the most recent "is" is the user's, so a one-token match already points
