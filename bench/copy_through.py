@@ -162,6 +162,12 @@ def main() -> None:
         "then erased in pretraining comes back under dense drills",
     )
     ap.add_argument(
+        "--long-burst",
+        type=int,
+        default=0,
+        help="the long stage's first N batches are key-value drills of 256 tokens only",
+    )
+    ap.add_argument(
         "--drill-weight",
         type=float,
         default=None,
@@ -238,10 +244,11 @@ def main() -> None:
             share = args.sft_drills
         weight = args.drill_weight or (4.0 if args.kind.startswith("kv") else 1.0)
         loader = ReplayMix(loader, drills, share, replay_weight=weight)
-        if stage == "sft" and args.sft_burst:
+        n_burst = args.sft_burst if stage == "sft" else args.long_burst
+        if n_burst:
             burst = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8, seed=30,
                                    text=np.asarray(text.ids) if args.kind == "kv-text" else None)  # fmt: skip
-            loader = Curriculum([(args.sft_burst, burst), (None, loader)])
+            loader = Curriculum([(n_burst, burst), (None, loader)])
         want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
                           "init": str(args.init)}}  # fmt: skip
         if stage == "sft" and (args.sft_drills is not None or args.sft_burst):
@@ -259,6 +266,9 @@ def main() -> None:
         if stage == "long" and args.long_sft_chats:
             want["bench"]["sft_chats"] = args.long_sft_chats
             folder = folder.with_name(f"{folder.name}-sft{args.long_sft_chats}")
+        if stage == "long" and args.long_burst:
+            want["bench"]["burst"] = args.long_burst
+            folder = folder.with_name(f"{folder.name}-burst{args.long_burst}")
         # a stage that ran before with these arguments is loaded, not trained again
         if finished_run(folder / "last.pt", {**want, "step": cfg.max_steps}):
             model.load_state_dict(read_checkpoint(folder / "last.pt")[0])
