@@ -205,7 +205,7 @@ COPIER_VALUES = [
     "copier-values+world", "copier-values+world-drills-10", "copier200-values+world-drills-10",
     "copier-values-reset+world", "copier-values-reset+world-drills-10",
     "copier-values-reset+world-drills-5", "copier-values-reset+world+reptext-25",
-    "copier-values-reset+world1200-drills-10",
+    "copier-values-reset+world1200-drills-10", "copier-values-reset+world-wake-150",
 ]  # fmt: skip
 
 
@@ -285,6 +285,14 @@ def run(name: str, work: Path, tok) -> dict:
         elif "+reptext-" in name:
             text = RepeatedText(world.ids, 256, 16)
             loader = ReplayMix(loader, text, int(name.rsplit("-", 1)[1]) / 100)
+        elif "-wake-" in name:  # the last N steps: 40 % key-value drills in the text, weight 4
+            from copy_through import KeyValueRecall
+
+            n = int(name.rsplit("-", 1)[1])
+            kv = KeyValueRecall(V, 256, 16, wide, pairs=8, seed=9, text=np.asarray(world.ids))
+            late = ReplayMix(PackedLoader(world, 256, 16, seed=tiny.seed + 1), kv, 0.4,
+                             replay_weight=4.0)  # fmt: skip
+            loader = Curriculum([(cfg.max_steps - n, loader), (None, late)])
     elif name in ("copier-values+world-kvtext-20", "world+kvtext-20"):
         # key-value lookups written into windows of the world's text (bench/copy_through.py's
         # KeyValueRecall) from the start of pretraining, from the copier or from scratch
@@ -343,8 +351,8 @@ def run(name: str, work: Path, tok) -> dict:
         probes["world"] = lambda m: induction_probe(m, ids=alphabet)
     if "values" in name or "kvtext" in name:
         probes["values"] = lambda m: induction_probe(m, ids=values)
-    if "kvtext" in name:
-        from copy_through import kv_accuracy
+    if "kvtext" in name or "wake" in name:
+        from copy_through import KeyValueRecall, kv_accuracy
 
         held_out = KeyValueRecall(V, 256, 16, wide, pairs=8, text=np.asarray(world.ids))
         probes["kv_text"] = lambda m: kv_accuracy(m, held_out)
