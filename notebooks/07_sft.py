@@ -1571,12 +1571,12 @@ assert moved[others].mean() > moved[drilled].mean()
 
 # %% [markdown]
 # The rows the drills never used have moved farther than the drilled ones, and all in the same
-# direction: most of the vocabulary now starts from nearly one vector. Pretraining that starts from this model
-# has to pull those rows apart again before it can learn what they mean, a cost that no head
-# causes. `python bench/copy_recipes.py` measured it with the 436-id curriculum: the same
-# pretraining from the copier with those rows drawn afresh (`copier-values-reset+world`) gives back
-# most of the completion the copier start cost; what is left of the price is the drills that
-# keep the head (docs/benchmarks.md has the figures).
+# direction: most of the vocabulary now starts from nearly one vector. Pretraining that starts
+# from this model has to pull those rows apart again before it can learn what they mean, a cost
+# that no head causes. `python bench/copy_recipes.py` measured it with the 436-id curriculum: the
+# same pretraining from the copier with those rows drawn afresh (`copier-values-reset+world`)
+# gives back most of the completion the copier start cost; what is left of the price is the
+# drills that keep the head (docs/benchmarks.md has the figures).
 #
 # And a head is not yet recall (`python bench/copy_through.py`): with a fifth of the
 # batches drills in SFT and in the long stage, the head survives both, and the model still
