@@ -142,6 +142,12 @@ def value_ids(tok) -> torch.Tensor:
     return torch.tensor(sorted(ids))
 
 
+def drill_ids(alphabet: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The values curriculum's alphabet: the world's most frequent ids (``frequent_ids``) and the
+    chat values' ids (``value_ids``), sorted, each once."""
+    return torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+
+
 class FixedPeriod:
     """Rows ``[r, r]`` of ``seq_len // 2`` random ids: the period is always the same."""
 
@@ -227,7 +233,7 @@ def run(name: str, work: Path, tok) -> dict:
     alphabet = frequent_ids(world)
     if "values" in name or "kvtext" in name:  # the 256 most frequent ids and the chat details' ids
         values = value_ids(tok)
-        wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+        wide = drill_ids(alphabet, values)
     tiny = TrainConfig.preset("tiny", eval_every=100)
     model = None
 

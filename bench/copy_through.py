@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+from copy_recipes import drill_ids, value_ids  # bench/ is on sys.path when this script runs
 from long_recall import copies_in_turns, long_chats, recall_near
 
 from spongebob.checkpoint import finished_run, load_model, read_checkpoint
@@ -186,7 +186,7 @@ def main() -> None:
     text = open_pretraining_data(world / "pretrain.jsonl", tok, work / "text")
     alphabet = frequent_ids(text)
     values = value_ids(tok)
-    wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+    wide = drill_ids(alphabet, values)
     rows = list(read_jsonl(world / "eval_long.jsonl"))
     kv_probe = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8)
     # the same lookups written into 1,024-token windows of the text, at every distance up to 1,000
@@ -224,6 +224,7 @@ def main() -> None:
                sft_options("tiny-long", last_reply_only=False))]  # fmt: skip
     if args.long_only:
         stages = stages[1:]
+    sft_share = args.drills if args.sft_drills is None else args.sft_drills
     for stage, source, cfg, options in stages:
         t0 = time.perf_counter()
         chats = open_chat_data(source, tok, work / stage, cfg.seq_len, model.config.max_seq_len)
@@ -239,9 +240,7 @@ def main() -> None:
             )
         # a key-value batch trains about 8 values of a few ids a row (about 400 targets against a
         # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
-        share = args.drills
-        if stage == "sft" and args.sft_drills is not None:
-            share = args.sft_drills
+        share = sft_share if stage == "sft" else args.drills
         weight = args.drill_weight or (4.0 if args.kind.startswith("kv") else 1.0)
         loader = ReplayMix(loader, drills, share, replay_weight=weight)
         n_burst = args.sft_burst if stage == "sft" else args.long_burst
@@ -251,8 +250,8 @@ def main() -> None:
             loader = Curriculum([(n_burst, burst), (None, loader)])
         want = {"bench": {"config": cfg.to_dict(), "drills": args.drills, "chats": args.chats,
                           "init": str(args.init)}}  # fmt: skip
-        if stage == "sft" and (args.sft_drills is not None or args.sft_burst):
-            want["bench"]["sft_drills"] = [share, args.sft_burst]
+        if args.sft_drills is not None or args.sft_burst:  # the long stage starts from that SFT
+            want["bench"]["sft_drills"] = [sft_share, args.sft_burst]
         if args.drill_weight:
             want["bench"]["drill_weight"] = weight
         if args.kind != "spans":

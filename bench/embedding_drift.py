@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+from copy_recipes import drill_ids, value_ids  # bench/ is on sys.path when this script runs
 
 from spongebob.checkpoint import read_checkpoint
 from spongebob.data import PreparedData, prepare
@@ -39,7 +39,7 @@ def main() -> None:
     folder = artifacts_dir("bench", "copy", "world")
     prepare(sample_dir(0) / "pretrain.jsonl", tok, folder)  # as bench/copy_recipes.py does
     text = PreparedData(folder)
-    wide = sorted(set(frequent_ids(text).tolist()) | set(value_ids(tok).tolist()))
+    wide = drill_ids(frequent_ids(text), value_ids(tok))
     for path in args.checkpoints:
         w = read_checkpoint(path)[0]["tok_embeddings.weight"]
         drilled = torch.zeros(len(w), dtype=torch.bool)

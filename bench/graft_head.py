@@ -18,8 +18,7 @@ import json
 import time
 from pathlib import Path
 
-import torch
-from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+from copy_recipes import drill_ids, value_ids  # bench/ is on sys.path when this script runs
 
 from spongebob.checkpoint import load_model
 from spongebob.evaluate import evaluate_sets
@@ -46,7 +45,7 @@ def main() -> None:
     tok, world = course_tokenizer(), sample_dir(0)
     text = open_pretraining_data(world / "pretrain.jsonl", tok, work / "text")
     alphabet, values = frequent_ids(text), value_ids(tok)
-    wide = torch.tensor(sorted(set(alphabet.tolist()) | set(values.tolist())))
+    wide = drill_ids(alphabet, values)
     model = load_model(args.init).train()
     if args.train == "attention":
         for name, p in model.named_parameters():

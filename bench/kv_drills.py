@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+from copy_recipes import drill_ids, value_ids  # bench/ is on sys.path when this script runs
 from copy_through import KeyValueRecall, kv_accuracy
 
 from spongebob.checkpoint import load_model
@@ -37,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     tok, world = course_tokenizer(), sample_dir(0)
     text = open_pretraining_data(world / "pretrain.jsonl", tok, artifacts_dir("bench", "kv"))
-    wide = torch.tensor(sorted(set(frequent_ids(text).tolist()) | set(value_ids(tok).tolist())))
+    wide = drill_ids(frequent_ids(text), value_ids(tok))
     probe = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8)
     for name in args.only or STARTS:
         path = artifacts_dir(*STARTS[name]) / "last.pt"

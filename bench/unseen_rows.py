@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from embedding_drift import agreement  # bench/ is on sys.path when this script runs
+from copy_recipes import reset_unseen_rows  # bench/ is on sys.path when this script runs
+from embedding_drift import agreement
 
 from spongebob.checkpoint import load_model, read_checkpoint, save_checkpoint
 from spongebob.data import PreparedData, prepare, read_jsonl
@@ -72,11 +73,11 @@ def main() -> None:
                       "cosine_before": round(agreement(w[never]), 3)}), flush=True)  # fmt: skip
     reset = work / "pretrain-reset.pt"
     if not reset.is_file():
-        g = torch.Generator().manual_seed(0)
-        w = w.clone()
-        w[never] = torch.randn(len(never), w.shape[1], generator=g) * 0.02
-        tied = {k: w for k in ("tok_embeddings.weight", "output.weight") if k in state}
-        save_checkpoint(reset, {**rest, "model": {**state, **tied}})
+        model = load_model(pretrained)
+        keep = torch.ones(tok.vocab_size, dtype=torch.bool)
+        keep[never] = False
+        reset_unseen_rows(model, keep.nonzero().flatten())  # the never-seen rows, drawn afresh
+        save_checkpoint(reset, {**rest, "model": model.state_dict()})
     for seed in args.seeds:
         for name, init in (("as-is", pretrained), ("reset", reset)):
             t0 = time.perf_counter()
