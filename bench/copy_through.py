@@ -103,6 +103,37 @@ class KeyValueRecall:
         self.count = int(state["count"])
 
 
+class WeightSwitch:
+    """``mix`` (a ``ReplayMix``) as it is for its first ``after`` batches, then with its replay
+    batches weighing ``weight`` (and, with ``share``, that share of them). Resumable (the switch
+    follows the mix's own count)."""
+
+    def __init__(self, mix: ReplayMix, after: int, weight: float, share: float | None = None):
+        self.mix, self.after, self.weight, self.share = mix, after, weight, share
+
+    def _switch(self) -> None:
+        if self.mix.count >= self.after:
+            self.mix.replay_weight = self.weight
+            if self.share is not None:
+                self.mix.fraction = self.share
+
+    def __iter__(self):
+        for batch in self.mix:
+            yield batch
+            self._switch()
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.mix.batches_per_epoch
+
+    def state_dict(self) -> dict:
+        return self.mix.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mix.load_state_dict(state)
+        self._switch()
+
+
 @torch.no_grad()
 def kv_accuracy(model, drills: KeyValueRecall) -> float:
     """Greedy accuracy on the recalled values of one held-out batch of ``drills``."""
@@ -129,6 +160,8 @@ def main() -> None:
     )
     ap.add_argument("--chats", type=int, default=3000)
     ap.add_argument("--long-steps", type=int, default=300)
+    ap.add_argument("--sft-steps", type=int, default=None, help="default: chapter 07's (600)")
+    ap.add_argument("--sft-seed", type=int, default=None, help="default: chapter 07's (1337)")
     ap.add_argument(
         "--long-drill-len",
         type=int,
@@ -173,8 +206,23 @@ def main() -> None:
         default=None,
         help="loss weight of a drill batch (default: 4 for key-value drills, 1 for spans)",
     )
+    ap.add_argument(
+        "--wake",
+        type=int,
+        default=0,
+        help="the SFT stage's drills weigh 4 for its first N batches, then --drill-weight: a "
+        "wake-up phase for the head, then a lighter share that leaves the chats their loss",
+    )
+    ap.add_argument(
+        "--after-wake-share",
+        type=float,
+        default=None,
+        help="with --wake: the share of drill batches after the wake-up (default: the SFT's)",
+    )
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
+    if args.wake and not args.drill_weight:
+        raise SystemExit("--wake needs --drill-weight (the drills' weight after the wake-up)")
     if not args.init.is_file():
         raise SystemExit(
             f"{args.init}: no such checkpoint; run bench/copy_recipes.py --only "
@@ -218,7 +266,9 @@ def main() -> None:
         random.Random(0).shuffle(lines)
         long_source = work / f"long+sft{args.long_sft_chats}.jsonl"
         long_source.write_text("".join(lines), encoding="utf-8")
-    stages = [("sft", world / "sft_512.jsonl", sft_config("tiny"), sft_options("tiny")),
+    sft_cfg = sft_config("tiny", **({"max_steps": args.sft_steps} if args.sft_steps else {}),
+                         **({"seed": args.sft_seed} if args.sft_seed is not None else {}))  # fmt: skip
+    stages = [("sft", world / "sft_512.jsonl", sft_cfg, sft_options("tiny")),
               ("long", long_source,
                sft_config("tiny-long", max_steps=args.long_steps),
                sft_options("tiny-long", last_reply_only=False))]  # fmt: skip
@@ -242,7 +292,11 @@ def main() -> None:
         # chat batch's thousands): each weighs 4, so the drills keep a real share of the loss
         share = sft_share if stage == "sft" else args.drills
         weight = args.drill_weight or (4.0 if args.kind.startswith("kv") else 1.0)
-        loader = ReplayMix(loader, drills, share, replay_weight=weight)
+        if stage == "sft" and args.wake:
+            loader = WeightSwitch(ReplayMix(loader, drills, share, replay_weight=4.0), args.wake,
+                                  weight, args.after_wake_share)  # fmt: skip
+        else:
+            loader = ReplayMix(loader, drills, share, replay_weight=weight)
         n_burst = args.sft_burst if stage == "sft" else args.long_burst
         if n_burst:
             burst = KeyValueRecall(tok.vocab_size, 256, 16, wide, pairs=8, seed=30,
@@ -254,6 +308,12 @@ def main() -> None:
             want["bench"]["sft_drills"] = [sft_share, args.sft_burst]
         if args.drill_weight:
             want["bench"]["drill_weight"] = weight
+        if args.wake:  # the long stage starts from that SFT
+            want["bench"]["wake"] = args.wake
+            if args.after_wake_share is not None:
+                want["bench"]["after_wake_share"] = args.after_wake_share
+        if args.sft_steps or args.sft_seed is not None:
+            want["bench"]["sft_run"] = [args.sft_steps, args.sft_seed]
         if args.kind != "spans":
             want["bench"]["kind"] = args.kind
         folder = work / stage

@@ -247,6 +247,44 @@ def evaluate_sets(
     return reports
 
 
+FACT_ERROR_KINDS = ("right", "wrong value of the asked attribute", "value of another attribute",
+                    "no known value")  # fmt: skip
+
+
+def fact_error_kinds(records: Sequence[dict], world: dict) -> dict[str, dict[str, int]]:
+    """Count graded fact answers by kind, per language (the ids read ``resident.attribute.lang``,
+    as in ``eval_facts``): one of :data:`FACT_ERROR_KINDS`, decided with :func:`grade_fact`.
+    ``world`` is the world's ``world.json`` (its ``residents`` and ``facts``). A value of the
+    asked attribute is looked for first, so an answer naming both kinds counts as the first; a
+    resident's name (a ``friend`` value) counts only for the attribute it is a value of, and never
+    the asked resident's own. Defined in 07_sft."""
+    values: dict[str, set[str]] = {}
+    for f in world["facts"]:
+        values.setdefault(f["attribute"], set()).update((f["en"], f["zh"]))
+    truth = {f["id"]: {f["en"], f["zh"]} for f in world["facts"]}  # the fact, in both languages
+    own = {r["id"]: {r["name"], r["full_name"], r["zh"]} for r in world["residents"]}
+    names = set().union(*own.values())  # a name alone says who, not which attribute
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        parts = str(r["id"]).split(".")
+        if len(parts) != 3 or ".".join(parts[:2]) not in truth:
+            raise ValueError(f"{r['id']!r}: not resident.attribute.lang of a fact of the world")
+        subject, attribute, lang = parts
+        row = counts.setdefault(lang, dict.fromkeys(FACT_ERROR_KINDS, 0))
+        asked = values[attribute] - truth[f"{subject}.{attribute}"] - own[subject]
+        others = {v for a, vs in values.items() if a != attribute for v in vs} - names
+        if r["correct"]:
+            kind = FACT_ERROR_KINDS[0]
+        elif any(grade_fact(r["answer"], v) for v in asked):
+            kind = FACT_ERROR_KINDS[1]
+        elif any(grade_fact(r["answer"], v) for v in others):
+            kind = FACT_ERROR_KINDS[2]
+        else:
+            kind = FACT_ERROR_KINDS[3]
+        row[kind] += 1
+    return counts
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1).
     Defined in 07_sft."""

@@ -70,6 +70,53 @@ def test_grade_fact_examples():
     assert not E.grade_fact("", "pineapple")
 
 
+# A world of two residents, written by hand: Ann (rock, napping, friend Bob), Bob (pineapple).
+TWO = {
+    "residents": [{"id": "ann", "name": "Ann", "full_name": "Ann Lee", "zh": "安"},
+                  {"id": "bob", "name": "Bob", "full_name": "Bob Ray", "zh": "鲍勃"}],
+    "facts": [{"id": "ann.home", "attribute": "home", "en": "rock", "zh": "石头屋"},
+              {"id": "bob.home", "attribute": "home", "en": "pineapple", "zh": "菠萝屋"},
+              {"id": "ann.hobby", "attribute": "hobby", "en": "napping", "zh": "睡午觉"},
+              {"id": "ann.friend", "attribute": "friend", "en": "Bob", "zh": "鲍勃"},
+              {"id": "bob.friend", "attribute": "friend", "en": "Ann", "zh": "安"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "rid, answer, kind",
+    [("ann.home.en", "Ann lives in a rock.", "right"),
+     ("ann.home.en", "Ann lives in a pineapple.", "wrong value of the asked attribute"),
+     ("ann.home.en", "The hobby of Ann is napping.", "value of another attribute"),
+     ("ann.home.en", "Ann lives in a house.", "no known value"),  # her own name is no value
+     ("ann.home.en", "Bob lives in a house.", "no known value"),  # a name says who, not what
+     ("ann.home.zh", "安住在rock里。", "no known value"),  # her fact, in English: not a wrong value
+     ("ann.home.zh", "安住在菠萝屋里，爱好是睡午觉。", "wrong value of the asked attribute"),
+     ("ann.friend.en", "Ann's best friend is Ann.", "no known value"),
+     ("ann.friend.en", "Ann's best friend is Ann Lee, she naps.", "no known value"),
+     ("bob.friend.en", "Bob's best friend is Bob.", "no known value"),
+     ("ann.friend.zh", "安最好的朋友是安，她住在石头屋。", "value of another attribute")],
+)  # fmt: skip
+def test_fact_error_kinds_sorts_each_answer(rid, answer, kind):
+    expected = next(f for f in TWO["facts"] if rid.startswith(f["id"] + "."))[rid[-2:]]
+    record = {"id": rid, "expected": expected, "answer": answer,
+              "correct": E.grade_fact(answer, expected)}  # fmt: skip
+    counts = E.fact_error_kinds([record], TWO)
+    assert counts == {rid[-2:]: {k: int(k == kind) for k in E.FACT_ERROR_KINDS}}
+
+
+def test_fact_error_kinds_counts_per_language_and_refuses_unknown_ids():
+    records = [{"id": "ann.home.en", "expected": "rock", "answer": "rock", "correct": True},
+               {"id": "ann.home.zh", "expected": "石头屋", "answer": "菠萝屋", "correct": False},
+               {"id": "bob.home.zh", "expected": "菠萝屋", "answer": "菠萝屋", "correct": True}]  # fmt: skip
+    counts = E.fact_error_kinds(records, TWO)
+    assert counts["en"]["right"] == 1 and sum(counts["en"].values()) == 1
+    assert counts["zh"] == {"right": 1, "wrong value of the asked attribute": 1,
+                            "value of another attribute": 0, "no known value": 0}  # fmt: skip
+    for bad in ("ann.pet.en", "carl.home.en", "ann.home"):
+        with pytest.raises(ValueError, match=bad.replace(".", r"\.")):
+            E.fact_error_kinds([{**records[0], "id": bad}], TWO)
+
+
 def test_grade_number_examples():
     assert E.grade_number("<think>\n3 + 4 = 7\n</think>\n<answer>\n7\n</answer>", "7")
     assert E.grade_number("<answer> 42 </answer>", 42)
