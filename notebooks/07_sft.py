@@ -1053,8 +1053,9 @@ assert kinds["zh"][wrong_attribute] > zh_wrong / 2  # in Chinese, mostly the wro
 # completes most statements, section 7): what fails is *extracting* it through a question, and
 # mostly choosing which statement the question asks for. `bench/fact_errors.py` runs the same
 # sort on the bench's models: one that can copy from its context (section 8) names other
-# residents less often and almost never gives a wrong value of the asked attribute, but it gives
-# more wrong-question answers (docs/benchmarks.md, "A wake-up phase in SFT").
+# residents less often and gives far fewer wrong values of the asked attribute, but more
+# wrong-question answers, until a longer SFT cuts them (docs/benchmarks.md, "A wake-up phase in
+# SFT").
 #
 # **Why rephrased questions on the SFT residents score lower than questions on held-out ones.**
 # It is the wording, not the residents: `eval_facts` asks the held-out residents with SFT's own
