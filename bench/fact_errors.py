@@ -17,8 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
+from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
+
 from spongebob.checkpoint import load_model
-from spongebob.evaluate import FACT_ERROR_KINDS, evaluate_file, fact_error_kinds, grade_fact
+from spongebob.evaluate import FACT_ERROR_KINDS, evaluate_sets, fact_error_kinds, grade_fact
 from spongebob.pretrain import induction_probe
 from spongebob.world import course_tokenizer, sample_dir
 
@@ -41,15 +43,11 @@ def main() -> None:
     args = ap.parse_args()
     tok, folder = course_tokenizer(), sample_dir(0)
     world = json.loads((folder / "world.json").read_text(encoding="utf-8"))
-    values = None
+    values = value_ids(tok)
     for item in args.models:
         name, _, path = item.partition("=")
         model = load_model(Path(path)).eval()
-        report = evaluate_file(model, tok, folder / "eval_facts.jsonl", "fact", max_new_tokens=96)
-        if values is None:
-            from copy_recipes import value_ids  # bench/ is on sys.path when this script runs
-
-            values = value_ids(tok)
+        report = evaluate_sets(model, tok, folder, ["facts"])["facts"]  # chapter 07's budget
         kinds = fact_error_kinds(report.records, world)
         total = {k: sum(row[k] for row in kinds.values()) for k in FACT_ERROR_KINDS}
         counts = {**total, **kinds, **name_counts(report.records, world)}

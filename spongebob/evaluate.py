@@ -264,6 +264,7 @@ def fact_error_kinds(records: Sequence[dict], world: dict) -> dict[str, dict[str
     truth = {f["id"]: {f["en"], f["zh"]} for f in world["facts"]}  # the fact, in both languages
     own = {r["id"]: {r["name"], r["full_name"], r["zh"]} for r in world["residents"]}
     names = set().union(*own.values())  # a name alone says who, not which attribute
+    others = {a: set().union(*(vs for b, vs in values.items() if b != a)) - names for a in values}
     counts: dict[str, dict[str, int]] = {}
     for r in records:
         parts = str(r["id"]).split(".")
@@ -272,12 +273,11 @@ def fact_error_kinds(records: Sequence[dict], world: dict) -> dict[str, dict[str
         subject, attribute, lang = parts
         row = counts.setdefault(lang, dict.fromkeys(FACT_ERROR_KINDS, 0))
         asked = values[attribute] - truth[f"{subject}.{attribute}"] - own[subject]
-        others = {v for a, vs in values.items() if a != attribute for v in vs} - names
         if r["correct"]:
             kind = FACT_ERROR_KINDS[0]
         elif any(grade_fact(r["answer"], v) for v in asked):
             kind = FACT_ERROR_KINDS[1]
-        elif any(grade_fact(r["answer"], v) for v in others):
+        elif any(grade_fact(r["answer"], v) for v in others[attribute]):
             kind = FACT_ERROR_KINDS[2]
         else:
             kind = FACT_ERROR_KINDS[3]
