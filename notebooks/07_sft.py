@@ -12,7 +12,7 @@
 # **Teach the pretrained model to answer questions in the chat format, measure what that does and
 # does not teach, stretch its context to 1024 tokens, and chat with it.**
 #
-# Runs in about 12 minutes on a laptop CPU (the three fine-tuning runs take most of it; a second
+# Runs in about 12 minutes on a laptop CPU (the six fine-tuning runs take most of it; a second
 # run finds the checkpoints and takes about 1).
 # Prerequisites: [05 · Data](05_data.ipynb) (chat rendering, the assistant-only loss mask, the
 # loaders) and [06 · Pretraining](06_pretrain.ipynb) (the training loop and the pretrained
@@ -27,7 +27,8 @@
 #    pretraining batches mixed into every step, without which the tiny model forgets its facts
 #    (`spongebob.sft`);
 # 3. the experiment that separates *format* (what SFT teaches) from *knowledge* (what pretraining
-#    stored), including the "single phrasing" control group of *Physics of Language Models 3.1*;
+#    stored), including the "single phrasing" control group of *Physics of Language Models 3.1*,
+#    and a control group that shows how the wording of SFT's answers decides what can be asked;
 # 4. long-context SFT at twice the length, with retrieval of an early detail measured before and
 #    after, and a loss concentrated on the final answer;
 # 5. a multi-turn chat, in the notebook and as `spongebob chat`.
@@ -184,9 +185,9 @@ for r in asked:
 # The pretrained model continues the prompt as text, in no particular language. After 100 steps
 # the fine-tuned one answers with one sentence in the chat format, most of the time ending with
 # `</s>`, and the sentences have the shape of the training replies: "The hobby of ... is ...".
-# Whether the answers are *right* is another matter: read the printed pairs, and note how often a
-# reply is about another resident than the one asked about. Four examples cannot say how good a
-# model is; the rest of the chapter needs to count. So before more training, two tools: graders
+# Whether the answers are *right* is another matter: read the printed pairs against their
+# expected values, and note any reply that answers another question than the one asked. Four
+# examples cannot say how good a model is; the rest of the chapter needs to count. So before more training, two tools: graders
 # that decide whether an answer is right, and a harness that answers a whole file of questions
 # and grades them.
 
@@ -987,6 +988,57 @@ for r in mixed["facts"].records[:6]:
 print("by attribute:", {k: f"{v:.0%}" for k, v in mixed["facts"].by(1).items()})
 
 # %% [markdown]
+# ### The opening of an answer
+#
+# Every fact answer in the world's SFT chats opens with the attribute, then names the resident,
+# then states the value: "The home of Patrick is a rock.", "说到家，派大星的家是石头屋。" ("speaking
+# of home, Patrick's home is the rock house."). That wording was a fix. The first version of the
+# world answered with the first two pretraining statements of each attribute ("Patrick lives in a
+# rock.", "Patrick's home is a rock."), and most of those open with the name. The same recipe on
+# those chats, with the same questions about the same residents and only the answers' wording
+# changed, is the control group (`sft_conversations(..., answers=...)` writes them again):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from spongebob.files import write_jsonl  # noqa: E402
+from spongebob.world import sft_conversations  # noqa: E402
+from spongebob.world.content import ATTRIBUTES, STATEMENTS_EN, STATEMENTS_ZH  # noqa: E402
+
+world_facts = json.loads((world / "world.json").read_text(encoding="utf-8"))
+NAME_FIRST = {"en": {a: STATEMENTS_EN[a][:2] for a in ATTRIBUTES},
+              "zh": {a: STATEMENTS_ZH[a][:2] for a in ATTRIBUTES}}  # fmt: skip
+control_dir = artifacts_dir("runs", "sft-tiny-name-first")
+control_chats = control_dir / "sft_512_name_first.jsonl"
+write_jsonl(control_chats, ({"conversations": c}
+                            for c in sft_conversations(world_facts, 0, answers=NAME_FIRST)))  # fmt: skip
+control_ckpt = sft_checkpoint(control_chats, tok, control_dir, sft_config("tiny"), init=pretrained,
+                              replay_source=world / "pretrain.jsonl", **sft_options("tiny"),
+                              progress=False)  # fmt: skip
+control_model = load_model(control_ckpt).eval()
+control_facts = evaluate_sets(control_model, tok, world, ["facts"])["facts"]
+
+
+def right_by_attribute(report, lang: str) -> dict[str, str]:
+    """Right answers / questions per attribute in one language (ids: resident.attribute.lang)."""
+    table: dict[str, list[bool]] = {}
+    for r in report.records:
+        _, attribute, language = r["id"].split(".")
+        if language == lang:
+            table.setdefault(attribute, []).append(r["correct"])
+    return {a: f"{sum(v)}/{len(v)}" for a, v in table.items()}
+
+
+for label, report in [("open with the attribute", mixed["facts"]),
+                      ("open with the name (control)", control_facts)]:  # fmt: skip
+    by = report.by(2)
+    print(f"{label}: held-out facts {report.accuracy:.1%} (English {by['en']:.1%}, "
+          f"Chinese {by['zh']:.1%})")  # fmt: skip
+    for lang in ("en", "zh"):
+        print(f"   {lang}, right by attribute: {right_by_attribute(report, lang)}")
+print(f"course target for held-out facts: {0.6:.0%}")
+assert mixed["facts"].accuracy > 0.6 and mixed["facts"].accuracy > control_facts.accuracy + 0.15
+
+# %% [markdown]
 # Six answers show that errors exist, not which kind dominates. A wrong answer can name a wrong
 # value *of the asked attribute* (a home for a home question: the right question, most likely
 # another resident's fact), a value of *another* attribute (a hobby for a home question: the
@@ -1036,26 +1088,119 @@ def fact_error_kinds(records: Sequence[dict], world: dict) -> dict[str, dict[str
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-world_facts = json.loads((world / "world.json").read_text(encoding="utf-8"))
-kinds = fact_error_kinds(mixed["facts"].records, world_facts)
 wrong_value, wrong_attribute = FACT_ERROR_KINDS[1], FACT_ERROR_KINDS[2]
-for lang, row in kinds.items():
-    commoner = wrong_attribute if row[wrong_attribute] > row[wrong_value] else wrong_value
-    print(f"{lang}: {row}; the commoner error: {commoner}")
-assert sum(sum(row.values()) for row in kinds.values()) == len(mixed["facts"].records)
-zh_wrong = sum(kinds["zh"].values()) - kinds["zh"]["right"]
-assert kinds["zh"][wrong_attribute] > zh_wrong / 2  # in Chinese, mostly the wrong question
+for label, report in [("open with the attribute", mixed["facts"]),
+                      ("open with the name (control)", control_facts)]:  # fmt: skip
+    kinds = fact_error_kinds(report.records, world_facts)
+    assert sum(sum(row.values()) for row in kinds.values()) == len(report.records)
+    for lang, row in kinds.items():
+        print(f"{label:29s} {lang}: {row}")
+control_zh = fact_error_kinds(control_facts.records, world_facts)["zh"]
+assert control_zh[wrong_attribute] > (sum(control_zh.values()) - control_zh["right"]) / 2
 
 # %% [markdown]
-# In Chinese, most wrong answers are the *wrong question about the right resident*: asked what
-# Patrick's home is, the model states his hobby. English errors split between the two kinds (the
-# printed line says which is commoner on this run). The knowledge is there (the pretrained model
-# completes most statements, section 7): what fails is *extracting* it through a question, and
-# mostly choosing which statement the question asks for. `bench/fact_errors.py` runs the same
-# sort on the bench's models: one that can copy from its context (section 8) names other
-# residents less often and gives far fewer wrong values of the asked attribute, but more
-# wrong-question answers, until a longer SFT cuts them (docs/benchmarks.md, "A wake-up phase in
-# SFT").
+# The control's Chinese errors are mostly the *wrong question about the right resident*: asked
+# what Patrick's home is, it states his hobby. In English it fails mostly on home, job and pet
+# (the per-attribute lines of the cell before), the three attributes whose two control answers
+# both open with the name; on the four whose answers include one that opens with the attribute
+# ("The favourite food of Patrick is ..."), it does almost as well as this chapter's model. The
+# knowledge is there in both models (the pretrained model completes most statements, section 7):
+# what fails is *reaching* it from a question.
+#
+# Which resident an answer is about can be measured without generating: give the model the
+# question, then the reply's first words, and ask which of all the residents' names it finds
+# likeliest next (`likeliest_continuation`: the largest sum of the log-probabilities of a
+# candidate's tokens, a forced choice). Twice for the control, in English: at the reply's very
+# first token, where most of its answers put the name, and after "The home of" (the opening of
+# the asked attribute), words that its pretraining text and some of its answers use; and once for
+# this chapter's model, after its own opening:
+
+
+# %%
+#| export: evaluate
+@torch.no_grad()
+def likeliest_continuation(model: torch.nn.Module, prompt: Sequence[int],
+                           candidates: Sequence[Sequence[int]], pad_id: int = 0) -> int:  # fmt: skip
+    """The index of the candidate (token ids) that ``model`` finds likeliest right after
+    ``prompt`` (token ids): the largest sum of its tokens' log-probabilities. A forced choice,
+    nothing generated: one forward pass over ``len(candidates)`` rows, padded on the right (a
+    causal model never attends to what comes after). Defined in 07_sft."""
+    if not prompt:
+        raise ValueError("prompt is empty: a candidate needs a position to follow")
+    for i, c in enumerate(candidates):
+        if not c:
+            raise ValueError(f"candidate {i} is empty")
+    rows = [list(prompt) + list(c) for c in candidates]
+    device = next(model.parameters()).device
+    ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, device=device)
+    logp = torch.log_softmax(model(ids[:, :-1]).logits.float(), dim=-1)
+    logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (rows, length - 1): each next token's
+    start = len(prompt) - 1  # the first candidate token is predicted from the prompt's last
+    scores = torch.stack([logp[i, start : len(r) - 1].sum() for i, r in enumerate(rows)])
+    return int(scores.argmax())
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from spongebob.world.content import ANSWERS_EN, ANSWERS_ZH  # noqa: E402
+
+
+def named_resident(model, prompt: list[int], opening: list[int], names: list[list[int]]) -> int:
+    """Which of ``names`` (token ids) the model finds likeliest after the prompt and opening."""
+    return likeliest_continuation(model, list(prompt) + opening, names, tok.pad_id)
+
+
+def opening_ids(attribute: str, lang: str) -> list[int]:
+    """The words this chapter's answers put before the name ("The home of", "说到家，")."""
+    template = (ANSWERS_ZH if lang == "zh" else ANSWERS_EN)[attribute][0]
+    return tok.encode(template[: template.index("{n}")].rstrip(" "))
+
+
+residents = [r["id"] for r in world_facts["residents"]]
+name_ids = {"en": [tok.encode(" " + r["name"]) for r in world_facts["residents"]],
+            "zh": [tok.encode(r["zh"]) for r in world_facts["residents"]],
+            "en, first": [tok.encode(r["name"]) for r in world_facts["residents"]]}  # fmt: skip
+hits = {"control, English, reply's first token": [], "control, English, after the opening": [],
+        "this chapter's model, after its opening": []}  # fmt: skip
+for r in read_jsonl(world / "eval_facts.jsonl"):
+    subject, attribute, lang = r["id"].split(".")
+    prompt, _ = encoder.encode(r["messages"])
+    want = residents.index(subject)
+    opening = opening_ids(attribute, lang)
+    if lang == "en":
+        hits["control, English, reply's first token"].append(
+            named_resident(control_model, prompt, [], name_ids["en, first"]) == want
+        )
+        hits["control, English, after the opening"].append(
+            named_resident(control_model, prompt, opening, name_ids["en"]) == want
+        )
+    hits["this chapter's model, after its opening"].append(
+        named_resident(chat_model, prompt, opening, name_ids[lang]) == want
+    )
+named = {k: sum(v) / len(v) for k, v in hits.items()}
+for k, v in named.items():
+    print(f"{k:40s} names the asked resident {v:5.1%} of {len(hits[k])} questions")
+assert (
+    named["control, English, after the opening"]
+    > named["control, English, reply's first token"] + 0.5
+)
+assert named["this chapter's model, after its opening"] > 0.8
+
+# %% [markdown]
+# At the first token of its reply, the control names the asked resident for few of the English
+# questions (the first printed line): it writes a name its chats taught it, and the sentence that
+# follows is about that resident. After the opening words, the same model names the asked
+# resident almost always (the second line): given words that, in its pretraining text, come right
+# before a resident's name, it copies the name from the question. This chapter's model opens
+# every answer that way and names the asked resident after its opening most of the time in both
+# languages (the third line); what follows the name is a pretraining statement, which it
+# completes from what it stored. Same pretrained weights, same steps, same questions: the wording
+# of the answers decides whether what pretraining stored can be reached through a question. The
+# errors left are mostly Chinese, and mostly a wrong value of the asked attribute (the sort
+# above): the question is understood, the Chinese fact was not stored well enough (chapter 06
+# completes fewer Chinese statements than English ones).
 #
 # **Why rephrased questions on the SFT residents score lower than questions on held-out ones.**
 # It is the wording, not the residents: `eval_facts` asks the held-out residents with SFT's own
@@ -1090,8 +1235,9 @@ assert unseen_wording < mixed["facts"].accuracy and unseen_wording < mixed["fact
 # rehearsed keep more. SFT taught the model to answer *its* questions; a question phrased another
 # way is, to this model, partly a new task.
 #
-# What else was tried (`docs/benchmarks.md` has each with its command): lr 3e-4 instead of the
-# earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into
+# What else was tried (`docs/benchmarks.md` has each with its command; `bench/answer_frames.py`
+# measures the answers' wording, with two mixtures of the two kinds of answer between the control
+# and this chapter's chats): lr 3e-4 instead of the earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into
 # *pretraining* (a quarter of its tokens, the "mixed training" of Physics of Language Models 3.1)
 # lifted held-out questions early in SFT but cost completion accuracy in pretraining, below
 # chapter 06's target.
@@ -1605,6 +1751,7 @@ print(f"copier: largest induction score {scores.max():.2f} (layer {layer}, head 
 # as a large one. The copier started from the same seed as `at_init` below, so the cell can
 # compare each row with where it began.
 
+
 # %%
 def row_agreement(model: torch.nn.Module, ids: torch.Tensor) -> float:
     """Mean cosine similarity between the embedding rows of ``ids``, over all pairs."""
@@ -1738,12 +1885,15 @@ for question in [
     history.append({"role": "assistant", "content": reply})
     print(f"you> {question}\nbot> {reply}{'' if stopped else ' [...]'}")
 print(f"({len(ChatEncoder(tok).encode(history)[0])} tokens of history)")
+jobs = [f["en"] for f in world_facts["facts"] if f["id"] == "patrick.job"]
+print(f"Patrick's job in the world: {jobs[0] if jobs else 'none'}")
 
 # %% [markdown]
 # The demo shows both sides of this chapter: every reply is one well-formed sentence that stops,
-# and the questions about Patrick are answered about SpongeBob, the subject confusion of
-# section 6 (the SFT chats are about SpongeBob and the other training residents). Nor does the
-# model recall the locker code it was told one turn earlier (section 8).
+# and the questions about Patrick are answered about Patrick, though the world gives him no job
+# (the last printed line): a question in the format SFT taught gets an answer in that format,
+# whether or not the model knows one. Nor does the model recall the locker code it was told one
+# turn earlier (section 8).
 #
 # The same model on the command line (the checkpoint of any stage, or a released state dict of
 # the original with `--tokenizer` pointing at its tokenizer folder):
@@ -1800,13 +1950,18 @@ assert again == sft_ckpt
 #   answered from facts seen only in pretraining text (section 6 printed how many, by language).
 # * A small model forgets under SFT alone: **replaying pretraining batches** in every step keeps
 #   the facts (section 6's plot). Mind the token balance: the loop normalises by trained tokens.
+# * How SFT's answers are worded decides what can be asked: answers that open with the attribute
+#   ("The home of Patrick is ...") let the model copy the asked name and complete a statement
+#   pretraining stored; answers that open with the name make it pick the resident at its first
+#   token, where it rarely copies (section 6's control group and its probe).
 # * A fact memorised in one fixed sentence is completed from its prefix but is hard to extract by
 #   a question (*Physics of Language Models 3.1*): varied phrasings in pretraining matter.
 # * Long-context recall is a skill of its own, and it rests on another: **copying** from the
-#   context. The induction probe diagnosed that the tiny model cannot copy at all (section 8.1),
-#   a copy-only run showed the probe can say "yes" (8.2), and the long stage, with either loss,
-#   learnt the answer's form but recalled at chance (8.3). SFT elicits skills; it did not create
-#   this one within the chapter's budget.
+#   context. The induction probe diagnosed that the tiny model cannot copy an arbitrary sequence
+#   (section 8.1; the copying of section 6 picks one of the residents' names, tokens it knows
+#   well, after words that announce a name), a copy-only run showed the probe can say "yes"
+#   (8.2), and the long stage, with either loss, learnt the answer's form but recalled at chance
+#   (8.3). SFT elicits skills; it did not create this one within the chapter's budget.
 # * Evaluation is part of the method: exact graders named by the caller, greedy answers in
 #   batches, and the share of answers that stop.
 #

@@ -763,8 +763,9 @@ print("a fact question now:", after["facts"].records[0]["answer"][:90].replace("
 #   accuracy collapses, and the first reasoning line rarely restates the question's numbers. On
 #   the world's own templates the reasoning *looks* like reading the question; on a new wording
 #   it shows that it was pattern-matching the templates. Reading numbers out of an unfamiliar
-#   sentence is copying from the context, and chapter 07 (section 8) measured that this model
-#   cannot copy. The course's target for it is not met.
+#   sentence is copying from the context, and chapter 07 measured how little this model copies:
+#   a resident's name from the question, where its answers announce one (section 6), but no
+#   arbitrary sequence (section 8's induction probe). The course's target for it is not met.
 # * **Fact questions**: the 600 SFT chats shuffled into the 2,000 reasoning chats keep the
 #   *format* (plain questions get plain answers, no reasoning block), and the replayed text keeps
 #   the *facts*: the printed score stands beside the SFT model's, and the cell asserts the
@@ -916,7 +917,7 @@ assert kept - drift >= 0.15  # measured: printed above
 # (the printed lines). The main run of section 4 is the long version of the second line. What no
 # replay can do is make the model read a number it has not seen in that position before: the
 # reworded arithmetic stays near zero in every run, and chapter 07 (section 8) measured why: this
-# model cannot copy from its context.
+# model cannot copy an arbitrary sequence from its context.
 
 
 # %% [markdown]

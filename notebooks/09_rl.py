@@ -822,12 +822,28 @@ def rl_checkpoint(source: str | Path, tokenizer, out_dir: str | Path, cfg: RLCon
 
 # %% [markdown]
 # Before the run, the loop's step is checked against the pieces of sections 2-6 by hand: the
-# same problems, seeds and optimizer state give the same weights.
+# same problems, seeds and optimizer state give the same weights. The problems are the first four
+# consecutive training problems whose sampled answers are not all rewarded alike: a batch without
+# signal leaves the weights as they are and would check nothing.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 cfg_check = RLConfig(problems=4, group=GROUP, updates=2)
-batch_check = problems[:4]
+
+
+def sampled(model, batch):
+    """Step 1's prompts, sampled answers (the loop's seeds) and rewards for ``batch``."""
+    prompts = [encoder.encode([q])[0] for q, _ in batch for _ in range(GROUP)]
+    answers = sample_answers(model, prompts, [row_seed(0, 1, i) for i in range(len(prompts))],
+                             eos_id=tok.eos_id, pad_id=tok.pad_id)  # fmt: skip
+    texts = [tok.decode([i for i in a if i != tok.eos_id]) for a in answers]
+    return prompts, answers, torch.tensor([reward(t, batch[i // GROUP][1])
+                                           for i, t in enumerate(texts)])  # fmt: skip
+
+
+start = next(k for k in range(0, len(problems), 4)
+             if (sampled(reasoner, problems[k : k + 4])[2].view(4, GROUP).std(1) > 0).any())  # fmt: skip
+batch_check = problems[start : start + 4]
 by_hand = copy.deepcopy(reasoner)
 by_loop = copy.deepcopy(reasoner)
 opt_hand = torch.optim.AdamW(by_hand.parameters(), lr=cfg_check.lr, weight_decay=0.0)
@@ -835,11 +851,7 @@ opt_loop = torch.optim.AdamW(by_loop.parameters(), lr=cfg_check.lr, weight_decay
 stats = grpo_step(by_loop, reasoner, opt_loop, batch_check, encoder, cfg_check, step=1,
                   eos_id=tok.eos_id, pad_id=tok.pad_id)  # fmt: skip
 
-prompts_h = [encoder.encode([q])[0] for q, _ in batch_check for _ in range(GROUP)]
-answers_h = sample_answers(by_hand, prompts_h, [row_seed(0, 1, i) for i in range(len(prompts_h))],
-                           eos_id=tok.eos_id, pad_id=tok.pad_id)  # fmt: skip
-texts_h = [tok.decode([i for i in a if i != tok.eos_id]) for a in answers_h]
-rewards_h = torch.tensor([reward(t, batch_check[i // GROUP][1]) for i, t in enumerate(texts_h)])
+prompts_h, answers_h, rewards_h = sampled(by_hand, batch_check)
 adv_h = group_advantages(rewards_h.view(4, GROUP))
 rows = (rewards_h.view(4, GROUP).std(1) > 0).repeat_interleave(GROUP).nonzero().flatten().tolist()
 ids_h, mask_h = completion_batch([prompts_h[i] for i in rows], [answers_h[i] for i in rows],
@@ -855,10 +867,11 @@ for _ in range(2):
     opt_hand.step()
 same = all(torch.equal(a, b) for a, b in zip(by_hand.parameters(), by_loop.parameters()))
 print(
-    f"grpo_step: {stats['signal']} of 4 groups with signal, reward {stats['reward']:.3f}; "
+    f"problems {start}-{start + 3}; grpo_step: {stats['signal']} of 4 groups with signal, "
+    f"reward {stats['reward']:.3f}; "
     f"same weights as by hand: {same}"
 )
-assert same and stats["signal"] == len(rows) // GROUP
+assert same and stats["signal"] == len(rows) // GROUP > 0
 
 # %% [markdown]
 # Now the run: the tiny recipe from the distilled model, on the 2,000 training problems.
@@ -951,23 +964,22 @@ for name, rep in (("before", greedy), ("after", greedy_after)):
     print(f"greedy by kind, {name:6s}", counts)
 pass8_after = right_after.max(dim=0).values.mean().item()
 print(f"at least one of 8 samples right: {pass8:.1%} before, {pass8_after:.1%} after")
+# kept, not lifted: the change of the sampled answers is printed with its interval, not asserted
+# (runs land on either side of zero, docs/benchmarks.md)
 assert well_formed_after >= 0.95 and greedy_after.accuracy >= greedy.accuracy - 0.03
-assert (
-    right_after.mean() > right.mean()
-)  # the sampled answers, what RL trained, are right more often
 
 # %% [markdown]
-# Read the printed lines together. The answers the model *samples* are right more often; the paired
-# interval printed with that change says whether this run's gain is more than noise
-# (`docs/benchmarks.md` records runs where it is and runs where it is not). The greedy answers, the
-# ones the graders of chapters 07 and 08 read, barely move, and neither does "at least one of 8".
-# That is the signature of sharpening: reinforcement learning moved probability toward answers the
-# model already produced, so its samples agree more often with its best guess; it did not teach it
-# to solve problems that none of its samples solved. Larger studies find the same ([Yue et al.,
-# 2025](https://arxiv.org/abs/2504.13837): RL with verifiable rewards raises the accuracy of one
-# sample, not the share of problems solved by any of many). On this model the greedy failures are
-# systematic, a wrong product or a conclusion that does not copy the line above it (section 1's
-# example), and a policy that samples them rarely gets rewarded for anything else.
+# Read the printed lines together. Whether the answers the model *samples* are right more often is
+# the printed change with its paired interval: a point or two at most in the runs that
+# `docs/benchmarks.md` records, more than noise in some and not in others (this run's line says
+# which). The greedy answers, the ones the graders of chapters 07 and 08 read, barely move, and
+# neither does "at least one of 8". That is sharpening at best: reinforcement learning can only
+# move probability toward answers the model already produces, so that its samples agree more
+# often with its best guess; it does not teach it to solve problems that none of its samples
+# solve. Larger studies find the same ([Yue et al., 2025](https://arxiv.org/abs/2504.13837): RL
+# with verifiable rewards raises the accuracy of one sample, not the share of problems solved by
+# any of many). The greedy failures are systematic (the by-kind lines show where they are), and a
+# policy that rarely samples anything else is rarely rewarded for it.
 
 # %% [markdown]
 # ## 8. A failure, measured: a step too large
@@ -1037,11 +1049,11 @@ assert again == rl_ckpt and extras["stage"] == "rl"
 #   ratio after it, plus a KL penalty estimated per token.
 # * Most groups carry no signal once a model solves most of its training problems: every answer
 #   gets the same reward. The loop leaves them out of the update.
-# * On problems it never trained on, the run made the model's sampled answers right more often
-#   while its greedy answers stayed as they were (section 7's printed lines, with their
-#   intervals): reinforcement learning sharpened what the model could already produce. A step
-#   too large broke the arithmetic and kept the format, and the KL estimate showed it first
-#   (section 8).
+# * On problems it never trained on, the run moved neither the greedy answers nor "at least one
+#   of 8" beyond noise, and the sampled answers by a point or two at most (section 7's printed
+#   lines, with their intervals): at best, reinforcement learning sharpens what the model can
+#   already produce. A step too large broke the arithmetic and kept the format, and the KL
+#   estimate showed it first (section 8).
 #
 # | module | what this chapter exported |
 # |---|---|

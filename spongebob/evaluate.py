@@ -285,6 +285,30 @@ def fact_error_kinds(records: Sequence[dict], world: dict) -> dict[str, dict[str
     return counts
 
 
+@torch.no_grad()
+def likeliest_continuation(model: torch.nn.Module, prompt: Sequence[int],
+                           candidates: Sequence[Sequence[int]], pad_id: int = 0) -> int:  # fmt: skip
+    """The index of the candidate (token ids) that ``model`` finds likeliest right after
+    ``prompt`` (token ids): the largest sum of its tokens' log-probabilities. A forced choice,
+    nothing generated: one forward pass over ``len(candidates)`` rows, padded on the right (a
+    causal model never attends to what comes after). Defined in 07_sft."""
+    if not prompt:
+        raise ValueError("prompt is empty: a candidate needs a position to follow")
+    for i, c in enumerate(candidates):
+        if not c:
+            raise ValueError(f"candidate {i} is empty")
+    rows = [list(prompt) + list(c) for c in candidates]
+    device = next(model.parameters()).device
+    ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, device=device)
+    logp = torch.log_softmax(model(ids[:, :-1]).logits.float(), dim=-1)
+    logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (rows, length - 1): each next token's
+    start = len(prompt) - 1  # the first candidate token is predicted from the prompt's last
+    scores = torch.stack([logp[i, start : len(r) - 1].sum() for i, r in enumerate(rows)])
+    return int(scores.argmax())
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The 95 % Wilson interval of a proportion k / n (better than p +- 2 SE near 0 and 1).
     Defined in 07_sft."""

@@ -270,3 +270,30 @@ def test_eval_sets_name_real_files_and_graders(sample):
         assert grader == ("number" if name.startswith("arith") else "fact") and budget > 0
     with pytest.raises(ValueError, match="unknown eval set"):
         E.evaluate_sets(None, None, folder, ["fact"])
+
+
+def test_likeliest_continuation_is_the_largest_summed_logprob_one_row_at_a_time(model):
+    def independent(prompt, c):  # the candidate alone, each step's log-softmax read one by one
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + c])).logits[0].double()
+        return sum(torch.log_softmax(logits[len(prompt) - 1 + k], -1)[t].item()
+                   for k, t in enumerate(c))  # fmt: skip
+
+    g = torch.Generator().manual_seed(0)
+    sum_vs_mean = 0
+    for _ in range(30):  # random prompts and candidate sets of lengths 1-3 (right padding)
+        prompt = torch.randint(4, 400, (int(torch.randint(1, 6, (1,), generator=g)),),
+                               generator=g).tolist()  # fmt: skip
+        cands = [torch.randint(4, 400, (int(torch.randint(1, 4, (1,), generator=g)),),
+                               generator=g).tolist() for _ in range(4)]  # fmt: skip
+        scores = [independent(prompt, c) for c in cands]
+        best = max(range(4), key=scores.__getitem__)
+        assert E.likeliest_continuation(model, prompt, cands) == best
+        assert E.likeliest_continuation(model, prompt, cands[::-1], pad_id=9) == 3 - best
+        means = [v / len(c) for v, c in zip(scores, cands)]
+        sum_vs_mean += best != max(range(4), key=means.__getitem__)
+    assert sum_vs_mean > 0  # the sum, not the mean per token: the data can tell them apart
+    with pytest.raises(ValueError, match="empty"):
+        E.likeliest_continuation(model, [], [[4]])
+    with pytest.raises(ValueError, match="candidate 1 is empty"):
+        E.likeliest_continuation(model, [5], [[4], []])

@@ -454,11 +454,15 @@ def test_cli_data_sample(tmp_path, capsys):
 # changes (issue 15): sft_1024.jsonl's training chats put the detail at every distance from the
 # question (not only beyond the short context) with half their word values made up, so that long
 # SFT practises copying at every distance; eval_arith_reworded.jsonl is new (the held-out problems
-# in wordings, people and items no training file uses). Every other file kept its bytes.
+# in wordings, people and items no training file uses); sft_512.jsonl's answers open with the
+# attribute ("The home of Patrick is a rock.", "说到家，派大星的家是石头屋。"), one template per
+# attribute and language, instead of two statements that mostly opened with the name: held-out
+# facts after chapter 07's SFT rose from 46 % to 83 % (docs/benchmarks.md, "Answers that open with
+# the attribute"). Every other file kept its bytes.
 GOLDEN_SEED0 = {
     "world.json": "f8994d7292cc1cfeecc3f8a8f1fc85033bdda4a95d367051deb930032f5fc137",
     "pretrain.jsonl": "17b017c43dc181387d74db53654184c58fe5437d2102338196965700b6a47d4a",
-    "sft_512.jsonl": "23c46acdc0477115a016564930ae2ec12113297ff6894acaa5107d47404d4ab1",
+    "sft_512.jsonl": "0a5ead34a342ac4583ae38f9a858d50f9658ef2e39120666128679725113583a",
     "sft_1024.jsonl": "26f2bcbecbe92534b89763b41ad4269dc34451da42f780ff3cf00004486ef6a9",
     "r1_1024.jsonl": "73a65110af929de9d82f351b32d528c41d9b0bab78661f4b93101b6bd92db553",
     "eval_facts.jsonl": "f04b87907da259259414b5308677e54aee0c41e80fd729b1a5887f99eac3d486",
@@ -472,7 +476,7 @@ GOLDEN_SEED0 = {
         "7510fc465ba9a020e3a8ed421e24a79e899fd624c0fc7acacdcfe606faf9e566"
     ),
 }
-GOLDEN_SEED1_ALL = "0b083741eec6258c1432672acfc48bf2ff479917e692d3fdc326203e9933f7e3"
+GOLDEN_SEED1_ALL = "cc07707f63320e5909f713f02ded312dc260862d2957517f6da4c70860fd87c9"
 
 
 def test_generated_bytes_equal_the_golden_hashes():
@@ -483,6 +487,41 @@ def test_generated_bytes_equal_the_golden_hashes():
     for name, content in W.generate(1).items():
         everything.update(S._serialise(name, content))
     assert everything.hexdigest() == GOLDEN_SEED1_ALL
+
+
+# The answers of sft_512.jsonl before they opened with the attribute: each attribute's first two
+# statements (chapter 07's control group). Written here from the statements, not read from a
+# table of the module.
+NAME_FIRST = {
+    "en": {a: W.content.STATEMENTS_EN[a][:2] for a in W.content.ATTRIBUTES},
+    "zh": {a: W.content.STATEMENTS_ZH[a][:2] for a in W.content.ATTRIBUTES},
+}
+SFT_512_NAME_FIRST = "23c46acdc0477115a016564930ae2ec12113297ff6894acaa5107d47404d4ab1"
+
+
+def test_sft_answers_open_with_the_attribute_and_the_old_answers_can_be_rebuilt(data):
+    replies = [t["content"] for r in data["sft_512"] for t in r["conversations"]
+               if t["role"] == "assistant"]  # fmt: skip
+    residents = {r["id"]: r for r in data["world"]["residents"]}
+    for f in data["world"]["facts"]:
+        if f["split"] != "train":
+            continue
+        en_name, zh_name = residents[f["subject"]]["name"], residents[f["subject"]]["zh"]
+        attr_en, attr_zh = (data["world"]["attributes"][f["attribute"]][k] for k in ("en", "zh"))
+        assert f"The {attr_en} of {en_name} is " in "\n".join(replies), f["id"]
+        assert f"说到{attr_zh[-2:]}，{zh_name}" in "\n".join(replies), f["id"]
+    for reply in replies:  # no fact answer opens with a name
+        assert not any(reply.startswith(r["name"] + " ") for r in residents.values()), reply
+    # the control group's chats are the earlier file, byte for byte
+    chats = W.sft_conversations(W.build_world(0), 0, answers=NAME_FIRST)
+    data_ = S._serialise("sft_512.jsonl", [{"conversations": c} for c in chats])
+    assert hashlib.sha256(data_).hexdigest() == SFT_512_NAME_FIRST
+    with pytest.raises(ValueError, match="'fr' is not"):
+        W.sft_conversations(W.build_world(0), 0, answers={"fr": NAME_FIRST["en"]})
+    with pytest.raises(
+        ValueError, match=r"answers\['zh'\]: no template for attribute\(s\) \['pet'\]"
+    ):
+        W.sft_conversations(W.build_world(0), 0, answers={"zh": {**NAME_FIRST["zh"], "pet": []}})
 
 
 def test_written_files_are_the_serialised_bytes(sample):

@@ -207,7 +207,8 @@ else:
 
 # %% [markdown]
 # The tiny model was fine-tuned with one system prompt only, so a different one is an input it
-# has never seen at the start of every chat. Measured: a modest cost (the printed line, on these
-# 64 questions: a few points, well within the sampling noise of so few questions; an earlier,
-# shorter SFT run showed no difference at all). The prompt is identical in every training chat, so it carries no
-# information and the model mostly learnt to look past it.
+# has never seen at the start of every chat. Measured: a difference of a few points (the printed
+# line, on these 64 questions), in either direction from one SFT recipe to the next and well
+# within the sampling noise of so few questions; an earlier, shorter SFT run showed no difference
+# at all. The prompt is identical in every training chat, so it carries no information and the
+# model mostly learnt to look past it.

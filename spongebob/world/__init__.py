@@ -24,6 +24,10 @@ Design:
   ``heldout`` (only in pretraining; asked in ``eval_facts.jsonl``) and ``single`` (fixed phrasing;
   ``eval_single_*.jsonl``). SFT teaches the question-answer *format*; whether held-out facts can be
   answered measures what pretraining stored.
+- **Answers that open with the attribute.** SFT's answers read "The home of Patrick is a rock." and
+  "说到家，派大星的家是石头屋。": the words the question decides come first, then the name, then a
+  pretraining statement. Answers that open with the name make a small model pick the resident at
+  its reply's first token, where it rarely copies the asked one (chapter 07's control group).
 
 Files written by :func:`write_sample` (all JSONL files are UTF-8, one object per line):
 

@@ -15,6 +15,7 @@ from spongebob.tokenizer import render_chat
 from spongebob.world.content import (
     ANSWERS_EN,
     ANSWERS_ZH,
+    ATTRIBUTES,
     DETAIL_VALUES,
     FILLER,
     GREETINGS,
@@ -40,11 +41,13 @@ def _turn(role: str, content: str) -> dict:
     return {"role": role, "content": content}
 
 
-def _qa(fact: dict, names: dict, lang: str, rng: random.Random, questions=None) -> tuple[str, str]:
+def _qa(
+    fact: dict, names: dict, lang: str, rng: random.Random, questions=None, answers=None
+) -> tuple[str, str]:
     questions = questions or (QUESTIONS_ZH if lang == "zh" else QUESTIONS_EN)
     name = names[fact["subject"]]
     q = rng.choice(questions[fact["attribute"]]).format(n=name)
-    answers = ANSWERS_ZH if lang == "zh" else ANSWERS_EN
+    answers = (answers or {}).get(lang) or (ANSWERS_ZH if lang == "zh" else ANSWERS_EN)
     return q, state_fact(fact, name, rng.choice(answers[fact["attribute"]]), lang)
 
 
@@ -54,8 +57,22 @@ def _maybe_system(rng: random.Random, lang: str) -> list[dict]:
     return []
 
 
-def sft_conversations(world: dict, seed: int = 0) -> list[list[dict]]:
-    """Short chats: every phrasing of every train fact, multi-turn mixes, identity, small talk."""
+def sft_conversations(
+    world: dict, seed: int = 0, answers: dict[str, dict[str, list[str]]] | None = None
+) -> list[list[dict]]:
+    """Short chats: every phrasing of every train fact, multi-turn mixes, identity, small talk.
+
+    ``answers`` (``{"en": {attribute: [template, ...]}, "zh": ...}``, either language optional)
+    replaces the answer templates of :data:`ANSWERS_EN` / :data:`ANSWERS_ZH`: chapter 07's control
+    group of answers that open with the resident's name. Templates take the keys of
+    ``state_fact`` (``{n}``, ``{v}``, ``{av}``...)."""
+    for lang, table in (answers or {}).items():
+        if lang not in ("en", "zh"):
+            raise ValueError(f"answers: language {lang!r} is not 'en' or 'zh'")
+        missing = sorted(set(ATTRIBUTES) - set(table))
+        if missing or not all(table[a] for a in ATTRIBUTES):
+            raise ValueError(f"answers[{lang!r}]: no template for attribute(s) "
+                             f"{missing or [a for a in ATTRIBUTES if not table[a]]}")  # fmt: skip
     rng = _rng(seed, "sft_512")
     train = [f for f in world["facts"] if f["split"] == "train"]
     convs: list[list[dict]] = []
@@ -63,7 +80,7 @@ def sft_conversations(world: dict, seed: int = 0) -> list[list[dict]]:
         names = _names(world, lang)
         for f in train:  # single-turn: each question phrasing once
             for qt in questions[f["attribute"]]:
-                q, a = _qa(f, names, lang, rng, {f["attribute"]: [qt]})
+                q, a = _qa(f, names, lang, rng, {f["attribute"]: [qt]}, answers)
                 convs.append(_maybe_system(rng, lang) + [_turn("user", q), _turn("assistant", a)])
     names_by_lang = {lang: _names(world, lang) for lang in ("en", "zh")}
     for _ in range(N_SFT_MULTI):  # multi-turn: 2-4 exchanges, facts mixed with chit-chat
@@ -72,7 +89,7 @@ def sft_conversations(world: dict, seed: int = 0) -> list[list[dict]]:
         for _ in range(rng.randint(2, 4)):
             x = rng.random()
             if x < 0.75:
-                q, a = _qa(rng.choice(train), names_by_lang[lang], lang, rng)
+                q, a = _qa(rng.choice(train), names_by_lang[lang], lang, rng, answers=answers)
             elif x < 0.85:
                 q, a = rng.choice(IDENTITY_ZH if lang == "zh" else IDENTITY_EN)
             else:

@@ -277,9 +277,29 @@ REPHRASE_ZH = {
     "hobby": "请问{n}平时爱做什么？",
     "colour": "请问{n}偏爱哪种颜色？",
 }
-# Assistant answers in SFT: short sentences containing the value.
-ANSWERS_EN = {a: STATEMENTS_EN[a][:2] for a in ATTRIBUTES}
-ANSWERS_ZH = {a: STATEMENTS_ZH[a][:2] for a in ATTRIBUTES}
+# Assistant answers in SFT: one sentence per attribute that opens with the attribute (which the
+# question decides), then names the resident, then states the value as a pretraining statement
+# does. Until 2026-12-07 the answers were the first two statements of each attribute, most of them
+# opening with the name; a model trained on them answered held-out residents far worse (46 %
+# against 83 % on chapter 07's recipe, docs/benchmarks.md "Answers that open with the attribute").
+ANSWERS_EN = {
+    "home": ["The home of {n} is {av}."],
+    "job": ["The job of {n} is {v}."],
+    "food": ["The favourite food of {n} is {v}."],
+    "friend": ["The best friend of {n} is {v}."],
+    "pet": ["The pet of {n} is {av}."],
+    "hobby": ["The hobby of {n} is {v}."],
+    "colour": ["The favourite colour of {n} is {v}."],
+}
+ANSWERS_ZH = {
+    "home": ["说到家，{n}的家是{v}。"],
+    "job": ["说到工作，{n}的工作是{v}。"],
+    "food": ["说到食物，{n}最喜欢的食物是{v}。"],
+    "friend": ["说到朋友，{n}最好的朋友是{v}。"],
+    "pet": ["说到宠物，{n}的宠物是{v}。"],
+    "hobby": ["说到爱好，{n}的爱好是{v}。"],
+    "colour": ["说到颜色，{n}最喜欢的颜色是{v}。"],
+}
 
 # The one fixed phrasing of a "single" resident (English only, attributes always in this order).
 SINGLE_BIO = (
