@@ -38,7 +38,7 @@
 # %% [markdown]
 # :::{admonition} 中文摘要
 # :class: zh-summary
-# 在预训练模型上做有监督微调（SFT）：损失只算在助手回复上，并在每一步混入预训练文本（回放），否则小模型会忘掉它学到的事实。本章用从未在 SFT 中问过的事实来区分“格式”（SFT 教会的）与“知识”（预训练存下的），用“单一表述”对照组重现《Physics of Language Models 3.1》的现象，用归纳头探针（重复两遍的随机词元序列）诊断模型根本不会从上下文中复制，并用只含复制练习的对照训练证明探针能测出复制；把上下文扩展到 1024 个词元后，如实报告模型没能学会长上下文检索（召回率不高于随机猜测线，附 95% 置信区间），最后与模型多轮对话。导出模块：`spongebob.sft`、`spongebob.evaluate`。
+# 在预训练模型上做有监督微调（SFT）：损失只算在助手回复上，并在每一步混入预训练文本（回放），否则小模型会忘掉它学到的事实。本章用从未在 SFT 中问过的事实来区分“格式”（SFT 教会的）与“知识”（预训练存下的），用“单一表述”对照组重现《Physics of Language Models 3.1》的现象，用另一个对照组说明 SFT 回答的措辞决定知识能否被问出来（回答先说属性、再说名字时，模型能从问题里照抄名字；回答以名字开头时，它很少选对要问的人），用归纳头探针（重复两遍的随机词元序列）诊断模型不会从上下文中复制任意序列，并用只含复制练习的对照训练证明探针能测出复制；把上下文扩展到 1024 个词元后，如实报告模型没能学会长上下文检索（召回率不高于随机猜测线，附 95% 置信区间），最后与模型多轮对话。导出模块：`spongebob.sft`、`spongebob.evaluate`。
 # :::
 
 # %% [markdown]
@@ -187,9 +187,9 @@ for r in asked:
 # `</s>`, and the sentences have the shape of the training replies: "The hobby of ... is ...".
 # Whether the answers are *right* is another matter: read the printed pairs against their
 # expected values, and note any reply that answers another question than the one asked. Four
-# examples cannot say how good a model is; the rest of the chapter needs to count. So before more training, two tools: graders
-# that decide whether an answer is right, and a harness that answers a whole file of questions
-# and grades them.
+# examples cannot say how good a model is; the rest of the chapter needs to count. So before more
+# training, two tools: graders that decide whether an answer is right, and a harness that answers
+# a whole file of questions and grades them.
 
 
 # %% [markdown]
@@ -1190,7 +1190,7 @@ assert named["this chapter's model, after its opening"] > 0.8
 
 # %% [markdown]
 # At the first token of its reply, the control names the asked resident for few of the English
-# questions (the first printed line): it writes a name its chats taught it, and the sentence that
+# questions (the first printed line): it writes another resident's name, and the sentence that
 # follows is about that resident. After the opening words, the same model names the asked
 # resident almost always (the second line): given words that, in its pretraining text, come right
 # before a resident's name, it copies the name from the question. This chapter's model opens
@@ -1236,8 +1236,8 @@ assert unseen_wording < mixed["facts"].accuracy and unseen_wording < mixed["fact
 # way is, to this model, partly a new task.
 #
 # What else was tried (`docs/benchmarks.md` has each with its command; `bench/answer_frames.py`
-# measures the answers' wording, with two mixtures of the two kinds of answer between the control
-# and this chapter's chats): lr 3e-4 instead of the earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into
+# measures four sets of answers, the control's and this chapter's among them): lr 3e-4 instead of
+# the earlier recipe's 1e-3 was worse; question-answer text about the SFT residents mixed into
 # *pretraining* (a quarter of its tokens, the "mixed training" of Physics of Language Models 3.1)
 # lifted held-out questions early in SFT but cost completion accuracy in pretraining, below
 # chapter 06's target.
@@ -1967,7 +1967,7 @@ assert again == sft_ckpt
 #
 # | module | what this chapter exported |
 # |---|---|
-# | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets` |
+# | `spongebob.evaluate` | `grade_fact`, `grade_number`, `parse_r1`, `is_well_formed_r1`, `R1_TAGS`, `GRADERS`, `grader_named`, `grade_file`, `answer_chats`, `EvalReport`, `evaluate_file`, `EVAL_SETS`, `evaluate_sets`, `FACT_ERROR_KINDS`, `fact_error_kinds`, `likeliest_continuation`, `wilson` |
 # | `spongebob.sft` | `ReplayMix`, `last_reply_targets`, `LastReplyOnly`, `RepeatedSpans`, `SFT_PRESETS`, `sft_config`, `sft_options`, `sft_loader`, `open_chat_data`, `sft`, `sft_checkpoint` |
 #
 # Next: [08 · Distillation](08_distill.ipynb) starts from the SFT checkpoint and teaches the model
