@@ -614,7 +614,8 @@ assert orig[first_answer] == 0 and kinds2[first_answer] == 1 and per_reply == [3
 
 # %% [markdown]
 # Does one token matter? The first token of a reply is the model's decision of *how to start*; a
-# model never trained on it starts replies by chance. And training the tokens after `</s>` asks
+# model never trained on it starts replies by chance (and how a reply starts decides a great deal:
+# chapter 07, section 6, measures it). And training the tokens after `</s>` asks
 # the model to predict the next user turn's `<s>`: after `</s>` generation has stopped, so that is
 # wasted, and it teaches nothing about the user. How much of the supervision do the first tokens
 # carry? The shorter the replies, the more; in the world's SFT chats:
