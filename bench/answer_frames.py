@@ -68,15 +68,17 @@ def named(model, tok, folder: Path, world: dict) -> dict[str, float]:
     names = {lang: [r["name" if lang == "en" else "zh"] for r in world["residents"]]
              for lang in ("en", "zh")}  # fmt: skip
     space = {"en": " ", "zh": ""}
+    # the candidates' token ids, once per language: at the reply's start, and after a word
+    first = {lang: [tok.encode(n) for n in ns] for lang, ns in names.items()}
+    after = {lang: [tok.encode(space[lang] + n) for n in ns] for lang, ns in names.items()}
     encoder, hits = ChatEncoder(tok), {}
     for r in read_jsonl(folder / "eval_facts.jsonl"):
         subject, attribute, lang = r["id"].split(".")
         prompt, _ = encoder.encode(r["messages"])
         want = residents.index(subject)
-        first = [tok.encode(n) for n in names[lang]]
-        after = [tok.encode(space[lang] + n) for n in names[lang]]
         words = list(prompt) + tok.encode(opening(attribute, lang))
-        for where, p, cands in (("first", list(prompt), first), ("after_opening", words, after)):
+        for where, p, cands in (("first", list(prompt), first[lang]),
+                                ("after_opening", words, after[lang])):  # fmt: skip
             hits.setdefault(f"{where}.{lang}", []).append(
                 likeliest_continuation(model, p, cands, tok.pad_id) == want
             )
