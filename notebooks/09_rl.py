@@ -276,7 +276,9 @@ for text in [good, good.replace("<answer>\n7", "<answer>\n8"), "The answer is 7.
 assert [reward(t, 7) for t in (good, "The answer is 7.")] == [1.1, 0.0]
 
 # %% [markdown]
-# Now one real group: four training problems, eight answers each, sampled and scored.
+# Now real groups: four training problems, eight answers each, sampled and scored. The four are
+# the first consecutive ones where at least one group's answers earn different rewards: the next
+# sections check gradients on them, and answers that all earn the same reward have none.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -287,13 +289,19 @@ for line in open(world / "r1_1024.jsonl", encoding="utf-8"):
     problems.append((chat[0], parse_r1(chat[1]["content"])[1]))
 print(f"{len(problems):,} training problems, for example {problems[0][0]['content']!r} -> "
       f"{problems[0][1]}")  # fmt: skip
-demo = problems[:4]
-demo_prompts = [encoder.encode([q])[0] for q, _ in demo for _ in range(GROUP)]
-demo_answers = sample_answers(reasoner, demo_prompts, list(range(len(demo_prompts))),
-                              eos_id=tok.eos_id, pad_id=tok.pad_id)  # fmt: skip
-demo_texts = [tok.decode([i for i in a if i != tok.eos_id]) for a in demo_answers]
-rewards = torch.tensor([reward(t, demo[i // GROUP][1]) for i, t in enumerate(demo_texts)])
-rewards = rewards.view(len(demo), GROUP)
+# the first four consecutive problems with at least one group whose rewards differ: sections 4-6
+# check gradients on this batch, and a batch of equal rewards has none to check
+for demo_start in range(0, len(problems), 4):
+    demo = problems[demo_start : demo_start + 4]
+    demo_prompts = [encoder.encode([q])[0] for q, _ in demo for _ in range(GROUP)]
+    demo_answers = sample_answers(reasoner, demo_prompts, list(range(len(demo_prompts))),
+                                  eos_id=tok.eos_id, pad_id=tok.pad_id)  # fmt: skip
+    demo_texts = [tok.decode([i for i in a if i != tok.eos_id]) for a in demo_answers]
+    rewards = torch.tensor([reward(t, demo[i // GROUP][1]) for i, t in enumerate(demo_texts)])
+    rewards = rewards.view(len(demo), GROUP)
+    if (rewards.std(dim=1) > 0).any():
+        break
+print(f"problems {demo_start}-{demo_start + 3}:")
 for (q, expected), row in zip(demo, rewards):
     print(
         f"expected {expected:>3}: rewards {[round(r, 1) for r in row.tolist()]}  <- "
@@ -309,7 +317,7 @@ for (q, expected), row in zip(demo, rewards):
 # $A_i = (r_i - \mathrm{mean}(r)) / (\mathrm{std}(r) + \epsilon)$. Better than its siblings: pushed
 # up; worse: pushed down. A group whose answers all earned the same reward has advantage 0
 # everywhere and teaches nothing: with a model that already solves most training problems, most
-# groups are like that (the count below).
+# groups are like that (the count below, in a batch chosen to hold at least one that is not).
 
 
 # %%
@@ -438,8 +446,10 @@ def pg_loss(model):
 policy.zero_grad()
 pg_loss(policy).backward()
 pg_grad = [p.grad.clone() for p in policy.parameters()]
-print(f"policy-gradient loss {pg_loss(policy).item():+.4f}; gradient norm "
-      f"{torch.sqrt(sum((g * g).sum() for g in pg_grad)).item():.3f}")  # fmt: skip
+pg_norm = torch.sqrt(sum((g * g).sum() for g in pg_grad)).item()
+print(f"policy-gradient loss {pg_loss(policy).item():+.4f}; gradient norm {pg_norm:.3f}")
+assert pg_norm > 0  # the batch has signal (section 3 chose it so): the checks below compare
+# non-zero gradients
 
 # %% [markdown]
 # ### Step 2: the ratio, clipped
