@@ -69,9 +69,13 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     # the full batch at lr 2e-3 (the facts lever) in fewer steps: 300 is the chapter's compute
     "lr2e-3-steps300": ({**EARLIER[0], "lr": 2e-3, "max_steps": 300}, EARLIER[1]),
     "lr2e-3-steps400": ({**EARLIER[0], "lr": 2e-3, "max_steps": 400}, EARLIER[1]),
+    # the chapter's recipe in fewer steps, on the attribute-first answers (2026-12-08)
+    "steps300": ({"max_steps": 300}, {}),
+    "steps400": ({"max_steps": 400}, {}),
 }
 # the spread of a recipe: the same run with other loader seeds (the order of chats and windows)
-for _name in ("batch16-lr1e-3", "lr2e-3", "half-batch", "half-batch-lr2e-3", "half-batch-lr1.5e-3"):
+SEEDED = ("batch16-lr1e-3", "lr2e-3", "half-batch", "half-batch-lr2e-3", "half-batch-lr1.5e-3")
+for _name in (*SEEDED, "tiny", "steps300", "steps400"):
     for _seed in (1, 2):
         RECIPES[f"{_name}-seed{_seed}"] = ({**RECIPES[_name][0], "seed": _seed}, RECIPES[_name][1])
 
