@@ -8,12 +8,15 @@ else the same; ``sft_conversations(..., answers=...)`` writes them):
   the name; English food, friend, hobby and colour have one answer that opens with the attribute;
 * ``mixed``: the first statement and the attribute-first answer of today's world, both languages;
 * ``zh-attribute-first``: ``mixed`` in English, today's answers in Chinese;
-* ``attribute-first``: today's answers ("The home of Patrick is a rock.", "说到家，派大星的家是石头屋。").
+* ``attribute-first``: today's answers ("The home of Patrick is a rock.", "说到家，派大星的家是石头屋。");
+* ``attribute-first-two``: today's answers and a second attribute-first one per attribute
+  ("As for home, Patrick lives in a rock.", "关于家，派大星住在石头屋里。").
 
 For each: held-out facts (English, Chinese, per attribute, the kinds of error of
 ``fact_error_kinds``), and a forced choice among the residents' names
 (``likeliest_continuation``): which resident the model finds likeliest at its reply's first
-token, and after the attribute's opening words ("The home of", "说到家，").
+token, and after the attribute's opening words ("The home of", "说到家，"); and ``facts_train``,
+the questions about SFT's own residents in wordings no training file uses.
 
     .venv/bin/python bench/answer_frames.py     # about 3 minutes a variant on 2 cores
 
@@ -47,11 +50,26 @@ NAME_FIRST = {"en": {a: STATEMENTS_EN[a][:2] for a in ATTRIBUTES},
               "zh": {a: STATEMENTS_ZH[a][:2] for a in ATTRIBUTES}}  # fmt: skip
 MIXED = {"en": {a: [STATEMENTS_EN[a][0], *ANSWERS_EN[a]] for a in ATTRIBUTES},
          "zh": {a: [STATEMENTS_ZH[a][0], *ANSWERS_ZH[a]] for a in ATTRIBUTES}}  # fmt: skip
+# a second attribute-first answer per attribute and language: another opening ("As for home,",
+# "关于家，") before the attribute's first (or, in Chinese, second) pretraining statement
+SECOND_EN = {"home": "As for home, {n} lives in {av}.", "job": "As for work, {n} works as {av}.",
+             "food": "As for food, {n}'s favourite food is {v}.",
+             "friend": "As for friends, {n}'s best friend is {v}.",
+             "pet": "As for pets, {n}'s pet is {av}.", "hobby": "As for hobbies, {n}'s hobby is {v}.",
+             "colour": "As for colours, {n}'s favourite colour is {v}."}  # fmt: skip
+SECOND_ZH = {"home": "关于家，{n}住在{v}里。", "job": "关于工作，{n}是一名{v}。",
+             "food": "关于食物，{n}最爱吃{v}。", "friend": "关于朋友，{n}最好的朋友是{v}。",
+             "pet": "关于宠物，{n}养的宠物是{v}。", "hobby": "关于爱好，{n}空闲时最喜欢{v}。",
+             "colour": "关于颜色，{n}最喜欢的颜色是{v}。"}  # fmt: skip
 VARIANTS = {
     "name-first": NAME_FIRST,
     "mixed": MIXED,
     "zh-attribute-first": {"en": MIXED["en"], "zh": ANSWERS_ZH},
     "attribute-first": {"en": ANSWERS_EN, "zh": ANSWERS_ZH},
+    "attribute-first-two": {
+        "en": {a: [*ANSWERS_EN[a], SECOND_EN[a]] for a in ATTRIBUTES},
+        "zh": {a: [*ANSWERS_ZH[a], SECOND_ZH[a]] for a in ATTRIBUTES},
+    },
 }
 
 
@@ -109,7 +127,8 @@ def main() -> None:
                               progress=False)  # fmt: skip
         minutes = (time.time() - t0) / 60
         model = load_model(ckpt).eval()
-        facts = evaluate_sets(model, tok, folder, ["facts"])["facts"]
+        reports = evaluate_sets(model, tok, folder, ["facts", "facts_train"])
+        facts = reports["facts"]
         kinds = fact_error_kinds(facts.records, world)
         by_attr = {}
         for r in facts.records:
@@ -120,6 +139,7 @@ def main() -> None:
             **{lang: round(v, 3) for lang, v in facts.by(2).items()},
             "by_attribute": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(by_attr.items())},
             "kinds": kinds, "named": named(model, tok, folder, world),
+            "facts_train": round(reports["facts_train"].accuracy, 3),
             "sft_minutes": round(minutes, 1),
         }, ensure_ascii=False), flush=True)  # fmt: skip
 
