@@ -730,9 +730,10 @@ print(f"the same problems reworded: {after['arith_reworded'].accuracy:.1%} corre
 print(f"held-out fact questions: {after['facts'].accuracy:.1%} (SFT model: {sft_facts:.1%}), "
       f"{sum('<think>' in r['answer'] for r in after['facts'].records)} of "
       f"{len(after['facts'].records)} answered with a reasoning block")  # fmt: skip
-# the target is 90 %; fresh runs of this recipe measured 74.5-96.5 % (machines and seeds,
-# docs/benchmarks.md), so the assert is the floor of that spread: arithmetic learnt from 0 %
-assert compliance >= 0.95 and after["arith"].accuracy >= 0.7  # measured: printed above
+# the target is 90 %; from SFT models trained on today's answers, three runs of this recipe (SFT
+# loader seeds 1337, 1 and 2) measured 92.0-94.5 %, and with the earlier answers runs spread over
+# 74.5-96.5 % (machines and seeds; docs/benchmarks.md): the assert leaves room for rounding
+assert compliance >= 0.95 and after["arith"].accuracy >= 0.8  # measured: printed above
 assert after["facts"].accuracy >= 0.4  # the course's target for facts after distillation
 
 # %%
