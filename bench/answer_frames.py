@@ -51,7 +51,7 @@ NAME_FIRST = {"en": {a: STATEMENTS_EN[a][:2] for a in ATTRIBUTES},
 MIXED = {"en": {a: [STATEMENTS_EN[a][0], *ANSWERS_EN[a]] for a in ATTRIBUTES},
          "zh": {a: [STATEMENTS_ZH[a][0], *ANSWERS_ZH[a]] for a in ATTRIBUTES}}  # fmt: skip
 # a second attribute-first answer per attribute and language: another opening ("As for home,",
-# "关于家，") before the attribute's first (or, in Chinese, second) pretraining statement
+# "关于家，") before one of the attribute's pretraining statements that opens with the name
 SECOND_EN = {"home": "As for home, {n} lives in {av}.", "job": "As for work, {n} works as {av}.",
              "food": "As for food, {n}'s favourite food is {v}.",
              "friend": "As for friends, {n}'s best friend is {v}.",

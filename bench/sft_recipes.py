@@ -69,7 +69,7 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     # the full batch at lr 2e-3 (the facts lever) in fewer steps: 300 is the chapter's compute
     "lr2e-3-steps300": ({**EARLIER[0], "lr": 2e-3, "max_steps": 300}, EARLIER[1]),
     "lr2e-3-steps400": ({**EARLIER[0], "lr": 2e-3, "max_steps": 400}, EARLIER[1]),
-    # the chapter's recipe in fewer steps, on the attribute-first answers (2026-12-08)
+    # the chapter's recipe in fewer steps, on the attribute-first answers (2026-12-07)
     "steps300": ({"max_steps": 300}, {}),
     "steps400": ({"max_steps": 400}, {}),
 }
