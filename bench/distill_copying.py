@@ -7,7 +7,8 @@ chats with 600 SFT chats mixed in, half the batches the drilled pretraining text
 batches replaced by ``bench/copy_through.py``'s ``KeyValueRecall`` drills written into windows of
 the pretraining text, each target weighing ``--weight``. The induction probe on the detail
 values' ids is logged every 250 steps; at the end: unseen arithmetic, well-formed share, held-out
-facts, the reworded problems and the share of first reasoning lines that copy their numbers.
+facts, the reworded problems and the share of first reasoning lines that copy their numbers, and
+per set the share of answers with a repetition loop (a unit of 1-3 characters 9 times in a row).
 
     B=~/.cache/spongebob/bench
     .venv/bin/python bench/distill_copying.py \\
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -44,6 +46,9 @@ from spongebob.pretrain import induction_probe, open_pretraining_data
 from spongebob.sft import ReplayMix, frequent_ids, open_chat_data, sft_loader
 from spongebob.train import train
 from spongebob.world import course_tokenizer, sample_dir
+
+# a unit of 1-3 characters repeated 8 more times in a row ("anananan..."): a repetition loop
+LOOP = re.compile(r"(.{1,3}?)\1{8,}", re.S)
 
 
 def main() -> None:
@@ -97,6 +102,8 @@ def main() -> None:
         "facts": round(reports["facts"].accuracy, 3), "reworded": round(reworded.accuracy, 3),
         "copies": round(sum(copies_question(r["answer"], k)
                             for r, k in zip(reworded.records, numbers)) / len(numbers), 3),
+        "loops": {k: round(sum(bool(LOOP.search(r["answer"])) for r in rep.records)
+                           / len(rep.records), 3) for k, rep in reports.items()},
         "example": reworded.records[0]["answer"][:160],
     }), flush=True)  # fmt: skip
 
