@@ -30,18 +30,10 @@ import numpy as np
 import torch
 from copy_recipes import drill_ids, value_ids  # bench/ is on sys.path when this script runs
 from copy_through import KeyValueRecall
+from distill_recipes import distilled_measures
 
 from spongebob.checkpoint import load_model
-from spongebob.data import read_jsonl
-from spongebob.distill import (
-    copies_question,
-    distill_config,
-    distill_options,
-    drilled_text,
-    format_problem,
-    write_chat_mix,
-)
-from spongebob.evaluate import evaluate_sets
+from spongebob.distill import distill_config, distill_options, drilled_text, write_chat_mix
 from spongebob.pretrain import induction_probe, open_pretraining_data
 from spongebob.sft import ReplayMix, frequent_ids, open_chat_data, sft_loader
 from spongebob.train import train
@@ -90,21 +82,14 @@ def main() -> None:
     log = [json.loads(line) for line in open(run / "metrics.jsonl")]
     curve = [(r["step"], round(r["probe_values"], 3)) for r in log if "probe_values" in r]
     model = load_model(run / "last.pt").eval()
-    reports = evaluate_sets(model, tok, world, ["arith", "facts", "arith_reworded"])
-    arith, reworded = reports["arith"], reports["arith_reworded"]
-    numbers = [r["numbers"] for r in read_jsonl(world / "eval_arith_reworded.jsonl")]
-    n = len(arith.records)
+    reports, measures = distilled_measures(model, tok, world)
     print(json.dumps({
         "share": args.share, "weight": args.weight, "minutes": round(minutes, 1),
         "probe_by_step": curve, "probe_values": round(induction_probe(model, ids=values), 3),
-        "arith": round(arith.accuracy, 3),
-        "well_formed": round(sum(format_problem(r["answer"]) is None for r in arith.records) / n, 3),
-        "facts": round(reports["facts"].accuracy, 3), "reworded": round(reworded.accuracy, 3),
-        "copies": round(sum(copies_question(r["answer"], k)
-                            for r, k in zip(reworded.records, numbers)) / len(numbers), 3),
+        **{k: round(v, 3) for k, v in measures.items()},
         "loops": {k: round(sum(bool(LOOP.search(r["answer"])) for r in rep.records)
                            / len(rep.records), 3) for k, rep in reports.items()},
-        "example": reworded.records[0]["answer"][:160],
+        "example": reports["arith_reworded"].records[0]["answer"][:160],
     }), flush=True)  # fmt: skip
 
 

@@ -128,6 +128,25 @@ def found_elsewhere(pretrain: Path, equations: set[str]) -> int:
     return sum(bool(re.search(rf"(?<!\d){re.escape(e)}(?!\d)", other)) for e in equations)
 
 
+def distilled_measures(model, tok, world: Path) -> tuple[dict, dict[str, float]]:
+    """A distilled model graded on the unseen problems, the held-out facts and the reworded
+    problems: the ``evaluate_sets`` reports, and the accuracies, the well-formed share on the
+    unseen problems and the share of reworded answers whose first reasoning line copies the
+    question's numbers."""
+    reports = evaluate_sets(model, tok, world, ["arith", "facts", "arith_reworded"])
+    arith, reworded = reports["arith"], reports["arith_reworded"]
+    numbers = [r["numbers"] for r in read_jsonl(world / "eval_arith_reworded.jsonl")]
+    n = len(arith.records)
+    return reports, {
+        "arith": arith.accuracy,
+        "well_formed": sum(format_problem(r["answer"]) is None for r in arith.records) / n,
+        "facts": reports["facts"].accuracy,
+        "reworded": reworded.accuracy,
+        "copies": sum(copies_question(r["answer"], k)
+                      for r, k in zip(reworded.records, numbers)) / len(numbers),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=sorted(RECIPES), help="recipes to run")
@@ -155,7 +174,6 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}")
     header = ("recipe", "steps", "minutes", "right", "formed", "facts", "reword", "copies")
     print(f"{header[0]:22s}", " ".join(f"{h:>7s}" for h in header[1:]))
-    numbers = [r["numbers"] for r in read_jsonl(world / "eval_arith_reworded.jsonl")]
     for name in args.only or RECIPES:
         replay, lr, steps, mix, train, extra = (*RECIPES[name], {}, {})[:6]
         cfg = distill_config("tiny", lr=lr, max_steps=steps, grad_accum=2 if replay else 1, **train)
@@ -173,15 +191,9 @@ def main() -> None:
         ckpt = distill_checkpoint(world / "r1_1024.jsonl", tok, work / name, cfg, init=sft_ckpt,
                                   progress=False, **options)  # fmt: skip
         minutes = (time.perf_counter() - t0) / 60
-        sets = ["arith", "facts", "arith_reworded"]
-        reports = evaluate_sets(load_model(ckpt).eval(), tok, world, sets)
-        arith, reworded = reports["arith"], reports["arith_reworded"]
-        n = len(arith.records)
-        formed = sum(format_problem(r["answer"]) is None for r in arith.records) / n
-        copies = sum(copies_question(r["answer"], k) for r, k in zip(reworded.records, numbers)) / n
-        print(f"{name:22s} {steps:7d} {minutes:7.1f} {arith.accuracy:7.1%} {formed:7.1%} "
-              f"{reports['facts'].accuracy:7.1%} {reworded.accuracy:7.1%} {copies:7.1%}",
-              flush=True)  # fmt: skip
+        _, m = distilled_measures(load_model(ckpt).eval(), tok, world)
+        print(f"{name:22s} {steps:7d} {minutes:7.1f} {m['arith']:7.1%} {m['well_formed']:7.1%} "
+              f"{m['facts']:7.1%} {m['reworded']:7.1%} {m['copies']:7.1%}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
